@@ -1,0 +1,281 @@
+"""The build flow: recipe -> prepared generator -> one cached task per shard -> committed dataset.
+
+Thin orchestration only: model and format code live in generators/ and synthloom/.
+Each shard task is cached by (recipe fingerprint, prepared-asset hash, shard), with
+results stored in the staging folder, so rerunning a killed build skips every shard
+that was finished and regenerates the rest: same seeds, same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
+    update_progress_artifact
+from prefect.context import TaskRunContext
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from synthloom import dataset as ds
+from synthloom.card import dataset_card
+from synthloom.croissant import croissant_metadata
+from synthloom.errors import DatasetError
+from synthloom.generators.base import BuildContext, ShardSpec
+from synthloom.planning import plan_shards
+from synthloom.preview import point_cloud_grid
+from synthloom.provenance import git_sha, package_versions, sha256_file
+from synthloom.recipe import Recipe, load_recipe, parse_recipe
+from synthloom.registry import make_generator
+
+RECIPE_MARK = ".recipe_sha256"
+
+
+def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    shard: ShardSpec = parameters["shard"]
+    return "shard-{}-{}-{}-{:05d}".format(
+        parameters["recipe_sha256"][:16], parameters["prepared"]["assets_sha256"][:16], shard.split, shard.index
+    )
+
+
+@task(name="prepare-generator")
+def prepare_generator(recipe_json: dict[str, Any], cache_dir: str, recipe_dir: str) -> dict[str, Any]:
+    recipe = parse_recipe(recipe_json)
+    generator = make_generator(recipe.generator.kind, recipe.generator.params)
+    ctx = BuildContext(cache_dir=Path(cache_dir), on_error=recipe.on_error, reference=recipe.reference,
+                       recipe_dir=Path(recipe_dir))
+    return generator.prepare(ctx)
+
+
+@task(name="generate-shard", cache_key_fn=_shard_cache_key, persist_result=True)
+def generate_shard(recipe_json: dict[str, Any], recipe_sha256: str, prepared: dict[str, Any], shard: ShardSpec,
+                   staging: str) -> dict[str, Any]:
+    """Generate one shard and write it into the staging folder; return its manifest record."""
+    recipe = parse_recipe(recipe_json)
+    generator = make_generator(recipe.generator.kind, recipe.generator.params)
+    generator.prepared = prepared
+    schema = ds.dataset_schema(generator.schema())
+    rows = []
+    for offset, row in enumerate(generator.generate(shard)):
+        row["id"] = f"{shard.split}-{shard.start + offset:08d}"
+        row["split"] = shard.split
+        row["generator"] = recipe.generator.kind
+        row["recipe_sha256"] = recipe_sha256
+        rows.append(row)
+    table = ds.rows_to_table(rows, schema)
+    record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
+    return {**record, "split": shard.split, "index": shard.index}
+
+
+def _staging_for(recipe: Recipe, final: Path, fingerprint: str) -> Path:
+    staging = ds.staging_dir(final)
+    mark = staging / RECIPE_MARK
+    if staging.exists() and (not mark.exists() or mark.read_text().strip() != fingerprint):
+        shutil.rmtree(staging)  # staged shards of another recipe: useless here
+    (staging / ds.DATA_DIR).mkdir(parents=True, exist_ok=True)
+    mark.write_text(fingerprint + "\n")
+    return staging
+
+
+def _existing_version(final: Path, fingerprint: str, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of an identical finished build, None to build, or an error on conflict."""
+    if not final.exists():
+        return None
+    ds.finish_commit(final)  # a commit killed after its rename is completed, not redone
+    try:
+        manifest = ds.read_manifest(final)
+    except DatasetError:
+        if overwrite:
+            return None
+        raise DatasetError(f"{final}: exists but is not a complete dataset; remove it or pass --overwrite") from None
+    if manifest.get("recipe_sha256") == fingerprint and not overwrite:
+        return manifest
+    if overwrite:
+        return None
+    raise DatasetError(
+        f"{final}: already built from a different recipe (sha256 {manifest.get('recipe_sha256', '?')[:12]}…); "
+        "bump `version` in the recipe or pass --overwrite"
+    )
+
+
+def _preview(staging: Path, shard_records: list[dict[str, Any]], class_names: list[str]) -> None:
+    import pyarrow.parquet as pq
+
+    first = staging / shard_records[0]["file"]
+    table = pq.read_table(first)
+    picks: list[int] = []
+    per_class: dict[Any, int] = {}
+    labels = table.column("label").to_pylist() if "label" in table.column_names else [0] * table.num_rows
+    for i, label in enumerate(labels):  # spread the grid over classes first
+        if per_class.get(label, 0) < max(1, 16 // max(1, len(class_names))):
+            per_class[label] = per_class.get(label, 0) + 1
+            picks.append(i)
+        if len(picks) == 16:
+            break
+    if "points" in table.column_names:
+        values, offsets = ds.fixed_list_to_numpy(table.column("points"))
+        colors_col = table.column("point_colors") if "point_colors" in table.column_names else None
+        clouds, colors, captions = [], [], []
+        for i in picks:
+            clouds.append(values[offsets[i]: offsets[i + 1]])
+            color = None
+            if colors_col is not None and colors_col[i].is_valid:
+                cv, co = ds.fixed_list_to_numpy(colors_col.slice(i, 1))
+                color = cv
+            colors.append(color)
+            captions.append(str(table.column("label_name")[i]) if "label_name" in table.column_names else "")
+        point_cloud_grid(clouds, colors, captions, staging / "preview.png")
+
+
+def _publish_artifacts(manifest: dict[str, Any], final: Path) -> None:
+    splits: dict[str, dict[str, int]] = {}
+    for shard in manifest["shards"]:
+        entry = splits.setdefault(shard["split"], {"split": shard["split"], "rows": 0, "shards": 0, "bytes": 0})
+        entry["rows"] += shard["rows"]
+        entry["shards"] += 1
+        entry["bytes"] += shard["bytes"]
+    key = "dataset-" + "".join(c if c.isalnum() else "-" for c in manifest["recipe"]["name"].lower())
+    create_table_artifact(table=list(splits.values()), key=key + "-splits",
+                          description=f"Splits of {final}")
+    create_markdown_artifact(
+        markdown=f"**{manifest['recipe']['name']} {manifest['version']}** committed at `{final}`\n\n"
+                 f"![preview]({(final / 'preview.png').as_uri()})\n\n"
+                 f"recipe sha256 `{manifest['recipe_sha256']}`, seed `{manifest['seed']}`",
+        key=key + "-summary",
+        description="Build summary",
+    )
+
+
+@flow(name="build-dataset", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Build the dataset a recipe describes and commit it; returns a summary dict."""
+    logger = get_run_logger()
+    recipe = load_recipe(recipe_path)
+    overrides = {k: v for k, v in {"version": version, "seed": seed}.items() if v is not None}
+    if overrides:
+        recipe = parse_recipe({**recipe.model_dump(mode="json"), **overrides}, recipe_path)
+    fingerprint = recipe.fingerprint()
+    final = recipe.version_dir().resolve()
+    existing = _existing_version(final, fingerprint, overwrite)
+    if existing is not None:
+        logger.info("%s already built from this recipe; nothing to do", final)
+        return {"path": str(final), "status": "exists", "rows": sum(s["rows"] for s in existing["shards"])}
+    ds.check_writable(final.parent)
+    staging = _staging_for(recipe, final, fingerprint)
+    recipe_json = recipe.model_dump(mode="json")
+
+    prepared = prepare_generator(recipe_json, str(final.parent / ".cache"), str(Path(recipe_path).parent))
+    shards = plan_shards(recipe)
+    storage = (staging / ".results").resolve()
+    shard_task = generate_shard.with_options(result_storage=storage)
+    futures = [shard_task.submit(recipe_json, fingerprint, prepared, shard, str(staging)) for shard in shards]
+    bar = _progress_bar(progress, len(shards), f"{recipe.name} {recipe.version}")
+    progress_id = create_progress_artifact(0.0, description=f"Shards of {recipe.name} {recipe.version}")
+    records: list[dict[str, Any]] = []
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            records.append(future.result())
+            bar.advance()
+            update_progress_artifact(progress_id, 100.0 * done / len(shards))
+    finally:
+        bar.close()
+    records = _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging, storage)
+    records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
+
+    manifest = _manifest(recipe, fingerprint, prepared, records, staging)
+    _preview(staging, records, prepared.get("classes", []))
+    ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
+    (staging / "README.md").write_text(dataset_card(manifest))
+    ds.commit(staging, final, manifest, overwrite=overwrite)
+    ds.set_latest(final.parent, final.name)
+    report = ds.verify(final)
+    _publish_artifacts(manifest, final)
+    logger.info("committed %s: %d rows in %d shards", final, report["rows"], report["shards"])
+    return {"path": str(final), "status": "built", "rows": report["rows"], "shards": report["shards"],
+            "skipped": manifest["skipped"]["count"]}
+
+
+def _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging: Path, storage: Path):
+    """A cached shard whose file went missing or changed is generated again, not trusted."""
+    by_key = {(s.split, s.index): s for s in shards}
+    checked = []
+    for record in records:
+        path = staging / record["file"]
+        if path.exists() and sha256_file(path) == record["sha256"]:
+            checked.append(record)
+            continue
+        shard = by_key[(record["split"], record["index"])]
+        fresh = generate_shard.with_options(result_storage=storage, refresh_cache=True)
+        checked.append(fresh(recipe_json, fingerprint, prepared, shard, str(staging)))
+    return checked
+
+
+def _schema_of(staging: Path, records: list[dict[str, Any]]):
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(staging / records[0]["file"])
+
+
+def _manifest(recipe: Recipe, fingerprint: str, prepared: dict[str, Any], records: list[dict[str, Any]],
+              staging: Path) -> dict[str, Any]:
+    skipped = prepared.get("skipped", [])
+    return {
+        "format": "synthloom-dataset/1",
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_sha256": fingerprint,
+        "version": recipe.version,
+        "seed": recipe.seed,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "packages": package_versions(),
+        "git_sha": git_sha(),
+        "generator": {
+            "kind": recipe.generator.kind,
+            "params": recipe.generator.params,
+            "assets_sha256": prepared.get("assets_sha256"),
+            "assets": prepared.get("assets", []),
+        },
+        "classes": prepared.get("classes", []),
+        "derived_from": sorted({a["path"] for a in prepared.get("assets", [])}),
+        "labelers": [l.kind for l in recipe.labelers],
+        "skipped": {"count": len(skipped), "items": skipped},
+        "schema": ds.schema_text(_schema_of(staging, records)),
+        "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256")} for r in records],
+        "metrics": {},
+        "status": "accepted",
+    }
+
+
+class _NoBar:
+    def advance(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _RichBar:
+    def __init__(self, total: int, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("shards"), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total)
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress_bar(enabled: bool, total: int, label: str):
+    return _RichBar(total, label) if enabled else _NoBar()

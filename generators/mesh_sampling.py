@@ -1,0 +1,148 @@
+"""Sampling points on triangle meshes: area-weighted uniform, Poisson-disk, single-view scans.
+
+We write our own sampler instead of calling `trimesh.sample.sample_surface` per
+cloud because a dataset draws many clouds from the same mesh: `MeshSampler`
+precomputes the per-face origins, edges, normals and the area CDF once, so each
+cloud costs O(points) instead of O(faces + points). `benchmarks/bench_sampling.py`
+measures the difference against trimesh on the same meshes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+import trimesh
+from scipy.spatial import ConvexHull, cKDTree
+
+
+class MeshSampler:
+    """Precomputed per-face data of one mesh, for drawing many point clouds from it."""
+
+    def __init__(self, mesh: trimesh.Trimesh):
+        vertices = np.asarray(mesh.vertices, dtype=np.float64)
+        faces = np.asarray(mesh.faces, dtype=np.int64)
+        corners = vertices[faces]  # (F, 3, 3)
+        self.origins = corners[:, 0]
+        self.edge1 = corners[:, 1] - corners[:, 0]
+        self.edge2 = corners[:, 2] - corners[:, 0]
+        cross = np.cross(self.edge1, self.edge2)
+        double_area = np.linalg.norm(cross, axis=1)
+        self.area = float(double_area.sum() / 2.0)
+        self.cdf = np.cumsum(double_area)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.face_normals = np.where(double_area[:, None] > 0, cross / double_area[:, None], 0.0)
+        self.corner_colors = _corner_colors(mesh, faces)
+        # Bounding sphere used to normalise every cloud of this mesh the same way.
+        lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+        self.center = (lo + hi) / 2.0
+        self.radius = float(np.linalg.norm(vertices - self.center, axis=1).max()) or 1.0
+
+    @property
+    def has_colors(self) -> bool:
+        return self.corner_colors is not None
+
+    def sample_uniform(self, count: int, rng: np.random.Generator):
+        """Area-weighted uniform samples: (points, normals, colors or None)."""
+        picks = rng.random(count) * self.cdf[-1]
+        face = np.minimum(np.searchsorted(self.cdf, picks, side="right"), len(self.cdf) - 1)
+        u, v = rng.random((2, count))
+        outside = u + v > 1.0  # fold the unit square onto the triangle
+        u[outside], v[outside] = 1.0 - u[outside], 1.0 - v[outside]
+        points = self.origins[face] + u[:, None] * self.edge1[face] + v[:, None] * self.edge2[face]
+        normals = self.face_normals[face]
+        colors = None
+        if self.corner_colors is not None:
+            c = self.corner_colors[face]  # (n, 3, 3) per-corner RGB
+            w = np.stack([1.0 - u - v, u, v], axis=1)[:, :, None]
+            colors = np.clip(np.rint((c * w).sum(axis=1)), 0, 255).astype(np.uint8)
+        return points, normals, colors
+
+    def sample_poisson(self, count: int, rng: np.random.Generator, oversample: int = 4):
+        """Blue-noise samples by weighted sample elimination (Yuksel 2015, 'Sample Elimination
+        for Generating Poisson Disk Sample Sets'), as in point-cloud-utils/cyCodeBase: draw
+        `oversample * count` uniform candidates, then repeatedly drop the most crowded one."""
+        points, normals, colors = self.sample_uniform(count * oversample, rng)
+        keep = weighted_sample_elimination(points, count, self.area)
+        return points[keep], normals[keep], None if colors is None else colors[keep]
+
+
+def _corner_colors(mesh: trimesh.Trimesh, faces: np.ndarray) -> np.ndarray | None:
+    """Per-corner RGB (F, 3, 3) float where the mesh carries colours, else None."""
+    visual = mesh.visual
+    kind = getattr(visual, "kind", None)
+    if kind == "vertex":
+        rgb = np.asarray(visual.vertex_colors)[:, :3].astype(np.float64)
+        return rgb[faces]
+    if kind == "face":
+        rgb = np.asarray(visual.face_colors)[:, :3].astype(np.float64)
+        return np.repeat(rgb[:, None, :], 3, axis=1)
+    return None
+
+
+def weighted_sample_elimination(points: np.ndarray, count: int, area: float) -> np.ndarray:
+    """Indices of `count` of `points` left after Yuksel's weighted elimination on a surface."""
+    total = len(points)
+    if count >= total:
+        return np.arange(total)
+    # Maximal Poisson-disk radius for `count` points on a 2-D surface of this area.
+    r_max = math.sqrt(area / (2.0 * math.sqrt(3.0) * count))
+    r_min = r_max * (1.0 - (count / total) ** 1.5) * 0.65
+    pairs = cKDTree(points).query_pairs(2.0 * r_max, output_type="ndarray")
+    dist = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+    weight = (1.0 - np.maximum(dist, r_min) / (2.0 * r_max)) ** 8
+    # CSR adjacency so each elimination touches only its neighbours.
+    heads = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    tails = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    both = np.concatenate([weight, weight])
+    order = np.argsort(heads, kind="stable")
+    heads, tails, both = heads[order], tails[order], both[order]
+    starts = np.searchsorted(heads, np.arange(total + 1))
+    score = np.bincount(heads, weights=both, minlength=total)
+    heap = [(-s, i) for i, s in enumerate(score.tolist())]
+    heapq.heapify(heap)
+    alive = np.ones(total, dtype=bool)
+    score_list = score.tolist()
+    tails_list, both_list, starts_list = tails.tolist(), both.tolist(), starts.tolist()
+    remaining = total
+    while remaining > count:
+        neg, i = heapq.heappop(heap)
+        if not alive[i] or -neg != score_list[i]:
+            continue  # stale heap entry
+        alive[i] = False
+        remaining -= 1
+        for k in range(starts_list[i], starts_list[i + 1]):
+            j = tails_list[k]
+            if alive[j]:
+                score_list[j] -= both_list[k]
+                heapq.heappush(heap, (-score_list[j], j))
+    return np.flatnonzero(alive)
+
+
+def visible_from(points: np.ndarray, camera: np.ndarray, radius_scale: float = 100.0) -> np.ndarray:
+    """Indices of points visible from `camera` by hidden point removal (Katz et al. 2007),
+    the operator open3d's `hidden_point_removal` implements."""
+    rel = points - camera
+    norm = np.linalg.norm(rel, axis=1, keepdims=True)
+    norm = np.maximum(norm, 1e-12)
+    radius = float(norm.max()) * radius_scale
+    flipped = rel + 2.0 * (radius - norm) * rel / norm
+    hull = ConvexHull(np.vstack([flipped, np.zeros((1, 3))]))
+    visible = hull.vertices[hull.vertices < len(points)]
+    return np.sort(visible)
+
+
+def random_rotation(rng: np.random.Generator, mode: str) -> np.ndarray:
+    """A 3x3 rotation: identity, about +z, or uniform over SO(3) (QR of a Gaussian matrix)."""
+    if mode == "none":
+        return np.eye(3)
+    if mode == "z":
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        c, s = math.cos(angle), math.sin(angle)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))  # make the factorisation unique -> Haar-uniform
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q

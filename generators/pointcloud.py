@@ -1,0 +1,248 @@
+"""Point clouds sampled from meshes: one row per cloud, labelled by the mesh's class.
+
+Inputs are either a folder whose sub-folders are classes (OBJ/PLY/STL/OFF/GLB,
+read by trimesh) or built-in procedural shapes (`source: procedural`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pyarrow as pa
+import trimesh
+from pydantic import Field, field_validator
+
+from synthloom.errors import GeneratorError
+from synthloom.provenance import sha256_file
+
+from .base import BuildContext, Generator, GeneratorParams, ShardSpec
+from .mesh_sampling import MeshSampler, random_rotation, visible_from
+
+MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb", "gltf")
+
+
+def _procedural_mesh(shape: str) -> trimesh.Trimesh:
+    makers = {
+        "box": lambda: trimesh.creation.box(extents=(1.0, 0.6, 0.4)),
+        "sphere": lambda: trimesh.creation.icosphere(subdivisions=3, radius=0.5),
+        "cylinder": lambda: trimesh.creation.cylinder(radius=0.3, height=1.0, sections=48),
+        "cone": lambda: trimesh.creation.cone(radius=0.4, height=1.0, sections=48),
+        "capsule": lambda: trimesh.creation.capsule(height=0.8, radius=0.25, count=(24, 24)),
+        "torus": lambda: trimesh.creation.torus(major_radius=0.45, minor_radius=0.15),
+    }
+    return makers[shape]()
+
+
+PROCEDURAL_SHAPES = ("box", "sphere", "cylinder", "cone", "capsule", "torus")
+
+
+class PointCloudParams(GeneratorParams):
+    source: str = Field(
+        default="procedural",
+        description="'procedural' or a folder of meshes whose sub-folder names are the classes.",
+    )
+    shapes: list[str] = Field(default=list(PROCEDURAL_SHAPES), description="Classes for source=procedural.")
+    num_points: int = Field(default=1024, gt=0, le=1_000_000)
+    sampler: Literal["uniform", "poisson"] = "uniform"
+    normals: bool = True
+    colors: bool = Field(default=True, description="Keep per-point colours where the mesh has them.")
+    normalize: bool = Field(default=True, description="Centre each mesh and scale it into the unit sphere.")
+    rotation: Literal["none", "z", "so3"] = "none"
+    scale: tuple[float, float] = Field(default=(1.0, 1.0), description="Per-axis random scale range (anisotropic).")
+    jitter: float = Field(default=0.0, ge=0.0, description="Std of Gaussian noise added to each point.")
+    jitter_clip: float = Field(default=0.05, gt=0.0)
+    partial_scan: bool = Field(default=False, description="Keep only points visible from a random camera.")
+
+    @field_validator("shapes")
+    @classmethod
+    def _known_shapes(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in PROCEDURAL_SHAPES]
+        if unknown:
+            raise ValueError(f"unknown shape(s) {unknown}; choose from {list(PROCEDURAL_SHAPES)}")
+        if not value:
+            raise ValueError("needs at least one shape")
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high")
+        return value
+
+
+def load_mesh_file(path: Path) -> trimesh.Trimesh:
+    """Load one mesh, or raise GeneratorError naming the file and what is wrong with it."""
+    try:
+        mesh = trimesh.load(str(path), force="mesh")
+    except Exception as error:  # trimesh raises many types for bad files
+        raise GeneratorError(f"{path}: cannot read mesh ({type(error).__name__}: {error})") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise GeneratorError(f"{path}: mesh has no triangles")
+    if not np.all(np.isfinite(mesh.vertices)):
+        raise GeneratorError(f"{path}: mesh has non-finite vertex coordinates")
+    if mesh.area <= 0:
+        raise GeneratorError(f"{path}: mesh has zero surface area")
+    return mesh
+
+
+@lru_cache(maxsize=64)
+def _sampler_for(path: str, sha256: str) -> MeshSampler:
+    """Cached per process; keyed by content hash so an edited file is reloaded."""
+    if path.startswith("procedural:"):
+        return MeshSampler(_procedural_mesh(path.split(":", 1)[1]))
+    mesh = load_mesh_file(Path(path))
+    return MeshSampler(mesh)
+
+
+def _mesh_sha256(mesh: trimesh.Trimesh) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(mesh.vertices, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(mesh.faces, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+POINT = pa.list_(pa.float32(), 3)
+COLOR = pa.list_(pa.uint8(), 3)
+
+
+class PointCloudGenerator(Generator):
+    name = "pointcloud"
+    Params = PointCloudParams
+    params: PointCloudParams
+
+    def schema(self) -> pa.Schema:
+        return pa.schema(
+            [
+                ("label", pa.int64()),
+                ("label_name", pa.string()),
+                ("points", pa.list_(POINT)),
+                ("point_normals", pa.list_(POINT)),
+                ("point_colors", pa.list_(COLOR)),
+                ("source", pa.string()),
+                ("source_sha256", pa.string()),
+                ("seed", pa.int64()),
+                ("params", pa.string()),
+            ]
+        )
+
+    # -- prepare ---------------------------------------------------------------------------
+    def prepare(self, ctx: BuildContext) -> dict[str, Any]:
+        if self.params.source == "procedural":
+            assets = []
+            for shape in self.params.shapes:
+                mesh = _procedural_mesh(shape)
+                assets.append({"path": f"procedural:{shape}", "sha256": _mesh_sha256(mesh), "class": shape})
+            skipped: list[dict[str, str]] = []
+        else:
+            assets, skipped = self._scan_folder(ctx)
+        classes = list(dict.fromkeys(a["class"] for a in assets))  # first-seen order
+        if not assets:
+            raise GeneratorError(f"{self.params.source}: no usable meshes ({len(skipped)} skipped)")
+        record = {
+            "source": self.params.source,
+            "classes": classes,
+            "assets": assets,
+            "skipped": skipped,
+        }
+        record["assets_sha256"] = hashlib.sha256(
+            json.dumps([[a["path"], a["sha256"]] for a in assets]).encode()
+        ).hexdigest()
+        self.prepared = record
+        return record
+
+    def _scan_folder(self, ctx: BuildContext):
+        root = Path(self.params.source).expanduser()
+        if not root.is_absolute():
+            root = (ctx.recipe_dir / root) if not root.exists() else root
+        if not root.is_dir():
+            raise GeneratorError(f"{self.params.source}: mesh folder not found")
+        class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+        if not class_dirs:
+            raise GeneratorError(f"{root}: no class sub-folders (expected {root}/<class>/<mesh>.obj)")
+        assets, skipped = [], []
+        for class_dir in class_dirs:
+            files = sorted(
+                p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in MESH_EXTENSIONS
+            )
+            for path in files:
+                try:
+                    load_mesh_file(path)
+                except GeneratorError as error:
+                    if ctx.on_error == "skip":
+                        skipped.append({"path": str(path), "reason": str(error)})
+                        continue
+                    raise
+                assets.append({"path": str(path.resolve()), "sha256": sha256_file(path), "class": class_dir.name})
+        return assets, skipped
+
+    def class_names(self) -> list[str]:
+        return list(self.prepared["classes"]) if self.prepared else []
+
+    # -- generate --------------------------------------------------------------------------
+    def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:
+        if self.prepared is None:
+            raise GeneratorError("pointcloud: generate() called before prepare()")
+        classes = self.prepared["classes"]
+        by_class = {c: [a for a in self.prepared["assets"] if a["class"] == c] for c in classes}
+        for offset in range(shard.size):
+            label = (shard.start + offset) % len(classes)  # balanced classes, deterministic
+            seed = shard.sample_seed(offset)
+            yield self.sample_one(by_class[classes[label]], label, classes[label], seed)
+
+    def sample_one(self, candidates: list[dict], label: int, label_name: str, seed: int) -> dict[str, Any]:
+        p = self.params
+        rng = np.random.default_rng(seed)
+        asset = candidates[int(rng.integers(len(candidates)))]
+        sampler = _sampler_for(asset["path"], asset["sha256"])
+        extra: dict[str, Any] = {}
+        if p.partial_scan:
+            points, normals, colors = sampler.sample_uniform(p.num_points * 4, rng)
+            direction = rng.standard_normal(3)
+            direction /= np.linalg.norm(direction)
+            camera = sampler.center + direction * sampler.radius * 3.0
+            visible = visible_from(points, camera)
+            chosen = rng.choice(visible, size=p.num_points, replace=len(visible) < p.num_points)
+            points, normals = points[chosen], normals[chosen]
+            colors = None if colors is None else colors[chosen]
+            extra["camera_direction"] = [round(float(x), 6) for x in direction]
+            extra["visible_fraction"] = round(len(visible) / (p.num_points * 4), 4)
+        elif p.sampler == "poisson":
+            points, normals, colors = sampler.sample_poisson(p.num_points, rng)
+        else:
+            points, normals, colors = sampler.sample_uniform(p.num_points, rng)
+        if p.normalize:
+            points = (points - sampler.center) / sampler.radius
+        rotation = random_rotation(rng, p.rotation)
+        scale = rng.uniform(p.scale[0], p.scale[1], size=3) if p.scale != (1.0, 1.0) else np.ones(3)
+        points = (points * scale) @ rotation.T
+        # Normals transform by the inverse-transpose of the linear map R @ diag(scale).
+        normals = (normals / scale) @ rotation.T
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        if p.jitter > 0:
+            points = points + np.clip(rng.normal(0.0, p.jitter, points.shape), -p.jitter_clip, p.jitter_clip)
+        sample_params = {
+            "sampler": "partial_scan" if p.partial_scan else p.sampler,
+            "num_points": p.num_points,
+            "rotation": [[round(float(x), 6) for x in row] for row in rotation],
+            "scale": [round(float(x), 6) for x in scale],
+            "jitter": p.jitter,
+            "normalize": p.normalize,
+            **extra,
+        }
+        return {
+            "label": label,
+            "label_name": label_name,
+            "points": points.astype(np.float32),
+            "point_normals": normals.astype(np.float32) if p.normals else None,
+            "point_colors": colors if (p.colors and colors is not None) else None,
+            "source": asset["path"],
+            "source_sha256": asset["sha256"],
+            "seed": seed,
+            "params": json.dumps(sample_params, sort_keys=True),
+        }

@@ -1,0 +1,70 @@
+"""README.md dataset card in the Hugging Face layout: YAML header, then what a reader needs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+
+def size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return label
+    return "n>1M"
+
+
+def dataset_card(manifest: dict[str, Any]) -> str:
+    recipe = manifest["recipe"]
+    splits: dict[str, int] = {}
+    for shard in manifest["shards"]:
+        splits[shard["split"]] = splits.get(shard["split"], 0) + shard["rows"]
+    total = sum(splits.values())
+    header = {
+        "license": recipe.get("license", "cc-by-4.0"),
+        "pretty_name": recipe["name"],
+        "size_categories": [size_category(total)],
+        "tags": ["synthetic", "synthloom", manifest["generator"]["kind"]],
+        "configs": [{
+            "config_name": "default",
+            "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits],
+        }],
+    }
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", ""]
+    lines += [f"# {recipe['name']} {manifest['version']}", ""]
+    lines += [recipe.get("description") or "A synthetic dataset built by synthloom.", ""]
+    lines += ["![preview](preview.png)", ""]
+    lines += ["## Splits", "", "| split | rows |", "| --- | --- |"]
+    lines += [f"| {s} | {n} |" for s, n in splits.items()]
+    if manifest.get("classes"):
+        lines += ["", "## Classes", "", ", ".join(f"`{c}`" for c in manifest["classes"])]
+    lines += ["", "## Load it", "", "```python", "import synthloom",
+              f"train = synthloom.load('{recipe['name']}/{manifest['version']}', split='train')  # torch Dataset",
+              "", "import datasets",
+              f"ds = datasets.load_dataset('parquet', data_dir='{recipe['name']}/{manifest['version']}/data')",
+              "```"]
+    metrics = manifest.get("metrics") or {}
+    if metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(_flatten(metrics).items())]
+    lines += ["", "## Provenance", "",
+              f"- generator: `{manifest['generator']['kind']}`",
+              f"- recipe sha256: `{manifest['recipe_sha256']}`",
+              f"- root seed: `{manifest['seed']}`",
+              f"- synthloom git sha: `{manifest.get('git_sha')}`",
+              f"- packages: `{json.dumps(manifest['packages'], sort_keys=True)}`",
+              f"- skipped inputs: {manifest.get('skipped', {}).get('count', 0)}",
+              "", "## Recipe", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = round(value, 6) if isinstance(value, float) else value
+    return flat

@@ -1,0 +1,276 @@
+"""The on-disk dataset: the only code that reads or writes its format.
+
+<output>/<name>/<version>/
+    data/<split>-00000-of-00004.parquet   zstd Parquet shards (HF naming)
+    manifest.json                         written last; its presence means "complete"
+    croissant.json, README.md, preview.png
+
+Commit protocol: shards are written into `<output>/<name>/.staging-<version>/`
+(each file written to a temp name, fsynced, then renamed), the metadata files
+are added, the staging folder becomes the version folder by one rename, and the
+pending manifest is renamed to `manifest.json` last. A crash therefore never
+leaves a folder that looks complete; a rerun resumes from the staged shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import DatasetError
+from .provenance import sha256_file
+
+MANIFEST = "manifest.json"
+PENDING_MANIFEST = ".manifest.pending.json"
+LATEST = "latest"
+DATA_DIR = "data"
+TARGET_ROW_GROUP_BYTES = 128 * 1024 * 1024
+
+COMMON_HEAD = [pa.field("id", pa.string()), pa.field("split", pa.string())]
+COMMON_TAIL = [pa.field("generator", pa.string()), pa.field("recipe_sha256", pa.string())]
+
+
+def dataset_schema(generator_schema: pa.Schema) -> pa.Schema:
+    """Full row schema: id/split, the generator's columns, then provenance columns."""
+    return pa.schema(COMMON_HEAD + list(generator_schema) + COMMON_TAIL)
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _fixed_list_column(values: list, field_type: pa.DataType) -> pa.Array:
+    """list<fixed_size_list<T, k>> from a list of (n_i, k) numpy arrays or None, without Python loops
+    over points (pa.array on nested lists is ~100x slower)."""
+    inner: pa.FixedSizeListType = field_type.value_type
+    width = inner.list_size
+    numpy_type = inner.value_type.to_pandas_dtype()
+    lengths = np.array([0 if v is None else len(v) for v in values], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    present = [np.asarray(v, dtype=numpy_type).reshape(-1, width) for v in values if v is not None]
+    flat = np.concatenate(present).reshape(-1) if present else np.zeros(0, dtype=numpy_type)
+    points = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=inner.value_type), width)
+    mask = pa.array([v is None for v in values])
+    return pa.ListArray.from_arrays(pa.array(offsets), points, type=field_type, mask=mask)
+
+
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    columns = []
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        if pa.types.is_list(field.type) and pa.types.is_fixed_size_list(field.type.value_type):
+            columns.append(_fixed_list_column(values, field.type))
+        else:
+            columns.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
+    """Write one Parquet shard atomically; return its record for the manifest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+    row_group = max(1, min(table.num_rows, TARGET_ROW_GROUP_BYTES // row_bytes))
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return {"file": f"{DATA_DIR}/{path.name}", "rows": table.num_rows, "bytes": path.stat().st_size,
+            "sha256": sha256_file(path)}
+
+
+def staging_dir(version_dir: Path) -> Path:
+    return version_dir.parent / f".staging-{version_dir.name}"
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, naming the folder, when the output cannot be written (read-only, full, not a folder)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".synthloom-write-test"
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as error:
+        raise DatasetError(f"{folder}: output is not writable ({error.strerror or error})") from None
+
+
+def commit(staging: Path, final: Path, manifest: dict[str, Any], overwrite: bool = False) -> Path:
+    """Turn a complete staging folder into the version folder; manifest.json appears last."""
+    for leftover in staging.glob(".*"):
+        if leftover.name != PENDING_MANIFEST:
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    for path in sorted(staging.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    write_json_atomic(staging / PENDING_MANIFEST, manifest)
+    trash = None
+    if final.exists():
+        if not overwrite:
+            raise DatasetError(f"{final}: already exists")
+        trash = final.parent / f".trash-{final.name}-{os.getpid()}"
+        os.rename(final, trash)
+    os.rename(staging, final)
+    _fsync_dir(final.parent)
+    finish_commit(final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return final
+
+
+def finish_commit(final: Path) -> bool:
+    """Complete a commit interrupted between the folder rename and the manifest rename."""
+    pending = final / PENDING_MANIFEST
+    if not pending.exists():
+        return False
+    os.replace(pending, final / MANIFEST)
+    _fsync_dir(final)
+    return True
+
+
+def set_latest(dataset_root: Path, version: str) -> None:
+    tmp = dataset_root / (LATEST + ".tmp")
+    tmp.write_text(version + "\n")
+    os.replace(tmp, dataset_root / LATEST)
+
+
+# -- reading -----------------------------------------------------------------------------------
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    path = version_dir / MANIFEST
+    if not path.exists():
+        if (version_dir / PENDING_MANIFEST).exists():
+            raise DatasetError(f"{version_dir}: commit was interrupted; run the build again to finish it")
+        if version_dir.is_dir():
+            raise DatasetError(f"{version_dir}: not a complete synthloom dataset (no {MANIFEST})")
+        raise DatasetError(f"{version_dir}: dataset not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}: corrupt manifest ({error.msg} at line {error.lineno})") from None
+
+
+def resolve_version_dir(path: str | os.PathLike) -> Path:
+    """Accept a version folder, or a dataset folder whose `latest` names the version to use."""
+    path = Path(path).expanduser()
+    if (path / MANIFEST).exists() or (path / PENDING_MANIFEST).exists():
+        return path
+    latest = path / LATEST
+    if latest.exists():
+        return path / latest.read_text().strip()
+    if path.is_dir():
+        versions = sorted(p for p in path.iterdir() if (p / MANIFEST).exists())
+        if len(versions) == 1:
+            return versions[0]
+        if versions:
+            names = ", ".join(p.name for p in versions)
+            raise DatasetError(f"{path}: several versions ({names}) and no 'latest'; name one")
+    return path  # read_manifest reports what is wrong with it
+
+
+def shard_files(version_dir: Path, manifest: dict[str, Any], split: str | None) -> list[Path]:
+    shards = manifest["shards"]
+    if split is not None:
+        splits = sorted({s["split"] for s in shards})
+        if split not in splits:
+            raise DatasetError(f"{version_dir}: no split '{split}' (splits: {', '.join(splits)})")
+        shards = [s for s in shards if s["split"] == split]
+    return [version_dir / s["file"] for s in shards]
+
+
+def read_table(version_dir: Path, manifest: dict[str, Any], split: str | None = None,
+               columns: list[str] | None = None) -> pa.Table:
+    files = shard_files(version_dir, manifest, split)
+    tables = []
+    for file in files:
+        if not file.exists():
+            raise DatasetError(f"{file}: shard listed in the manifest is missing")
+        tables.append(pq.read_table(file, columns=columns))
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(values (total, k), offsets (rows+1,)) of a list<fixed_size_list<T,k>> column, zero-copy where possible."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.null_count == len(array) and len(array):
+        return np.zeros((0, array.type.value_type.list_size)), np.zeros(len(array) + 1, dtype=np.int64)
+    offsets = array.offsets.to_numpy().astype(np.int64)
+    inner = array.values
+    width = inner.type.list_size
+    flat = inner.values.to_numpy(zero_copy_only=False)
+    start = inner.offset * width
+    values = flat[start: start + len(inner) * width].reshape(-1, width)
+    return values, offsets - offsets[0]
+
+
+# -- verifying ---------------------------------------------------------------------------------
+def verify(path: str | os.PathLike) -> dict[str, Any]:
+    """Recheck every shard's hash, row count and schema against the manifest.
+
+    Returns a report; raises DatasetError naming the first bad shard.
+    """
+    version_dir = resolve_version_dir(path)
+    manifest = read_manifest(version_dir)
+    expected_schema = manifest.get("schema")
+    listed = set()
+    total_rows = 0
+    for shard in manifest["shards"]:
+        file = version_dir / shard["file"]
+        listed.add(file.name)
+        if not file.exists():
+            raise DatasetError(f"{file}: shard is missing")
+        digest = sha256_file(file)
+        if digest != shard["sha256"]:
+            raise DatasetError(f"{file}: sha256 mismatch (manifest {shard['sha256'][:12]}…, file {digest[:12]}…)")
+        try:
+            meta = pq.read_metadata(file)
+        except Exception as error:
+            raise DatasetError(f"{file}: not a readable Parquet file ({error})") from None
+        if meta.num_rows != shard["rows"]:
+            raise DatasetError(f"{file}: {meta.num_rows} rows, manifest says {shard['rows']}")
+        if expected_schema is not None and schema_text(meta.schema.to_arrow_schema()) != expected_schema:
+            raise DatasetError(f"{file}: schema differs from the manifest's")
+        total_rows += meta.num_rows
+    data_dir = version_dir / DATA_DIR
+    extra = sorted(p.name for p in data_dir.glob("*.parquet") if p.name not in listed) if data_dir.exists() else []
+    if extra:
+        raise DatasetError(f"{data_dir / extra[0]}: shard not listed in the manifest")
+    return {"path": str(version_dir), "shards": len(manifest["shards"]), "rows": total_rows, "ok": True}
+
+
+def schema_text(schema: pa.Schema) -> str:
+    return schema.remove_metadata().to_string(show_field_metadata=False)
+
+
+def iter_rows(table: pa.Table) -> Iterable[dict[str, Any]]:
+    yield from table.to_pylist()

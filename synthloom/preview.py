@@ -1,0 +1,55 @@
+"""preview.png: a grid of samples with their labels, so a person can look before training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+TILE = 160
+
+
+def _render_cloud(points: np.ndarray, colors: np.ndarray | None) -> Image.Image:
+    """Orthographic view from an oblique angle, near points drawn last and brighter."""
+    tile = Image.new("RGB", (TILE, TILE), (250, 250, 250))
+    if len(points) == 0:
+        return tile
+    yaw, pitch = math.radians(35), math.radians(25)
+    rot_y = np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]])
+    rot_x = np.array([[1, 0, 0], [0, math.cos(pitch), -math.sin(pitch)], [0, math.sin(pitch), math.cos(pitch)]])
+    view = (points - points.mean(axis=0)) @ (rot_x @ rot_y).T
+    extent = np.abs(view[:, :2]).max() or 1.0
+    xy = (view[:, :2] / extent * 0.45 * TILE + TILE / 2).astype(int)
+    depth = view[:, 2]
+    order = np.argsort(depth)
+    shade = (depth - depth.min()) / (np.ptp(depth) or 1.0)
+    draw = ImageDraw.Draw(tile)
+    for i in order:
+        if colors is not None:
+            rgb = tuple(int(c * (0.5 + 0.5 * shade[i])) for c in colors[i])
+        else:
+            level = int(40 + 160 * (1 - shade[i]))
+            rgb = (level, level, 255 - level // 2)
+        x, y = xy[i, 0], TILE - xy[i, 1]
+        draw.point((x, y), fill=rgb)
+    return tile
+
+
+def grid(tiles: list[Image.Image], captions: list[str], path: Path, columns: int = 4) -> Path:
+    rows = max(1, math.ceil(len(tiles) / columns))
+    caption_h = 16
+    canvas = Image.new("RGB", (columns * TILE, rows * (TILE + caption_h)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (tile, caption) in enumerate(zip(tiles, captions)):
+        x, y = (k % columns) * TILE, (k // columns) * (TILE + caption_h)
+        canvas.paste(tile.resize((TILE, TILE)), (x, y))
+        draw.text((x + 4, y + TILE + 2), caption[:26], fill=(0, 0, 0))
+    canvas.save(path, optimize=True)
+    return path
+
+
+def point_cloud_grid(clouds: list[np.ndarray], colors: list[np.ndarray | None], captions: list[str],
+                     path: Path) -> Path:
+    return grid([_render_cloud(p, c) for p, c in zip(clouds, colors)], captions, path)
