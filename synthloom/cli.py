@@ -1,0 +1,250 @@
+"""The `synthloom` command line: build, inspect, verify, export and serve datasets.
+
+Every failure ends in one line on stderr, `synthloom: error: <what and where>`,
+and a non-zero exit code; `--verbose` shows Prefect's logs and full tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .settings import apply_defaults, quiet_prefect_failures
+
+EPILOG = """examples:
+  synthloom build configs/demo-pointclouds.yaml
+  synthloom inspect datasets/demo-pointclouds/1.0.0
+  synthloom verify datasets/demo-pointclouds/1.0.0
+  synthloom export datasets/demo-pointclouds/1.0.0 --format ply --out exported/
+  synthloom serve configs/demo-pointclouds.yaml --cron "0 3 * * *"
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthloom",
+        description="Build synthetic training datasets from YAML recipes as Prefect flows, "
+                    "written as verified Parquet datasets with provenance.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="show Prefect logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    build = sub.add_parser("build", help="build the dataset a recipe describes (resumes a killed build)",
+                           description="Run the build flow: plan shards, generate each shard as a cached Prefect "
+                                       "task, then commit <output>/<name>/<version>/ with manifest, Croissant "
+                                       "metadata, dataset card and preview. Rerunning a killed build reuses every "
+                                       "finished shard.")
+    build.add_argument("recipe", help="path to a recipe YAML file (see configs/)")
+    build.add_argument("--overwrite", action="store_true",
+                       help="replace an existing version built from a different recipe")
+    build.add_argument("--version", help="override the recipe's version (a new folder)")
+    build.add_argument("--seed", type=int, help="override the recipe's root seed")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    inspect = sub.add_parser("inspect", help="summarize a dataset: splits, columns, labels, provenance")
+    inspect.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    verify = sub.add_parser("verify", help="rehash every shard and check rows and schema against the manifest")
+    verify.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
+
+    export = sub.add_parser("export", help="export a dataset to another format")
+    export.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
+    export.add_argument("--format", required=True, choices=["ply"], help="ply: one PLY file per point cloud")
+    export.add_argument("--out", required=True, help="output folder (created)")
+    export.add_argument("--split", help="only this split")
+
+    serve = sub.add_parser("serve", help="run scheduled builds of recipes (each run writes a new version)",
+                           description="Register each recipe as a Prefect deployment with a schedule and run it "
+                                       "until interrupted. Uses the Prefect server at $PREFECT_API_URL, or starts "
+                                       "a local one (UI at http://127.0.0.1:PORT) when that is unset.")
+    serve.add_argument("recipes", nargs="+", help="recipe YAML files")
+    when = serve.add_mutually_exclusive_group()
+    when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (default: the recipe\'s `schedule`)')
+    when.add_argument("--interval", type=float, help="run every N seconds instead of a cron schedule")
+    serve.add_argument("--port", type=int, default=4200, help="port of the local Prefect server (default 4200)")
+    serve.add_argument("--limit", type=int, default=1, help="max concurrent runs (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_defaults(verbose=args.verbose)
+    from .errors import SynthloomError
+
+    try:
+        return COMMANDS[args.command](args)
+    except SynthloomError as error:
+        return _fail(str(error), args)
+    except OSError as error:  # full disk, permissions, ... name the file
+        where = error.filename or ""
+        return _fail(f"{where}: {error.strerror or error}" if where else str(error), args)
+    except KeyboardInterrupt:
+        print("synthloom: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str, args) -> int:
+    if args.verbose:
+        import traceback
+
+        traceback.print_exc()
+    print(f"synthloom: error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_build(args) -> int:
+    from .recipe import load_recipe
+
+    load_recipe(args.recipe)  # a bad recipe fails here, before any server starts
+    if not args.verbose:
+        import prefect  # noqa: F401  (configures logging, which we then quiet)
+
+        quiet_prefect_failures()
+    from synthloom.flows.build import build_dataset
+
+    result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
+                           progress=not args.no_progress and sys.stderr.isatty())
+    if result["status"] == "exists":
+        print(f"{result['path']}: already built from this recipe ({result['rows']} rows); nothing to do")
+    else:
+        skipped = f", {result['skipped']} inputs skipped" if result.get("skipped") else ""
+        print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards, verified{skipped}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .summary import summarize
+
+    summary = summarize(args.dataset)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{summary['name']} {summary['version']}[/bold]  {summary['path']}  ({summary['status']})")
+    splits = Table("split", "rows", "shards", "MB", title="splits")
+    for split, info in summary["splits"].items():
+        splits.add_row(split, str(info["rows"]), str(info["shards"]), f"{info['bytes'] / 1e6:.1f}")
+    console.print(splits)
+    columns = Table("column", "type", title="columns")
+    for name, kind in summary["columns"]:
+        columns.add_row(name, kind)
+    console.print(columns)
+    if summary["labels"]:
+        names = sorted({n for counts in summary["labels"].values() for n in counts})
+        labels = Table("label", *summary["labels"].keys(), title="labels")
+        for name in names:
+            labels.add_row(name, *(str(c.get(name, 0)) for c in summary["labels"].values()))
+        console.print(labels)
+    provenance = Table("field", "value", title="provenance")
+    for key, value in summary["provenance"].items():
+        provenance.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    console.print(provenance)
+    if summary["metrics"]:
+        console.print_json(data=summary["metrics"])
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .dataset import verify
+
+    report = verify(args.dataset)
+    print(f"{report['path']}: OK, {report['shards']} shards, {report['rows']} rows, hashes and schema match")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from rich.progress import Progress
+
+    from . import dataset as ds
+    from .export import export_ply
+
+    version_dir = ds.resolve_version_dir(args.dataset)
+    manifest = ds.read_manifest(version_dir)
+    total = sum(s["rows"] for s in manifest["shards"] if args.split in (None, s["split"]))
+    with Progress(disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("export ply", total=total)
+        count = export_ply(version_dir, args.out, split=args.split, on_file=lambda: progress.advance(task))
+    print(f"{args.out}: wrote {count} PLY files")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .recipe import load_recipe
+
+    for path in args.recipes:
+        load_recipe(path)
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        server = _start_local_server(args.port)
+        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"
+        print(f"Prefect server started; watch runs at http://127.0.0.1:{args.port}/runs", file=sys.stderr)
+    try:
+        from synthloom.flows.serve import serve_recipes
+
+        try:
+            serve_recipes(args.recipes, cron=args.cron, interval=args.interval, limit=args.limit)
+        except ValueError as error:
+            from .errors import RecipeError
+
+            raise RecipeError(str(error)) from None
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    return 0
+
+
+def _start_local_server(port: int, timeout: float = 180.0) -> subprocess.Popen:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            from .errors import SynthloomError
+
+            raise SynthloomError(f"port {port} is in use; set PREFECT_API_URL to that server or pass --port")
+    prefect_bin = shutil.which("prefect") or str(Path(sys.executable).with_name("prefect"))
+    server = subprocess.Popen([prefect_bin, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            from .errors import SynthloomError
+
+            raise SynthloomError(f"`prefect server start --port {port}` exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(1.0)
+    server.kill()
+    from .errors import SynthloomError
+
+    raise SynthloomError(f"Prefect server on port {port} did not start within {timeout:.0f} s")
+
+
+COMMANDS = {
+    "build": cmd_build,
+    "inspect": cmd_inspect,
+    "verify": cmd_verify,
+    "export": cmd_export,
+    "serve": cmd_serve,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
