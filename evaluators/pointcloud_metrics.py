@@ -162,7 +162,10 @@ def _resolve_backend(backend: str, *ts: torch.Tensor) -> str:
     if backend not in ("auto", "torch", "kdtree"):
         raise ValueError(f"unknown backend {backend!r}: use auto, torch or kdtree")
     if backend == "auto":
-        return "kdtree" if all(t.device.type == "cpu" for t in ts) else "torch"
+        # measured on 2 CPU cores: dense torch wins at 256 points per cloud,
+        # the k-d tree wins ~2x at 2048 (O(N log M) vs O(N·M) per pair)
+        cpu = all(t.device.type == "cpu" for t in ts)
+        return "kdtree" if cpu and max(t.shape[1] for t in ts) >= 1024 else "torch"
     return backend
 
 
@@ -179,9 +182,9 @@ def pairwise_chamfer(
     triangle only, zero diagonal). ``backend``: ``torch`` (dense distances via
     :func:`chamfer_distance`, chunked; the fast choice on a GPU), ``kdtree``
     (exact nearest neighbours with scipy's cKDTree, float64; several times
-    faster on CPU: O(N log M) per pair instead of O(N·M)), ``auto`` (kdtree
-    for CPU tensors, torch otherwise). Both give the same numbers up to
-    float32 rounding.
+    faster on CPU for large clouds: O(N log M) per pair instead of O(N·M)),
+    ``auto`` (kdtree for CPU tensors with ≥ 1024 points per cloud, torch
+    otherwise). Both give the same numbers up to float32 rounding.
     """
     xt = _clouds(xs, "xs")
     sym = ys is None
