@@ -1,0 +1,90 @@
+"""Shared test setup: offline settings, one Prefect test server per session, recipe helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CGAL_MESHES = REPO / "data" / "cgal-meshes"
+CGAL_EXTRA = REPO / "data" / "cgal-extra"
+SYNTHLOOM = str(Path(sys.executable).with_name("synthloom"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    """One Prefect server for the whole session; CLI subprocesses reuse it through PREFECT_API_URL
+    instead of each starting an ephemeral server."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        previous = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+
+
+def write_recipe(folder: Path, name: str = "tiny", **overrides) -> Path:
+    """A small valid point-cloud recipe written to `folder/<name>.yaml`, with overrides merged in."""
+    recipe = {
+        "name": name,
+        "version": "1.0.0",
+        "seed": 3,
+        "output": str(folder / "out"),
+        "generator": {"kind": "pointcloud", "params": {"num_points": 128, "rotation": "so3"}},
+        "count": {"train": 24, "test": 12},
+        "shard_size": 12,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture
+def recipe_factory(tmp_path):
+    return lambda **overrides: write_recipe(tmp_path, **overrides)
+
+
+@pytest.fixture(scope="session")
+def cgal_meshes() -> Path:
+    if not (CGAL_MESHES / ".complete").exists():
+        subprocess.run(["bash", str(REPO / "scripts" / "fetch_cgal_meshes.sh"), str(CGAL_MESHES)], check=True)
+    return CGAL_MESHES
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    return subprocess.run([SYNTHLOOM, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def copy_meshes(tmp_path, cgal_meshes):
+    """A writable copy of the CGAL class folders, for tests that add broken files."""
+    def _copy(classes=("animal", "sphere")):
+        root = tmp_path / "meshes"
+        for cls in classes:
+            shutil.copytree(cgal_meshes / cls, root / cls)
+        return root
+    return _copy

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial import cKDTree
+
+from synthloom.generators.mesh_sampling import MeshSampler, random_rotation, visible_from, \
+    weighted_sample_elimination
+from synthloom.generators.pointcloud import load_mesh_file
+
+
+def test_uniform_points_lie_on_the_surface_with_face_normals():
+    extents = np.array([2.0, 1.0, 0.5])
+    mesh = trimesh.creation.box(extents=extents)
+    points, normals, colors = MeshSampler(mesh).sample_uniform(5000, np.random.default_rng(0))
+    # On a box's surface the largest |coordinate / half-extent| is exactly 1.
+    assert np.allclose(np.abs(points / (extents / 2)).max(axis=1), 1.0)
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+    # each normal is the outward axis of the face the point lies on
+    face_axis = np.argmax(np.abs(points / (extents / 2)), axis=1)
+    assert (np.argmax(np.abs(normals), axis=1) == face_axis).all()
+    assert (np.sign(normals[np.arange(5000), face_axis]) == np.sign(points[np.arange(5000), face_axis])).all()
+    assert colors is None
+
+
+def test_uniform_sampling_is_area_weighted():
+    # A flat box: the two big faces hold 2*(4*2) of the total area 2*(4*2 + 4*0.5 + 2*0.5) = 22.
+    mesh = trimesh.creation.box(extents=(4.0, 2.0, 0.5))
+    points, normals, _ = MeshSampler(mesh).sample_uniform(40000, np.random.default_rng(1))
+    on_big_faces = np.mean(np.abs(normals[:, 2]) > 0.99)
+    assert on_big_faces == pytest.approx(16 / 22, abs=0.01)
+
+
+def test_same_seed_same_cloud_other_seed_other_cloud():
+    sampler = MeshSampler(trimesh.creation.cone(radius=1.0, height=2.0))
+    a = sampler.sample_uniform(256, np.random.default_rng(5))[0]
+    b = sampler.sample_uniform(256, np.random.default_rng(5))[0]
+    c = sampler.sample_uniform(256, np.random.default_rng(6))[0]
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_poisson_gives_exact_count_and_blue_noise():
+    sampler = MeshSampler(trimesh.creation.icosphere(subdivisions=4))
+    rng = np.random.default_rng(2)
+    poisson = sampler.sample_poisson(1000, rng)[0]
+    uniform = sampler.sample_uniform(1000, rng)[0]
+    assert len(poisson) == 1000
+    min_poisson = cKDTree(poisson).query(poisson, k=2)[0][:, 1]
+    min_uniform = cKDTree(uniform).query(uniform, k=2)[0][:, 1]
+    # Blue noise: no clumps. The closest pair is far larger than uniform sampling's.
+    assert min_poisson.min() > 3 * min_uniform.min()
+    assert min_poisson.std() / min_poisson.mean() < 0.5 * min_uniform.std() / min_uniform.mean()
+
+
+def test_elimination_keeps_all_when_asked_for_more():
+    points = np.random.default_rng(0).random((10, 3))
+    assert list(weighted_sample_elimination(points, 20, 1.0)) == list(range(10))
+
+
+def test_colours_are_interpolated_from_vertex_colours():
+    mesh = trimesh.creation.box()
+    mesh.visual.vertex_colors = np.tile([200, 10, 30, 255], (len(mesh.vertices), 1))
+    _, _, colors = MeshSampler(mesh).sample_uniform(100, np.random.default_rng(0))
+    assert colors.dtype == np.uint8 and (colors == [200, 10, 30]).all()
+
+
+def test_colours_of_a_real_coloured_ply(cgal_meshes):
+    mesh = load_mesh_file(cgal_meshes.parent / "cgal-extra" / "colored_tetra.ply")
+    sampler = MeshSampler(mesh)
+    assert sampler.has_colors
+    _, _, colors = sampler.sample_uniform(500, np.random.default_rng(0))
+    assert len(np.unique(colors, axis=0)) > 3  # several face colours, not one default
+
+
+def test_visible_points_face_the_camera():
+    mesh = trimesh.creation.icosphere(subdivisions=4)
+    points, normals, _ = MeshSampler(mesh).sample_uniform(4000, np.random.default_rng(3))
+    camera = np.array([0.0, 0.0, 5.0])
+    visible = visible_from(points, camera)
+    # From 5 radii away the visible cap is (1 - 1/5) / 2 = 40 % of a sphere.
+    assert len(visible) / len(points) == pytest.approx(0.40, abs=0.03)
+    towards = camera - points[visible]
+    # Hidden point removal is approximate at the silhouette; away from it, it is exact.
+    assert (np.einsum("ij,ij->i", normals[visible], towards) > 0).mean() > 0.93
+    hidden = np.setdiff1d(np.arange(len(points)), visible)
+    assert (np.einsum("ij,ij->i", normals[hidden], camera - points[hidden]) < 0).mean() > 0.99
+
+
+@pytest.mark.parametrize("mode", ["none", "z", "so3"])
+def test_rotations_are_proper(mode):
+    rotation = random_rotation(np.random.default_rng(4), mode)
+    assert np.allclose(rotation @ rotation.T, np.eye(3))
+    assert np.linalg.det(rotation) == pytest.approx(1.0)
+
+
+def test_so3_rotations_are_uniform():
+    rng = np.random.default_rng(0)
+    # The image of a fixed axis under Haar-uniform rotations is uniform on the sphere: mean ~ 0.
+    axes = np.array([random_rotation(rng, "so3") @ [0, 0, 1.0] for _ in range(3000)])
+    assert np.abs(axes.mean(axis=0)).max() < 0.05
+    assert np.abs(axes[:, 2]).mean() == pytest.approx(0.5, abs=0.03)
+
+
+def test_every_real_cgal_mesh_loads(cgal_meshes):
+    files = sorted(p for p in cgal_meshes.rglob("*") if p.suffix in (".off", ".ply", ".stl"))
+    assert len(files) == 20
+    for path in files:
+        mesh = load_mesh_file(path)
+        assert len(mesh.faces) > 0 and mesh.area > 0
