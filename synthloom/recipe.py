@@ -82,8 +82,11 @@ class Recipe(StrictModel):
         return value
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical recipe: what decides whether two builds are the same."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical recipe: what decides whether two builds are the same.
+
+        `output` is left out: where a dataset is written does not change a byte of it."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"output"}), sort_keys=True,
+                               separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def version_dir(self) -> Path:
