@@ -50,9 +50,7 @@ def digits():
 @pytest.fixture(scope="module")
 def extractor(digits, tmp_path_factory):
     x, y = digits
-    import time; t0 = time.time(); print("threads", torch.get_num_threads())
     ext = DomainClassifierFeatures(num_classes=10, dataset="sklearn-digits").fit(x, y, seed=0, epochs=12)
-    print("fit s", time.time() - t0)
     # go through the same save/load path users take
     d = tmp_path_factory.mktemp("digits-cnn")
     ext.save_pretrained(d)
