@@ -106,6 +106,21 @@ def _existing_version(final: Path, fingerprint: str, overwrite: bool) -> dict[st
     )
 
 
+def resolve_build(recipe_path: str, overwrite: bool = False, version: str | None = None,
+                  seed: int | None = None) -> tuple[Recipe, Path, dict[str, Any] | None]:
+    """Everything a build can refuse before it starts: the recipe, a conflicting version, an
+    unwritable output. Returns (recipe, version folder, manifest of an identical finished build)."""
+    recipe = load_recipe(recipe_path)
+    overrides = {k: v for k, v in {"version": version, "seed": seed}.items() if v is not None}
+    if overrides:
+        recipe = parse_recipe({**recipe.model_dump(mode="json"), **overrides}, recipe_path)
+    final = recipe.version_dir().resolve()
+    existing = _existing_version(final, recipe.fingerprint(), overwrite)
+    if existing is None:
+        ds.check_writable(final.parent)
+    return recipe, final, existing
+
+
 def _preview(staging: Path, shard_records: list[dict[str, Any]], class_names: list[str]) -> None:
     import pyarrow.parquet as pq
 
@@ -159,17 +174,11 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
                   progress: bool = False) -> dict[str, Any]:
     """Build the dataset a recipe describes and commit it; returns a summary dict."""
     logger = get_run_logger()
-    recipe = load_recipe(recipe_path)
-    overrides = {k: v for k, v in {"version": version, "seed": seed}.items() if v is not None}
-    if overrides:
-        recipe = parse_recipe({**recipe.model_dump(mode="json"), **overrides}, recipe_path)
+    recipe, final, existing = resolve_build(recipe_path, overwrite, version, seed)
     fingerprint = recipe.fingerprint()
-    final = recipe.version_dir().resolve()
-    existing = _existing_version(final, fingerprint, overwrite)
     if existing is not None:
         logger.info("%s already built from this recipe; nothing to do", final)
         return {"path": str(final), "status": "exists", "rows": sum(s["rows"] for s in existing["shards"])}
-    ds.check_writable(final.parent)
     staging = _staging_for(recipe, final, fingerprint)
     recipe_json = recipe.model_dump(mode="json")
 

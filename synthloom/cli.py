@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .settings import apply_defaults, quiet_prefect_failures
+from .settings import apply_defaults
 
 EPILOG = """examples:
   synthloom build configs/demo-pointclouds.yaml
@@ -104,14 +104,10 @@ def _fail(message: str, args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .recipe import load_recipe
+    from synthloom.flows.build import build_dataset, resolve_build
 
-    load_recipe(args.recipe)  # a bad recipe fails here, before any server starts
-    if not args.verbose:
-        import prefect  # noqa: F401  (configures logging, which we then quiet)
-
-        quiet_prefect_failures()
-    from synthloom.flows.build import build_dataset
+    # A bad recipe, a conflicting version or an unwritable output fails here, before any flow run.
+    resolve_build(args.recipe, args.overwrite, args.version, args.seed)
 
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
                            progress=not args.no_progress and sys.stderr.isatty())

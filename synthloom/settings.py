@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 DEFAULTS = {
@@ -20,9 +19,6 @@ def apply_defaults(verbose: bool = False) -> None:
         os.environ.setdefault(key, value)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-def quiet_prefect_failures() -> None:
-    """The CLI prints failures as one line itself; Prefect's own failure tracebacks would bury it."""
-    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+        # The CLI prints a failure as one line itself; Prefect's run loggers would add its traceback.
+        for logger in ("FLOW_RUNS", "TASK_RUNS"):
+            os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", "CRITICAL")

@@ -42,7 +42,7 @@ def prefect_server():
 
 
 def write_recipe(folder: Path, name: str = "tiny", **overrides) -> Path:
-    """A small valid point-cloud recipe written to `folder/<name>.yaml`, with overrides merged in."""
+    """A small valid point-cloud recipe written to `folder/<name>.yaml`, top-level keys overridden."""
     recipe = {
         "name": name,
         "version": "1.0.0",
@@ -52,11 +52,7 @@ def write_recipe(folder: Path, name: str = "tiny", **overrides) -> Path:
         "count": {"train": 24, "test": 12},
         "shard_size": 12,
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
-            recipe[key] = {**recipe[key], **value}
-        else:
-            recipe[key] = value
+    recipe.update(overrides)  # whole values: count={"train": 8} means no test split
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path

@@ -1,0 +1,165 @@
+"""The command line as a user runs it: subprocesses, real signals, real (tmpfs) file systems."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from conftest import SYNTHLOOM, run_cli, write_recipe
+from synthloom import dataset as ds
+from synthloom.recipe import load_recipe
+
+
+def test_help_explains_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for command in ("build", "inspect", "verify", "export", "serve"):
+        assert command in out.stdout
+    build_help = run_cli("build", "--help").stdout
+    assert "resumes" in build_help or "Rerunning a killed build" in build_help
+
+
+def test_bad_recipe_is_one_line_and_nonzero(tmp_path):
+    path = write_recipe(tmp_path, shard_sise=3)
+    out = run_cli("build", str(path))
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert lines == [f"synthloom: error: {path}: unknown key 'shard_sise'"]
+
+
+def test_build_inspect_verify_export_ply(tmp_path):
+    path = write_recipe(tmp_path, generator={"kind": "pointcloud", "params": {"num_points": 200}})
+    out = run_cli("build", str(path), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    version_dir = load_recipe(path).version_dir()
+    assert "36 rows in 3 shards, verified" in out.stdout
+
+    summary = json.loads(run_cli("inspect", str(version_dir), "--json").stdout)
+    assert summary["splits"]["train"]["rows"] == 24
+    assert summary["labels"]["train"]["box"] == 4
+    table = run_cli("inspect", str(version_dir)).stdout
+    assert "provenance" in table and "recipe_sha256" in table
+
+    assert run_cli("verify", str(version_dir)).returncode == 0
+
+    exported = tmp_path / "ply"
+    out = run_cli("export", str(version_dir), "--format", "ply", "--out", str(exported))
+    assert out.returncode == 0, out.stderr
+    files = sorted(exported.rglob("*.ply"))
+    assert len(files) == 36
+    cloud = trimesh.load(exported / "train" / "box" / "train-00000000.ply")
+    original = ds.read_table(version_dir, ds.read_manifest(version_dir), "train").slice(0, 1).to_pylist()[0]
+    assert np.allclose(np.asarray(cloud.vertices), np.asarray(original["points"]), atol=1e-6)
+    assert "nx" in cloud.metadata["_ply_raw"]["vertex"]["data"].dtype.names
+
+
+def test_verify_cli_names_bad_shard(tmp_path):
+    path = write_recipe(tmp_path, count={"train": 12})
+    assert run_cli("build", str(path)).returncode == 0
+    version_dir = load_recipe(path).version_dir()
+    shard = version_dir / "data" / "train-00000-of-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    out = run_cli("verify", str(version_dir))
+    assert out.returncode == 1
+    assert "train-00000-of-00001.parquet: sha256 mismatch" in out.stderr
+
+
+SLOW_PARAMS = {"num_points": 2048, "sampler": "poisson", "rotation": "so3"}
+
+
+def test_killed_build_resumes_byte_identical(tmp_path):
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "clean").mkdir()
+    recipe_args = dict(generator={"kind": "pointcloud", "params": SLOW_PARAMS}, count={"train": 40}, shard_size=4)
+    killed = write_recipe(tmp_path / "killed", **recipe_args)
+    clean = write_recipe(tmp_path / "clean", **recipe_args)
+    final = load_recipe(killed).version_dir()
+    staged = ds.staging_dir(final) / "data"
+
+    process = subprocess.Popen([SYNTHLOOM, "build", str(killed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=os.environ.copy())
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(staged.glob("*.parquet"))) < 3:
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in staged.glob("*.parquet")}
+    assert 3 <= len(done_before) < 10, "the kill must land half way"
+    assert not final.exists(), "nothing may appear under the final name"
+
+    out = run_cli("build", str(killed))
+    assert out.returncode == 0, out.stderr
+    for name, mtime in done_before.items():  # finished shards were reused, not rewritten
+        assert (final / "data" / name).stat().st_mtime_ns == mtime
+    assert run_cli("build", str(clean)).returncode == 0
+    resumed = ds.read_manifest(final)["shards"]
+    uninterrupted = ds.read_manifest(load_recipe(clean).version_dir())["shards"]
+    assert [s["sha256"] for s in resumed] == [s["sha256"] for s in uninterrupted]
+    assert run_cli("verify", str(final)).returncode == 0
+
+
+def test_interrupted_commit_is_finished_not_redone(tmp_path):
+    from synthloom.flows.build import build_dataset
+
+    path = write_recipe(tmp_path, count={"train": 12})
+    build_dataset(str(path))
+    final = load_recipe(path).version_dir()
+    os.replace(final / "manifest.json", final / ds.PENDING_MANIFEST)  # as if killed between the two renames
+    out = run_cli("verify", str(final))
+    assert out.returncode == 1 and "commit was interrupted" in out.stderr
+    out = run_cli("build", str(path))
+    assert out.returncode == 0 and "already built" in out.stdout
+    assert run_cli("verify", str(final)).returncode == 0
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mounted = []
+
+    def mount(name: str, options: str) -> Path:
+        target = tmp_path / name
+        target.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_read_only_output_is_one_clear_line(tmp_path, tmpfs):
+    read_only = tmpfs("ro", "ro,size=1m")
+    path = write_recipe(tmp_path, output=str(read_only / "datasets"))
+    out = run_cli("build", str(path))
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Read-only file system" in lines[0] and str(read_only) in lines[0]
+
+
+def test_full_disk_fails_clearly_and_loses_nothing(tmp_path, tmpfs):
+    small = tmpfs("small", "size=1m")
+    recipe_args = dict(output=str(small / "datasets"), count={"train": 48}, shard_size=6,
+                       generator={"kind": "pointcloud", "params": {"num_points": 4096}})
+    path = write_recipe(tmp_path, **recipe_args)
+    out = run_cli("build", str(path))
+    assert out.returncode == 1
+    assert "No space left on device" in out.stderr.strip().splitlines()[-1]
+    assert len(out.stderr.strip().splitlines()) == 1
+    final = load_recipe(path).version_dir()
+    assert not final.exists()
+    staged = sorted(p.name for p in (ds.staging_dir(final) / "data").glob("*.parquet"))
+    assert staged, "shards finished before the disk filled are kept"
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+    out = run_cli("build", str(path))
+    assert out.returncode == 0, out.stderr
+    assert ds.verify(final)["rows"] == 48
