@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--extractor", choices=["domain", "inception"], default="domain")
     ap.add_argument("--sizes", default="1000,4000,16000", help="numbers of images per loop (half real, half fake)")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3, help="timing repeats at the largest size (best-of)")
+    ap.add_argument("--repeats", type=int, default=5, help="timing repeats at the largest size (best-of)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on a shared 2-core box)")
     ap.add_argument("--model-dir", default=None, help="DomainClassifierFeatures.save_pretrained dir (else trained here)")
     args = ap.parse_args()
@@ -153,6 +153,31 @@ def main():
     ratio = max(speeds["ours (synthloom FID)"]) / max(speeds["torchmetrics FID"])
     ratio_med = statistics.median(speeds["ours (synthloom FID)"]) / statistics.median(speeds["torchmetrics FID"])
     print(f"  ratio ours/torchmetrics = {ratio:.3f} best, {ratio_med:.3f} median  (goal >= 1; same extractor)")
+
+    # metric overhead alone: the same precomputed features fed to both update loops
+    class Identity(torch.nn.Module):
+        num_features = ext.num_features
+
+        def forward(self, x):
+            return x
+
+    feats = [ext(b) for b in batches(images, n, args.batch_size, seed=7)]
+    over = {"ours": [], "torchmetrics": []}
+    for _ in range(args.repeats):
+        for k in over:
+            m = FID(ext) if k == "ours" else FrechetInceptionDistance(feature=Identity())
+            t = time.perf_counter()
+            for i, f in enumerate(feats):
+                if k == "ours":
+                    m.update_features(f, real=(i % 2 == 0))
+                else:
+                    m.update(f, real=(i % 2 == 0))
+            over[k].append(n / (time.perf_counter() - t))
+    print(f"metric update alone (features precomputed, {n} feature vectors, best of {args.repeats}):")
+    for k, v in over.items():
+        print(f"  {k:<22} {max(v):>10.0f} vectors/s  ({statistics.median(v):.0f})")
+    print(f"  ratio ours/torchmetrics = {max(over['ours']) / max(over['torchmetrics']):.3f} best, "
+          f"{statistics.median(over['ours']) / statistics.median(over['torchmetrics']):.3f} median")
 
     t = time.perf_counter()
     ours = last["ours (synthloom FID)"].compute()["fid"]

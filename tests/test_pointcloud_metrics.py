@@ -20,6 +20,7 @@ from synthloom.evaluators.pointcloud_metrics import (
     normalize_clouds,
     pairwise_chamfer,
     pointcloud_cas,
+    train_pointnet,
 )
 
 SHAPES = {
@@ -32,8 +33,10 @@ SHAPES = {
 CLASSES = list(SHAPES)
 
 
-def sample_clouds(names, n_per, n_points, seed):
-    """n_per clouds per shape name; random rotation and per-axis scale in [0.75, 1.25]."""
+def sample_clouds(names, n_per, n_points, seed, rotate=True):
+    """n_per clouds per shape name; per-axis scale in [0.75, 1.25] and, with
+    ``rotate``, a uniformly random 3D rotation (without: axis-aligned shapes,
+    the setting of PointFlow's aligned ShapeNet evaluation)."""
     rng = np.random.default_rng(seed)
     pts, labels = [], []
     for name in names:
@@ -41,7 +44,7 @@ def sample_clouds(names, n_per, n_points, seed):
         for _ in range(n_per):
             m = mesh.copy()
             scale = np.diag([*rng.uniform(0.75, 1.25, 3), 1.0])
-            rot = trimesh.transformations.random_rotation_matrix(rng.random(3))
+            rot = trimesh.transformations.random_rotation_matrix(rng.random(3)) if rotate else np.eye(4)
             m.apply_transform(rot @ scale)
             p, _ = trimesh.sample.sample_surface(m, n_points, seed=int(rng.integers(2**31)))
             pts.append(p.astype(np.float32))
@@ -98,32 +101,38 @@ def test_normalize_clouds():
 
 @pytest.fixture(scope="module")
 def shape_sets():
-    ref, _ = sample_clouds(CLASSES, 10, 256, seed=10)
-    same, _ = sample_clouds(CLASSES, 10, 256, seed=11)  # same distribution, new draws
-    wrong, _ = sample_clouds(["sphere", "torus"], 25, 256, seed=12)  # wrong shapes
-    ref3, _ = sample_clouds(["box", "cylinder", "cone"], 17, 256, seed=13)
-    return ref, same, wrong, ref3
+    three = ["box", "cylinder", "cone"]
+    ref, _ = sample_clouds(three, 17, 256, seed=10, rotate=False)
+    same, _ = sample_clouds(three, 17, 256, seed=11, rotate=False)  # same distribution, new draws
+    wrong, _ = sample_clouds(["sphere", "torus"], 25, 256, seed=12, rotate=False)  # wrong shapes
+    return ref, same, wrong
 
 
 def test_coverage_mmd_same_distribution_is_good_wrong_shapes_bad(shape_sets):
-    ref, same, wrong, ref3 = shape_sets
+    ref, same, wrong = shape_sets
     good = coverage_mmd(same, ref)
+    bad = coverage_mmd(wrong, ref)
     json.dumps(good)
-    bad = coverage_mmd(wrong, ref3)
     json.dumps(bad)
-    assert 0.35 <= good["one_nna_cd"] <= 0.65, good
-    assert bad["one_nna_cd"] >= 0.9, bad
-    assert good["cov_cd"] >= 0.4
-    assert bad["cov_cd"] < good["cov_cd"]
-    good3 = coverage_mmd(sample_clouds(["box", "cylinder", "cone"], 17, 256, seed=14)[0], ref3)
-    assert bad["mmd_cd"] > 2.0 * good3["mmd_cd"], (bad["mmd_cd"], good3["mmd_cd"])
-    assert 0.3 <= good3["one_nna_cd"] <= 0.7
+    assert 0.3 <= good["one_nna_cd"] <= 0.7, good
+    assert bad["one_nna_cd"] >= 0.95, bad
+    assert good["cov_cd"] >= 0.45, good
+    assert bad["cov_cd"] < good["cov_cd"] - 0.15, (bad, good)
+    assert bad["mmd_cd"] > 2.0 * good["mmd_cd"], (bad, good)
     # identical sets: every reference covered, MMD 0
     ident = coverage_mmd(ref, ref)
     assert ident["cov_cd"] == 1.0 and ident["mmd_cd"] == pytest.approx(0.0, abs=1e-6)
+    assert ident["one_nna_cd"] == 0.0  # each cloud's nearest other is its own copy, of the other label
 
 
-def test_pointnet_shapes():
+def test_one_nna_near_half_for_randomly_rotated_split():
+    clouds, _ = sample_clouds(CLASSES, 16, 128, seed=15)
+    perm = np.random.default_rng(0).permutation(len(clouds))
+    res = coverage_mmd(clouds[perm[:40]], clouds[perm[40:]])
+    assert 0.3 <= res["one_nna_cd"] <= 0.7, res
+
+
+def test_pointnet_shapes_and_determinism():
     model = PointNetClassifier(5, widths=(16, 32), head=(16,))
     out = model(torch.randn(4, 64, 3))
     assert out.shape == (4, 5)
@@ -133,6 +142,15 @@ def test_pointnet_shapes():
     x = torch.randn(3, 50, 3)
     perm = torch.randperm(50)
     torch.testing.assert_close(model(x), model(x[:, perm]))
+    # same seed → same weights, global RNG untouched
+    pts = np.random.default_rng(0).normal(size=(20, 32, 3)).astype(np.float32)
+    lab = np.arange(20) % 3
+    state = torch.random.get_rng_state()
+    m1 = train_pointnet(pts, lab, 3, epochs=2, batch_size=8, seed=7, widths=(8, 16), head=(8,))
+    m2 = train_pointnet(pts, lab, 3, epochs=2, batch_size=8, seed=7, widths=(8, 16), head=(8,))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 @pytest.fixture(scope="module")
@@ -143,25 +161,31 @@ def cas_data():
     return synth, ys, train, yt, test, ytest
 
 
-SMALL = dict(epochs=12, widths=(32, 64, 128), head=(64,), seed=0)
+@pytest.fixture
+def one_thread():
+    """The CI box is 2 shared cores: one intra-op thread is steadier than two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
-def test_pointcloud_cas_correct_labels_high(cas_data):
+SMALL = dict(epochs=10, lr=3e-3, widths=(32, 64, 128), head=(64,), seed=0)
+
+
+def test_pointcloud_cas_correct_labels_high(cas_data, one_thread):
     synth, ys, train, yt, test, ytest = cas_data
     names = np.array(CLASSES)
     res = pointcloud_cas(synth, names[ys], train, names[yt], test, names[ytest], **SMALL)
     json.dumps(res)
     assert res["chance"] == pytest.approx(0.2)
     assert res["classes"] == sorted(CLASSES)
-    assert res["cas"] >= 0.6, res
+    assert res["cas"] >= 0.55, res
     assert res["trtr"] >= 0.6, res
-    assert 0.7 <= res["cas_ratio"] <= 1.3
-    # deterministic given the seed
-    again = pointcloud_cas(synth, names[ys], None, None, test, names[ytest], **SMALL)
-    assert again["cas"] == res["cas"]
+    assert 0.7 <= res["cas_ratio"] <= 1.3, res
 
 
-def test_pointcloud_cas_random_labels_near_chance(cas_data):
+def test_pointcloud_cas_random_labels_near_chance(cas_data, one_thread):
     synth, ys, _, _, test, ytest = cas_data
     shuffled = np.random.default_rng(5).permutation(ys)
     res = pointcloud_cas(synth, shuffled, None, None, test, ytest, **SMALL)
