@@ -93,16 +93,18 @@ def normalize_clouds(points: Any, mode: str = "unit_sphere") -> torch.Tensor:
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, n, D) × (B, m, D) → (B, n, m) squared distances, clamped at 0.
+    """(B, n, D) × (B, m, D) → (B, n, m) squared distances, *not* clamped.
 
     One matmul on augmented coordinates ``[a, |a|², 1] · [-2b, 1, |b|²]``
-    (≈30 % faster on CPU than adding the norms afterwards).
+    (≈30 % faster on CPU than adding the norms afterwards). Rounding can make
+    entries slightly negative; callers clamp after taking minima (clamping and
+    sqrt are monotone, so min-then-clamp saves full passes over the matrix).
     """
     one_a = torch.ones_like(a[..., :1])
     one_b = torch.ones_like(b[..., :1])
     aa = torch.cat([a, (a * a).sum(-1, keepdim=True), one_a], dim=-1)
     bb = torch.cat([-2.0 * b, one_b, (b * b).sum(-1, keepdim=True)], dim=-1)
-    return (aa @ bb.transpose(-1, -2)).clamp_min_(0.0)
+    return aa @ bb.transpose(-1, -2)
 
 
 def chamfer_distance(
@@ -147,10 +149,14 @@ def chamfer_distance(
             sum_x = torch.zeros(xb.shape[0], dtype=dtype)
             for r in range(0, n, rows):
                 d = _sq_dists(xb[:, r : r + rows], yb)
+                mx = d.amin(dim=2).clamp_min_(0.0)
                 if not squared:
-                    d = d.sqrt_()
-                sum_x += d.amin(dim=2).sum(dim=1)
+                    mx = mx.sqrt_()
+                sum_x += mx.sum(dim=1)
                 min_y = torch.minimum(min_y, d.amin(dim=1))
+            min_y = min_y.clamp_min_(0.0)
+            if not squared:
+                min_y = min_y.sqrt_()
             dx[s : s + bc] = sum_x / n
             dy[s : s + bc] = min_y.mean(dim=1)
     if return_parts:
