@@ -9,7 +9,7 @@ user's matplotlib state and works on headless workers.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,8 +105,3 @@ def _imshow(ax, img: np.ndarray, title: str | None = None, fontsize: int = 7) ->
     if title:
         ax.set_title(title, fontsize=fontsize)
 
-
-def _check_same_len(*seqs: Sequence) -> None:
-    lens = {len(s) for s in seqs}
-    if len(lens) > 1:
-        raise ValueError(f"sequences differ in length: {sorted(lens)}")

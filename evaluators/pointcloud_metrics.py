@@ -456,10 +456,15 @@ def pointcloud_cas(
     "unlearnable labels" from "domain gap"), ``num_classes, classes, n_synth,
     n_real_train, n_real_test, n_points, epochs, seed, classifier``.
     """
+    if (real_train_points is None) != (real_train_labels is None):
+        raise ValueError("give both real_train_points and real_train_labels, or neither")
     ys_raw = np.asarray(as_list(synth_labels))
     yt_raw = np.asarray(as_list(real_test_labels))
     yr_raw = np.asarray(as_list(real_train_labels)) if real_train_labels is not None else np.asarray([])
-    classes = sorted(set(ys_raw.tolist()) | set(yt_raw.tolist()) | set(yr_raw.tolist()), key=lambda v: (str(type(v)), v))
+    classes = sorted(
+        set(ys_raw.tolist()) | set(yt_raw.tolist()) | set(yr_raw.tolist()),
+        key=lambda v: (str(type(v)), v),
+    )
     index = {c: i for i, c in enumerate(classes)}
     k = len(classes)
     enc = lambda a: np.asarray([index[v] for v in a.tolist()], dtype=np.int64)  # noqa: E731
@@ -484,7 +489,6 @@ def pointcloud_cas(
         model_r = train_pointnet(pr, enc(yr_raw), k, **kw)
         trtr = float((_predict(model_r, pt, normalize).numpy() == yt).mean())
     chance = float(np.bincount(yt, minlength=k).max() / yt.size)
-    m = PointNetClassifier(k, in_dim=ps.shape[2], **model_kwargs)
     return {
         "cas": cas,
         "trtr": trtr,
@@ -493,15 +497,14 @@ def pointcloud_cas(
         "cas_per_class": per_class,
         "synth_train_accuracy": synth_train_acc,
         "num_classes": int(k),
-        "classes": [c if isinstance(c, (int, str)) else str(c) for c in
-                    [v.item() if hasattr(v, "item") else v for v in classes]],
+        "classes": [c if isinstance(c, (int, str)) else str(c) for c in classes],
         "n_synth": int(ps.shape[0]),
         "n_real_train": n_rt,
         "n_real_test": int(pt.shape[0]),
         "n_points": int(ps.shape[1]),
         "epochs": int(epochs),
         "seed": int(seed),
-        "classifier": f"pointnet(widths={list(m.widths)}, no T-Net)",
+        "classifier": f"pointnet(widths={list(model.widths)}, no T-Net)",
     }
 
 
