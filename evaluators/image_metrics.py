@@ -387,8 +387,9 @@ def evaluate_images(
 ) -> Dict[str, Any]:
     """FID, KID, precision/recall and IS in one pass: every image goes through ``extractor`` once.
 
-    IS uses the extractor's logits when it has them; otherwise ``classifier`` (one extra forward
-    per fake image) or it is left out with a note. Returns a flat, JSON-ready dict.
+    IS (of the fake images, and of the real ones as a reference ceiling) uses the extractor's
+    logits when it has them; otherwise ``classifier`` (one extra forward per image) or it is left
+    out with a note. Returns a flat, JSON-ready dict.
     """
     extractor = load_extractor("inception" if extractor is None else extractor)
     is_model = extractor if extractor.has_logits else classifier
