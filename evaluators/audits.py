@@ -143,6 +143,7 @@ def memorization_audit(
     n_worst: int = 16,
     feature_name: str = "raw",
     chunk_size: int = 1024,
+    z_threshold: float = -3.0,
 ) -> dict[str, Any]:
     """Flag synthetic samples that are near-copies of training samples.
 
@@ -165,7 +166,10 @@ def memorization_audit(
     closer to train than new real data does = copying; ``None`` without a
     holdout), ``worst_pairs`` (list of ``{synth_index, train_index, distance,
     ratio}`` sorted by distance), ``flag_memorization`` (near-copy fraction
-    exceeds max(0.05, 2 × baseline)), ``warnings``.
+    exceeds max(0.05, 2 × baseline)), ``flag_data_copying`` (``data_copying_z``
+    < ``z_threshold``: synthetic samples sit systematically closer to train
+    than new real data even when none is a near-copy; ``None`` without a
+    holdout), ``warnings``.
     """
     if not threshold_ratio > 0:
         raise ValueError("threshold_ratio must be > 0")
@@ -250,6 +254,7 @@ def memorization_audit(
         "data_copying_p": p,
         "worst_pairs": worst,
         "flag_memorization": bool(frac > max(0.05, 2.0 * baseline)),
+        "flag_data_copying": None if z is None else bool(z < z_threshold),
         "warnings": warnings,
     }
 

@@ -77,6 +77,7 @@ def test_memorization_flags_near_copies_of_training_images(digits, tmp_path):
     assert res["near_copy_fraction"] > 0.95
     assert res["flag_memorization"] is True
     assert res["data_copying_z"] < -10  # synthetic much closer to train than new real data
+    assert res["flag_data_copying"] is True
     assert res["baseline_near_copy_fraction"] < 0.05
     # worst pairs point at the image each copy was made from
     hits = [p["train_index"] == p["synth_index"] for p in res["worst_pairs"]]  # copies[k] = train[k]
@@ -100,7 +101,21 @@ def test_memorization_independent_real_data_is_not_flagged(digits):
     # with a second independent holdout, the data-copying z stays near 0
     res2 = memorization_audit(X[ho[:300]], X[tr], real_holdout_feats=X[ho[300:]])
     assert abs(res2["data_copying_z"]) < 3
+    assert res2["flag_data_copying"] is False
+    assert res["flag_data_copying"] is None  # no holdout, no test
     assert res2["near_copy_fraction"] < 0.05
+
+
+def test_data_copying_z_sees_copies_that_are_not_near_copies(digits):
+    X, tr, ho = digits["X"], digits["train"], digits["hold"]
+    rng = np.random.default_rng(4)
+    # heavy noise: each sample sits about a typical NN distance from its source,
+    # so the ratio test stays quiet, but the Meehan z-test still sees the bias
+    noisy = X[tr[:400]] + rng.normal(0.0, 2.0, size=(400, 64))
+    res = memorization_audit(noisy, X[tr], real_holdout_feats=X[ho[:300]])
+    assert res["near_copy_fraction"] < 0.05
+    assert res["flag_memorization"] is False
+    assert res["flag_data_copying"] is True
 
 
 def test_diversity_detects_mode_collapse(digits):
