@@ -650,6 +650,17 @@ def attribute_audit(
     ra = _images_nhwc(real_images, "real_images")
     if sa.shape[-1] != ra.shape[-1]:
         raise ValueError(f"channel counts differ: synthetic {sa.shape[-1]} vs real {ra.shape[-1]}")
+    if value_range is None and (sa.dtype == np.uint8) != (ra.dtype == np.uint8):
+        other = ra if sa.dtype == np.uint8 else sa
+        if float(other.min()) >= 0.0 and float(other.max()) <= 1.0:
+            # uint8 next to floats in [0, 1]: bring the uint8 set to [0, 1] first
+            sa = sa / 255.0 if sa.dtype == np.uint8 else sa
+            ra = ra / 255.0 if ra.dtype == np.uint8 else ra
+        else:
+            raise ValueError(
+                "one image set is uint8 and the other is not in [0, 1]: pass value_range=(lo, hi) "
+                "so both are measured on the same scale"
+            )
     vr, vr_src = _resolve_range([sa, ra], value_range)
     kw = dict(value_range=vr, fg_threshold=fg_threshold, border=border)
     at_s = image_attributes(sa, boxes=boxes, **kw)

@@ -231,6 +231,9 @@ class FID(_FeatureMetric):
         mu_f, cov_f, n_f = self.statistics(False)
         out = {"fid": frechet_distance(mu_r, cov_r, mu_f, cov_f), "num_real": n_r, "num_fake": n_f}
         out.update(self._meta())
+        if out["comparable_to_published"] and min(n_r, n_f) < 10_000:
+            out["note"] = (f"FID is biased upwards at small sample sizes ({min(n_r, n_f)} images here); "
+                           "published FIDs usually use 50k generated images")
         return out
 
     def reset(self) -> None:
@@ -415,6 +418,8 @@ def evaluate_images(
     notes: List[str] = []
     r = fid.compute()
     out.update(fid=r["fid"], num_real=r["num_real"], num_fake=r["num_fake"])
+    if r["comparable_to_published"] and "note" in r:
+        notes.append(r["note"])
     r = kid.compute()
     out.update(kid_mean=r["kid_mean"], kid_std=r["kid_std"], kid_subset_size=r["kid_subset_size"])
     if r["kid_subset_size"] < kid_subset_size:

@@ -190,14 +190,17 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     bar = _progress_bar(progress, len(shards), f"{recipe.name} {recipe.version}")
     progress_id = create_progress_artifact(0.0, description=f"Shards of {recipe.name} {recipe.version}")
     records: list[dict[str, Any]] = []
+    cached: list[dict[str, Any]] = []
     try:
         for done, future in enumerate(as_completed(futures), start=1):
-            records.append(future.result())
+            (cached if future.state.name == "Cached" else records).append(future.result())
             bar.advance()
             update_progress_artifact(progress_id, 100.0 * done / len(shards))
     finally:
         bar.close()
-    records = _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging, storage)
+    if cached:
+        logger.info("reused %d finished shards from an earlier run", len(cached))
+    records += _recheck_staged(cached, shards, recipe_json, fingerprint, prepared, staging, storage)
     records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
 
     manifest = _manifest(recipe, fingerprint, prepared, records, staging)
@@ -214,7 +217,7 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
 
 
 def _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging: Path, storage: Path):
-    """A cached shard whose file went missing or changed is generated again, not trusted."""
+    """A shard reused from the cache whose file went missing or changed is generated again, not trusted."""
     by_key = {(s.split, s.index): s for s in shards}
     checked = []
     for record in records:

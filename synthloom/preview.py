@@ -23,18 +23,20 @@ def _render_cloud(points: np.ndarray, colors: np.ndarray | None) -> Image.Image:
     extent = np.abs(view[:, :2]).max() or 1.0
     xy = (view[:, :2] / extent * 0.45 * TILE + TILE / 2).astype(int)
     depth = view[:, 2]
-    order = np.argsort(depth)
-    shade = (depth - depth.min()) / (np.ptp(depth) or 1.0)
-    draw = ImageDraw.Draw(tile)
-    for i in order:
-        if colors is not None:
-            rgb = tuple(int(c * (0.5 + 0.5 * shade[i])) for c in colors[i])
-        else:
-            level = int(40 + 160 * (1 - shade[i]))
-            rgb = (level, level, 255 - level // 2)
-        x, y = xy[i, 0], TILE - xy[i, 1]
-        draw.point((x, y), fill=rgb)
-    return tile
+    shade = (depth - depth.min()) / (np.ptp(depth) or 1.0)  # 0 = far, 1 = near
+    if colors is not None:
+        rgb = colors.astype(np.float64) * (0.5 + 0.5 * shade[:, None])
+    else:
+        level = 40 + 160 * (1 - shade)
+        rgb = np.stack([level, level, 255 - level / 2], axis=1)
+    pixels = np.asarray(tile).copy()
+    x = np.clip(xy[:, 0], 0, TILE - 2)
+    y = np.clip(TILE - 1 - xy[:, 1], 0, TILE - 2)
+    order = np.argsort(depth)  # far to near: numpy applies repeated-index writes in order, near ones last
+    for dy in (0, 1):
+        for dx in (0, 1):
+            pixels[y[order] + dy, x[order] + dx] = rgb[order].astype(np.uint8)
+    return Image.fromarray(pixels)
 
 
 def grid(tiles: list[Image.Image], captions: list[str], path: Path, columns: int = 4) -> Path:

@@ -226,6 +226,13 @@ def test_attribute_audit_flags_constant_background(digits, tmp_path):
     assert "mean_red" in res["attributes"] and "saturation" in res["attributes"]
     ok = attribute_audit(real2, real)
     assert ok["flagged"] is False, (ok["shifted"], ok["overly_consistent"])
+    # uint8 next to the same images as floats in [0, 1]: measured on one scale
+    mixed = attribute_audit(real2, real.astype(np.float64) / 255.0)
+    assert mixed["attributes"]["brightness"]["ks_statistic"] == pytest.approx(
+        ok["attributes"]["brightness"]["ks_statistic"]
+    )
+    with pytest.raises(ValueError, match="value_range"):
+        attribute_audit(real2, real.astype(np.float64))
     # the arrays form of the plot helper
     at_s, at_r = image_attributes(const), image_attributes(real)
     plot_attribute_distributions({"synthetic": at_s, "real": at_r}, tmp_path / "arr.png")
