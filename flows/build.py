@@ -36,6 +36,8 @@ from synthloom.provenance import git_sha, package_versions, sha256_file
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import make_generator
 
+from .evaluate import evaluate_dataset
+
 RECIPE_MARK = ".recipe_sha256"
 
 
@@ -208,12 +210,17 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
     (staging / "README.md").write_text(dataset_card(manifest))
     ds.commit(staging, final, manifest, overwrite=overwrite)
-    ds.set_latest(final.parent, final.name)
     report = ds.verify(final)
     _publish_artifacts(manifest, final)
     logger.info("committed %s: %d rows in %d shards", final, report["rows"], report["shards"])
-    return {"path": str(final), "status": "built", "rows": report["rows"], "shards": report["shards"],
-            "skipped": manifest["skipped"]["count"]}
+    summary = {"path": str(final), "status": "built", "rows": report["rows"], "shards": report["shards"],
+               "skipped": manifest["skipped"]["count"]}
+    if recipe.evaluators or recipe.gates:
+        # Only a version that passes its gates becomes `latest`; a failing one raises GateError.
+        summary["metrics"] = evaluate_dataset(str(final))["summary"]
+    else:
+        ds.set_latest(final.parent, final.name)
+    return summary
 
 
 def _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging: Path, storage: Path):

@@ -46,8 +46,15 @@ def dataset_card(manifest: dict[str, Any]) -> str:
               "```"]
     metrics = manifest.get("metrics") or {}
     if metrics:
-        lines += ["", "## Metrics", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in sorted(_flatten(metrics).items())]
+        lines += ["", "## Metrics", "",
+                  f"Against `{metrics.get('reference')}` (split `{metrics.get('split')}`); "
+                  "details and plots in `eval/report.html`.", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(_flatten(metrics.get("summary", {})).items())]
+        lines += [""] + [f"- {note}" for note in metrics.get("notes", [])]
+    gates = manifest.get("gates")
+    if gates:
+        lines += ["", f"## Quality gates: {'passed' if gates['passed'] else 'REJECTED'}", ""]
+        lines += [f"- {'pass' if r['passed'] else 'FAIL'}: {r['message']}" for r in gates["results"]]
     lines += ["", "## Provenance", "",
               f"- generator: `{manifest['generator']['kind']}`",
               f"- recipe sha256: `{manifest['recipe_sha256']}`",

@@ -23,6 +23,7 @@ EPILOG = """examples:
   synthloom build configs/demo-pointclouds.yaml
   synthloom inspect datasets/demo-pointclouds/1.0.0
   synthloom verify datasets/demo-pointclouds/1.0.0
+  synthloom evaluate datasets/cgal-meshes/1.0.0 --reference data/cgal-meshes
   synthloom export datasets/demo-pointclouds/1.0.0 --format ply --out exported/
   synthloom serve configs/demo-pointclouds.yaml --cron "0 3 * * *"
 """
@@ -57,6 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="rehash every shard and check rows and schema against the manifest")
     verify.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
+
+    evaluate = sub.add_parser("evaluate", help="score a dataset against real data (FID/KID/IS/PR or COV/MMD/1-NNA, "
+                                                "CAS, memorization, diversity, attributes) and apply its gates",
+                              description="Run the evaluation flow: metrics go into manifest.json, the dataset "
+                                          "card and eval/report.html; the recipe's gates decide whether the "
+                                          "version is accepted (and becomes `latest`) or rejected (exit 1).")
+    evaluate.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
+    evaluate.add_argument("--reference", help="real data: a synthloom dataset, a folder of mesh classes, or "
+                                              "sklearn:digits (default: the recipe's `reference`)")
+    evaluate.add_argument("--split", default="train", help="which synthetic split to score (default train)")
+    evaluate.add_argument("--extractor", help="image features: inception (comparable with published FIDs), "
+                                              "domain (a CNN trained on the reference; default), or a saved "
+                                              "extractor folder")
+    evaluate.add_argument("--only", nargs="+", metavar="EVALUATOR",
+                          help="run only these: fidelity cas memorization diversity attributes")
 
     export = sub.add_parser("export", help="export a dataset to another format")
     export.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
@@ -162,6 +178,35 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from synthloom.flows.evaluate import evaluate_dataset
+
+    from . import dataset as ds
+
+    version_dir = ds.resolve_version_dir(args.dataset)
+    recipe = ds.read_manifest(version_dir)["recipe"]
+    evaluators = {spec["kind"]: spec.get("params", {}) for spec in recipe.get("evaluators", [])}
+    if args.only:
+        from synthloom.evaluators.gates import EVALUATORS
+
+        unknown = sorted(set(args.only) - set(EVALUATORS))
+        if unknown:
+            from .errors import SynthloomError
+
+            raise SynthloomError(f"--only: unknown evaluator(s) {unknown}; known: {list(EVALUATORS)}")
+        evaluators = {kind: evaluators.get(kind, {}) for kind in args.only}
+    if args.extractor:
+        evaluators = evaluators or {kind: {} for kind in ("fidelity", "cas", "memorization", "diversity",
+                                                          "attributes")}
+        evaluators.setdefault("fidelity", {})["extractor"] = args.extractor
+    result = evaluate_dataset(str(version_dir), reference=args.reference, evaluators=evaluators or None,
+                              split=args.split)
+    for key, value in result["summary"].items():
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+    print(f"{result['path']}: {result['status']}; report at {result['report']}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from rich.progress import Progress
 
@@ -238,6 +283,7 @@ COMMANDS = {
     "build": cmd_build,
     "inspect": cmd_inspect,
     "verify": cmd_verify,
+    "evaluate": cmd_evaluate,
     "export": cmd_export,
     "serve": cmd_serve,
 }

@@ -276,3 +276,11 @@ def schema_text(schema: pa.Schema) -> str:
 
 def iter_rows(table: pa.Table) -> Iterable[dict[str, Any]]:
     yield from table.to_pylist()
+
+
+def update_manifest(version_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge `changes` into a committed manifest, atomically (evaluation results, status)."""
+    manifest = read_manifest(version_dir)
+    manifest.update(changes)
+    write_json_atomic(version_dir / MANIFEST, manifest)
+    return manifest

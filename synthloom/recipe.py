@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
 
@@ -54,6 +54,35 @@ class Recipe(StrictModel):
     evaluators: list[ComponentSpec] = Field(default_factory=list)
     reference: str | None = Field(default=None, description="Real data used to train generators and score them.")
     schedule: str | None = Field(default=None, description="Cron string for `synthloom serve`.")
+    gates: dict[str, float] = Field(
+        default_factory=dict, description="Quality thresholds, e.g. {cas_ratio_min: 0.8, near_copy_max: 0.01}."
+    )
+
+    @field_validator("gates")
+    @classmethod
+    def _known_gates(cls, value: dict[str, float]) -> dict[str, float]:
+        from synthloom.evaluators.gates import GATES
+
+        unknown = sorted(set(value) - set(GATES))
+        if unknown:
+            raise ValueError(f"unknown gate(s) {unknown}; known: {sorted(GATES)}")
+        return value
+
+    @field_validator("evaluators")
+    @classmethod
+    def _known_evaluators(cls, value: list[ComponentSpec]) -> list[ComponentSpec]:
+        from synthloom.evaluators.gates import EVALUATORS
+
+        unknown = sorted({spec.kind for spec in value} - set(EVALUATORS))
+        if unknown:
+            raise ValueError(f"unknown evaluator(s) {unknown}; known: {list(EVALUATORS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _evaluation_needs_reference(self) -> "Recipe":
+        if (self.evaluators or self.gates) and not self.reference:
+            raise ValueError("`evaluators` and `gates` need `reference` (the real data to compare against)")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,340 @@
+"""Evaluate a committed dataset against real reference data.
+
+This module only wires data to the metrics in this package: it loads the synthetic
+rows and the reference, runs the evaluators a recipe (or the CLI) asks for, and
+returns one JSON-able result: a flat `summary` (what gates read), per-evaluator
+`details`, and `notes` a reader must see (e.g. non-comparable FIDs).
+
+References:
+- point clouds: a synthloom dataset (its train/test splits), or a folder of real
+  meshes `<folder>/<class>/<mesh>` that is sampled uniformly here;
+- images: a synthloom dataset with an `image` column, or `sklearn:digits`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthloom import dataset as ds
+from synthloom.errors import DatasetError
+
+from .gates import EVALUATORS
+
+DEFAULT_MAX_CLOUDS = 200  # Chamfer metrics are O(n^2): cap the clouds compared
+CHAMFER_POINTS = 512
+
+
+def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[str, dict] | None = None,
+                     split: str = "train", out_dir: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+    """Run `evaluators` ({kind: params}; default: all) on one split; write plots into `out_dir`."""
+    version_dir = ds.resolve_version_dir(version_dir)
+    manifest = ds.read_manifest(version_dir)
+    evaluators = {kind: {} for kind in EVALUATORS} if not evaluators else evaluators
+    out_dir = Path(out_dir) if out_dir else version_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = ds.read_table(version_dir, manifest, split)
+    if "points" in table.column_names:
+        result = _evaluate_points(table, reference, evaluators, out_dir, seed)
+    elif "image" in table.column_names:
+        result = _evaluate_images(table, reference, evaluators, out_dir, seed, version_dir.parent / ".cache")
+    else:
+        raise DatasetError(f"{version_dir}: nothing to evaluate (no 'points' or 'image' column)")
+    result.update(reference=str(reference), split=split, evaluators=sorted(evaluators))
+    return result
+
+
+# -- point clouds ------------------------------------------------------------------------------
+def _clouds(table) -> tuple[np.ndarray, list[str]]:
+    values, offsets = ds.fixed_list_to_numpy(table.column("points"))
+    sizes = np.diff(offsets)
+    if len(set(sizes.tolist())) != 1:
+        raise DatasetError("clouds of different sizes cannot be evaluated together")
+    labels = [str(v) for v in table.column("label_name").to_pylist()]
+    return values.reshape(len(sizes), int(sizes[0]), 3).astype(np.float32), labels
+
+
+def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 8, seed: int = 0):
+    """(train_points, train_labels, test_points, test_labels) of real clouds."""
+    path = Path(reference)
+    try:
+        version_dir = ds.resolve_version_dir(path)
+        manifest = ds.read_manifest(version_dir)
+    except DatasetError:
+        manifest = None
+    if manifest is not None:
+        splits = {s["split"] for s in manifest["shards"]}
+        train = _clouds(ds.read_table(version_dir, manifest, "train" if "train" in splits else None))
+        if "test" in splits:
+            test = _clouds(ds.read_table(version_dir, manifest, "test"))
+        else:  # hold out every other cloud
+            train, test = (train[0][0::2], train[1][0::2]), (train[0][1::2], train[1][1::2])
+        return train[0], train[1], test[0], test[1]
+    if not path.is_dir():
+        raise DatasetError(f"{reference}: reference not found (a synthloom dataset or a folder of mesh classes)")
+    from synthloom.generators.base import BuildContext
+    from synthloom.generators.mesh_sampling import MeshSampler
+    from synthloom.generators.pointcloud import PointCloudGenerator, load_mesh_file
+
+    generator = PointCloudGenerator({"source": str(path)})
+    prepared = generator.prepare(BuildContext(cache_dir=path, on_error="skip"))
+    rng = np.random.default_rng(seed)
+    clouds, labels, parity = [], [], []
+    for asset in prepared["assets"]:
+        sampler = MeshSampler(load_mesh_file(Path(asset["path"])))
+        for k in range(per_mesh):
+            points = sampler.sample_uniform(num_points, rng)[0]
+            clouds.append(((points - sampler.center) / sampler.radius).astype(np.float32))
+            labels.append(asset["class"])
+            parity.append(k % 2)
+    clouds, parity = np.stack(clouds), np.array(parity)
+    labels = np.array(labels)
+    # Fresh samples of the same real meshes: even draws train the TRTR classifier, odd ones test.
+    return clouds[parity == 0], list(labels[parity == 0]), clouds[parity == 1], list(labels[parity == 1])
+
+
+def d2_descriptor(clouds: np.ndarray, bins: int = 32, pairs: int = 2048, seed: int = 0) -> np.ndarray:
+    """Osada et al.'s D2 shape distribution: the histogram of distances between random point
+    pairs, scaled by each cloud's radius. Rotation-invariant, so audits see shape, not pose."""
+    rng = np.random.default_rng(seed)
+    n, m, _ = clouds.shape
+    i, j = rng.integers(0, m, size=(2, pairs))
+    centred = clouds - clouds.mean(axis=1, keepdims=True)
+    radius = np.linalg.norm(centred, axis=2).max(axis=1, keepdims=True) + 1e-12
+    dist = np.linalg.norm(centred[:, i] - centred[:, j], axis=2) / radius
+    hist = np.stack([np.histogram(d, bins=bins, range=(0.0, 2.0))[0] for d in dist]).astype(np.float64)
+    return hist / pairs
+
+
+def _subsample(clouds: np.ndarray, labels: list[str], count: int, points: int, rng) -> tuple[np.ndarray, list]:
+    pick = np.sort(rng.choice(len(clouds), size=min(count, len(clouds)), replace=False))
+    cols = np.sort(rng.choice(clouds.shape[1], size=min(points, clouds.shape[1]), replace=False))
+    return clouds[pick][:, cols], [labels[i] for i in pick]
+
+
+def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> dict[str, Any]:
+    from . import audits, pointcloud_metrics
+
+    synth, synth_labels = _clouds(table)
+    real_train, real_train_labels, real_test, real_test_labels = load_reference_clouds(
+        reference, synth.shape[1], seed=seed)
+    rng = np.random.default_rng(seed)
+    summary: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    notes: list[str] = []
+    counts = {c: synth_labels.count(c) for c in sorted(set(synth_labels))}
+    summary["min_class_count"] = min(counts.values())
+
+    if "fidelity" in evaluators:
+        params = evaluators["fidelity"]
+        max_clouds = int(params.get("max_clouds", DEFAULT_MAX_CLOUDS))
+        a, _ = _subsample(synth, synth_labels, max_clouds, CHAMFER_POINTS, rng)
+        b, _ = _subsample(np.concatenate([real_train, real_test]), real_train_labels + real_test_labels,
+                          max_clouds, CHAMFER_POINTS, rng)
+        fidelity = pointcloud_metrics.coverage_mmd(a, b, normalize="unit_sphere")
+        details["fidelity"] = fidelity
+        summary.update({k: fidelity[k] for k in ("cov_cd", "mmd_cd", "one_nna_cd")})
+        notes.append("COV/MMD/1-NNA use Chamfer distance on unit-sphere-normalised clouds of "
+                     f"{CHAMFER_POINTS} points; Chamfer is not rotation-invariant, so randomly rotated "
+                     "synthetic clouds score worse against canonically posed references.")
+    if "cas" in evaluators:
+        params = {"epochs": 15, **evaluators["cas"]}
+        shared = sorted(set(synth_labels) & set(real_test_labels))
+        if not shared:
+            raise DatasetError(f"{reference}: no class names in common with the synthetic data")
+        keep = [i for i, c in enumerate(synth_labels) if c in shared]
+        keep_tr = [i for i, c in enumerate(real_train_labels) if c in shared]
+        keep_te = [i for i, c in enumerate(real_test_labels) if c in shared]
+        # PointNet sees CHAMFER_POINTS points per cloud: enough to tell shapes apart, 4x cheaper than 2048.
+        cols = np.sort(rng.choice(synth.shape[1], size=min(CHAMFER_POINTS, synth.shape[1]), replace=False))
+        cas = pointcloud_metrics.pointcloud_cas(
+            synth[keep][:, cols], [synth_labels[i] for i in keep], real_train[keep_tr][:, cols],
+            [real_train_labels[i] for i in keep_tr], real_test[keep_te][:, cols],
+            [real_test_labels[i] for i in keep_te], seed=seed, **params)
+        details["cas"] = cas
+        summary.update({k: cas[k] for k in ("cas", "trtr", "cas_ratio")})
+        dropped = sorted(set(synth_labels) - set(shared))
+        if dropped:
+            notes.append(f"CAS ignores synthetic classes absent from the reference: {dropped}")
+    need_features = {"memorization", "diversity"} & set(evaluators)
+    if need_features:
+        synth_feats = d2_descriptor(synth, seed=seed)
+        train_feats = d2_descriptor(real_train, seed=seed)
+        test_feats = d2_descriptor(real_test, seed=seed)
+    if "memorization" in evaluators:
+        memo = audits.memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
+                                         feature_name="d2-shape-distribution-32", **evaluators["memorization"])
+        details["memorization"] = memo
+        summary["near_copy_fraction"] = memo["near_copy_fraction"]
+        _plot_cloud_pairs(synth, real_train, memo["worst_pairs"][:8], out_dir / "worst_pairs.png")
+    if "diversity" in evaluators:
+        div = audits.diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
+                                     real_labels=real_train_labels + real_test_labels,
+                                     content=[c.tobytes() for c in synth], feature_name="d2-shape-distribution-32",
+                                     **evaluators["diversity"])
+        details["diversity"] = div
+        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
+        summary["mode_collapse"] = div["flag_mode_collapse"]
+    if "attributes" in evaluators:
+        details["attributes"] = _cloud_attributes(synth, np.concatenate([real_train, real_test]))
+        summary["overly_consistent"] = details["attributes"]["overly_consistent"]
+    return {"modality": "points", "summary": summary, "details": details, "notes": notes,
+            "class_counts": counts}
+
+
+def _cloud_attributes(synth: np.ndarray, real: np.ndarray) -> dict[str, Any]:
+    """Simple geometric attributes (extent per axis, centroid, radius), synthetic vs real."""
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    def attributes(clouds):
+        extent = clouds.max(axis=1) - clouds.min(axis=1)
+        centroid = clouds.mean(axis=1)
+        radius = np.linalg.norm(clouds - centroid[:, None], axis=2).max(axis=1)
+        return {"extent_x": extent[:, 0], "extent_y": extent[:, 1], "extent_z": extent[:, 2],
+                "centroid_x": centroid[:, 0], "centroid_y": centroid[:, 1], "centroid_z": centroid[:, 2],
+                "radius": radius}
+
+    a, b = attributes(synth), attributes(real)
+    result: dict[str, Any] = {"attributes": {}}
+    consistent = []
+    for name in a:
+        std_ratio = float(a[name].std() / (b[name].std() + 1e-12))
+        result["attributes"][name] = {
+            "synthetic_mean": float(a[name].mean()), "real_mean": float(b[name].mean()),
+            "synthetic_std": float(a[name].std()), "real_std": float(b[name].std()), "std_ratio": std_ratio,
+            "wasserstein": float(wasserstein_distance(a[name], b[name])),
+            "ks_statistic": float(ks_2samp(a[name], b[name]).statistic),
+        }
+        if std_ratio < 0.5:
+            consistent.append(name)
+    result["overly_consistent"] = consistent
+    return result
+
+
+def _plot_cloud_pairs(synth: np.ndarray, train: np.ndarray, pairs: list[dict], path: Path) -> None:
+    from synthloom.preview import point_cloud_grid
+
+    clouds, captions = [], []
+    for pair in pairs[:8]:
+        clouds += [synth[pair["synth_index"]], train[pair["train_index"]]]
+        captions += [f"synthetic #{pair['synth_index']}", f"real #{pair['train_index']} d={pair['distance']:.3g}"]
+    if clouds:
+        point_cloud_grid(clouds, [None] * len(clouds), captions, path)
+
+
+# -- images ------------------------------------------------------------------------------------
+def _images(table) -> tuple[torch.Tensor, list[str]]:
+    from PIL import Image
+
+    arrays = []
+    for item in table.column("image").to_pylist():
+        with Image.open(io.BytesIO(item["bytes"])) as image:
+            arrays.append(np.asarray(image.convert("L") if image.mode in ("L", "I", "1") else image.convert("RGB")))
+    stacked = np.stack(arrays)
+    if stacked.ndim == 3:
+        stacked = stacked[:, None]
+    else:
+        stacked = stacked.transpose(0, 3, 1, 2)
+    column = "label_name" if "label_name" in table.column_names else "label"
+    labels = [str(v) for v in table.column(column).to_pylist()]
+    return torch.from_numpy(stacked).float() / 255.0, labels
+
+
+def load_reference_images(reference: str):
+    """(train_images, train_labels, test_images, test_labels); images float NCHW in [0, 1]."""
+    if reference == "sklearn:digits":
+        from .features import sklearn_digits
+
+        images, labels = sklearn_digits()
+        names = [str(int(v)) for v in labels]
+        return images[0::2], names[0::2], images[1::2], names[1::2]
+    version_dir = ds.resolve_version_dir(reference)
+    manifest = ds.read_manifest(version_dir)
+    splits = {s["split"] for s in manifest["shards"]}
+    train = _images(ds.read_table(version_dir, manifest, "train" if "train" in splits else None))
+    if "test" in splits:
+        test = _images(ds.read_table(version_dir, manifest, "test"))
+        return train[0], train[1], test[0], test[1]
+    return train[0][0::2], train[1][0::2], train[0][1::2], train[1][1::2]
+
+
+def _domain_extractor(images: torch.Tensor, labels: list[str], cache: Path, seed: int):
+    """A small CNN trained on the reference train images, cached by their content hash."""
+    from .features import DomainClassifierFeatures
+
+    classes = sorted(set(labels))
+    digest = hashlib.sha256(images.numpy().tobytes() + "|".join(labels).encode()).hexdigest()[:16]
+    folder = cache / f"domain-cnn-{digest}"
+    if (folder / DomainClassifierFeatures.CONFIG_NAME).exists():
+        return DomainClassifierFeatures.from_pretrained(folder)
+    size = max(16, (max(images.shape[-2:]) + 3) // 4 * 4)
+    extractor = DomainClassifierFeatures(num_classes=len(classes), in_channels=images.shape[1],
+                                         input_size=(size, size), dataset=f"reference-{digest[:8]}",
+                                         class_names=classes)
+    extractor.fit(images, torch.tensor([classes.index(c) for c in labels]), seed=seed)
+    extractor.save_pretrained(folder)
+    return extractor
+
+
+def _features(extractor, images: torch.Tensor, batch: int = 256) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([extractor(images[i: i + batch]) for i in range(0, len(images), batch)]).numpy()
+
+
+def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cache: Path) -> dict[str, Any]:
+    from . import audits
+    from .cas import classification_accuracy_score
+    from .features import load_extractor
+    from .image_metrics import evaluate_images
+
+    synth, synth_labels = _images(table)
+    real_train, real_train_labels, real_test, real_test_labels = load_reference_images(reference)
+    summary: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    notes: list[str] = []
+    counts = {c: synth_labels.count(c) for c in sorted(set(synth_labels))}
+    summary["min_class_count"] = min(counts.values())
+    spec = evaluators.get("fidelity", {}).get("extractor", "domain")
+    domain = _domain_extractor(real_train, real_train_labels, cache, seed)
+    extractor = domain if spec == "domain" else load_extractor(spec)
+    if "fidelity" in evaluators:
+        fidelity = evaluate_images(real_test, synth, extractor=extractor, classifier=domain, seed=seed)
+        details["fidelity"] = fidelity
+        summary.update({k: fidelity.get(k) for k in ("fid", "kid_mean", "precision", "recall", "inception_score")})
+        summary["extractor"] = fidelity["extractor"]
+        notes += fidelity.get("notes", [])
+    if "cas" in evaluators:
+        cas = classification_accuracy_score(synth, synth_labels, real_train, real_train_labels, real_test,
+                                            real_test_labels, seed=seed, **evaluators["cas"])
+        details["cas"] = cas
+        summary.update({k: cas[k] for k in ("cas", "trtr", "cas_ratio")})
+    if {"memorization", "diversity"} & set(evaluators):
+        synth_feats, train_feats, test_feats = (_features(extractor, x) for x in (synth, real_train, real_test))
+    if "memorization" in evaluators:
+        memo = audits.memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
+                                         feature_name=extractor.name, **evaluators["memorization"])
+        details["memorization"] = memo
+        summary["near_copy_fraction"] = memo["near_copy_fraction"]
+        audits.plot_worst_pairs(synth, real_train, memo, str(out_dir / "worst_pairs.png"))
+    if "diversity" in evaluators:
+        div = audits.diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
+                                     real_labels=real_train_labels + real_test_labels,
+                                     content=[x.numpy().tobytes() for x in synth], feature_name=extractor.name,
+                                     **evaluators["diversity"])
+        details["diversity"] = div
+        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
+        summary["mode_collapse"] = div["flag_mode_collapse"]
+    if "attributes" in evaluators:
+        attrs = audits.attribute_audit(synth, torch.cat([real_train, real_test]), value_range=(0.0, 1.0),
+                                       **evaluators["attributes"])
+        attrs.pop("histograms", None)
+        details["attributes"] = attrs
+        summary["overly_consistent"] = attrs["overly_consistent"]
+        audits.plot_attribute_distributions((synth, torch.cat([real_train, real_test])),
+                                            str(out_dir / "attributes.png"), value_range=(0.0, 1.0))
+    return {"modality": "images", "summary": summary, "details": details, "notes": notes, "class_counts": counts}

@@ -1,0 +1,64 @@
+"""The evaluation flow: score a committed version, apply the recipe's gates, record the verdict.
+
+A version that misses a gate stays on disk, marked `rejected` in its manifest, and
+`latest` is not moved to it; the flow run then fails naming the metric and both numbers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+
+from synthloom import dataset as ds
+from synthloom.card import dataset_card
+from synthloom.errors import SynthloomError
+
+
+class GateError(SynthloomError):
+    """A dataset version missed a quality gate."""
+
+
+@task(name="evaluate-version")
+def evaluate_task(version_dir: str, reference: str, evaluators: dict[str, dict], split: str) -> dict[str, Any]:
+    from synthloom.evaluators.evaluate import evaluate_version
+
+    return evaluate_version(version_dir, reference, evaluators, split=split)
+
+
+@flow(name="evaluate-dataset")
+def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dict[str, dict] | None = None,
+                     split: str = "train", gates: dict[str, float] | None = None) -> dict[str, Any]:
+    """Evaluate `dataset` against `reference` (default: the recipe's), record metrics and the gate verdict."""
+    from synthloom.evaluators.gates import check_gates
+    from synthloom.evaluators.report import write_report
+
+    version_dir = ds.resolve_version_dir(dataset)
+    manifest = ds.read_manifest(version_dir)
+    recipe = manifest["recipe"]
+    reference = reference or recipe.get("reference")
+    if not reference:
+        raise SynthloomError(f"{version_dir}: no reference to evaluate against; pass --reference")
+    if evaluators is None:
+        evaluators = {spec["kind"]: spec.get("params", {}) for spec in recipe.get("evaluators", [])} or None
+    result = evaluate_task(str(version_dir), reference, evaluators or {}, split)
+    gates = recipe.get("gates", {}) if gates is None else gates
+    verdict = check_gates(gates, result["summary"]) if gates else None
+    status = "rejected" if verdict and not verdict["passed"] else "accepted"
+    result["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest = ds.update_manifest(version_dir, {"metrics": result, "gates": verdict, "status": status})
+    (version_dir / "README.md").write_text(dataset_card(manifest))
+    write_report(version_dir / "eval" / "report.html", f"{recipe['name']} {manifest['version']}", result, verdict)
+    create_table_artifact(
+        table=[{"metric": k, "value": v} for k, v in result["summary"].items() if isinstance(v, (int, float))],
+        key="metrics-" + "".join(c if c.isalnum() else "-" for c in recipe["name"].lower()),
+        description=f"Metrics of {version_dir} against {reference} ({status})",
+    )
+    if status == "rejected":
+        raise GateError(f"{version_dir} rejected by quality gates: " + "; ".join(verdict["failures"]))
+    ds.set_latest(version_dir.parent, version_dir.name)
+    return {"path": str(version_dir), "status": status, "summary": result["summary"],
+            "report": str(version_dir / "eval" / "report.html")}
