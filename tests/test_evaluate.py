@@ -1,0 +1,168 @@
+"""Evaluation as users run it: after a build (recipe `evaluators` + `gates`) and via the CLI."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import synthloom
+from conftest import run_cli
+from synthloom import dataset as ds
+from synthloom.errors import RecipeError
+from synthloom.flows.build import build_dataset
+from synthloom.flows.evaluate import GateError, evaluate_dataset
+from synthloom.recipe import load_recipe
+
+ALL = [{"kind": k} for k in ("fidelity", "cas", "memorization", "diversity", "attributes")]
+
+
+@pytest.fixture
+def real_meshes(copy_meshes):
+    return copy_meshes(("sphere", "torus"))
+
+
+def mesh_recipe(recipe_factory, real_meshes, **overrides):
+    args = dict(generator={"kind": "pointcloud", "params": {"source": str(real_meshes), "num_points": 512,
+                                                            "rotation": "none"}},
+                count={"train": 40}, shard_size=20, reference=str(real_meshes), evaluators=ALL)
+    args.update(overrides)
+    return recipe_factory(**args)
+
+
+def test_build_evaluates_and_records_metrics(recipe_factory, real_meshes):
+    path = mesh_recipe(recipe_factory, real_meshes, gates={"cas_ratio_min": 0.5, "min_per_class": 20})
+    result = build_dataset(str(path))
+    version_dir = load_recipe(path).version_dir()
+    manifest = ds.read_manifest(version_dir)
+    summary = manifest["metrics"]["summary"]
+    assert manifest["status"] == "accepted" and manifest["gates"]["passed"]
+    assert result["metrics"] == summary
+    for key in ("cov_cd", "mmd_cd", "one_nna_cd", "cas", "trtr", "cas_ratio", "near_copy_fraction",
+                "near_duplicate_rate", "min_class_count"):
+        assert summary[key] is not None, key
+    assert summary["min_class_count"] == 20
+    assert summary["cas"] >= 0.75  # sphere vs torus from the same real meshes: easy to tell apart
+    assert manifest["metrics"]["details"]["memorization"]["feature_name"] == "d2-shape-distribution-32"
+    assert (version_dir.parent / "latest").read_text().strip() == "1.0.0"
+    card = (version_dir / "README.md").read_text()
+    assert "## Metrics" in card and "cas_ratio" in card and "Quality gates: passed" in card
+    report = (version_dir / "eval" / "report.html").read_text()
+    assert "Quality gates: passed" in report and "cas_ratio_min" in report
+    assert (version_dir / "eval" / "worst_pairs.png").stat().st_size > 1000
+    assert ds.verify(version_dir)["rows"] == 40  # evaluation leaves the shards untouched
+
+
+def test_a_missed_gate_rejects_the_version_and_keeps_latest(recipe_factory, real_meshes):
+    good = mesh_recipe(recipe_factory, real_meshes, evaluators=[{"kind": "fidelity"}], gates={"cov_min": 0.01})
+    build_dataset(str(good))
+    dataset_root = load_recipe(good).version_dir().parent
+    bad = good.with_name("bad.yaml")
+    bad.write_text(good.read_text().replace("version: 1.0.0", "version: 2.0.0")
+                   .replace("cov_min: 0.01", "one_nna_max: 0.05"))
+    with pytest.raises(GateError, match=r"one_nna_max: one_nna_cd = [0-9.]+, must be <= 0.05"):
+        build_dataset(str(bad))
+    rejected = ds.read_manifest(dataset_root / "2.0.0")
+    assert rejected["status"] == "rejected" and not rejected["gates"]["passed"]
+    assert ds.verify(dataset_root / "2.0.0")["rows"] == 40  # kept on disk, complete
+    assert (dataset_root / "latest").read_text().strip() == "1.0.0"
+    assert synthloom.load(dataset_root).path.name == "1.0.0"
+
+
+def test_gate_on_a_metric_not_computed_fails_closed(recipe_factory, real_meshes):
+    path = mesh_recipe(recipe_factory, real_meshes, evaluators=[{"kind": "diversity"}], gates={"fid_max": 50})
+    with pytest.raises(GateError, match="fid_max: metric 'fid' was not computed"):
+        build_dataset(str(path))
+
+
+def test_recipe_validates_evaluators_and_gates(recipe_factory, real_meshes):
+    with pytest.raises(RecipeError, match="unknown gate"):
+        load_recipe(mesh_recipe(recipe_factory, real_meshes, gates={"fid_maximum": 3}))
+    with pytest.raises(RecipeError, match="unknown evaluator"):
+        load_recipe(mesh_recipe(recipe_factory, real_meshes, evaluators=[{"kind": "fidd"}]))
+    with pytest.raises(RecipeError, match="need `reference`"):
+        load_recipe(mesh_recipe(recipe_factory, real_meshes, reference=None))
+
+
+# -- images: real digits written as datasets, scored against sklearn's digits --------------------
+def write_image_dataset(folder, images: np.ndarray, labels: np.ndarray):
+    """A committed synthloom dataset with an `image` column (PNG bytes), via the dataset writer."""
+    import pyarrow as pa
+
+    schema = ds.dataset_schema(pa.schema([
+        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        ("label", pa.int64()), ("label_name", pa.string())]))
+    rows = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        buffer = io.BytesIO()
+        Image.fromarray(np.clip(image * 255, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+        rows.append({"id": f"train-{i:08d}", "split": "train", "image": {"bytes": buffer.getvalue(), "path": None},
+                     "label": int(label), "label_name": str(int(label)), "generator": "test",
+                     "recipe_sha256": "test"})
+    version_dir = folder / "digits" / "1.0.0"
+    record = ds.write_shard(ds.rows_to_table(rows, schema), version_dir / "data" / "train-00000-of-00001.parquet")
+    from synthloom.provenance import package_versions
+
+    manifest = {"recipe": {"name": "digits", "gates": {"near_copy_max": 0.05}}, "version": "1.0.0",
+                "recipe_sha256": "test", "seed": 0, "created_at": "2026-11-23T00:00:00+00:00",
+                "packages": package_versions(), "generator": {"kind": "test-digits", "params": {}},
+                "shards": [{**record, "split": "train"}], "classes": [str(i) for i in range(10)]}
+    ds.write_json_atomic(version_dir / "manifest.json", manifest)
+    return version_dir
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images / 16.0, d.target
+
+
+def test_copies_of_training_images_are_flagged_and_rejected(tmp_path, digits):
+    images, labels = digits
+    # The reference sklearn:digits trains on the even-indexed images: copy those, barely perturbed.
+    rng = np.random.default_rng(0)
+    copies = np.clip(images[0::2][:300] + rng.normal(0, 0.01, (300, 8, 8)), 0, 1)
+    version_dir = write_image_dataset(tmp_path, copies, labels[0::2][:300])
+    with pytest.raises(GateError, match=r"near_copy_max: near_copy_fraction = 0\.[5-9]|near_copy_fraction = 1"):
+        evaluate_dataset(str(version_dir), reference="sklearn:digits")
+    manifest = ds.read_manifest(version_dir)
+    summary = manifest["metrics"]["summary"]
+    assert manifest["status"] == "rejected"
+    assert summary["near_copy_fraction"] > 0.5
+    assert summary["extractor"].startswith("domain-cnn:")
+    assert any("not comparable" in note.lower() for note in manifest["metrics"]["notes"])
+    assert (version_dir / "eval" / "worst_pairs.png").exists()
+    assert (version_dir / "eval" / "attributes.png").exists()
+
+
+def test_new_real_images_pass_and_score_well(tmp_path, digits):
+    images, labels = digits
+    # Odd-indexed images are the reference's held-out half, never trained on.
+    version_dir = write_image_dataset(tmp_path, images[1::2][:400], labels[1::2][:400])
+    result = evaluate_dataset(str(version_dir), reference="sklearn:digits")
+    summary = result["summary"]
+    assert result["status"] == "accepted"
+    assert summary["near_copy_fraction"] < 0.05
+    assert summary["cas_ratio"] > 0.85
+    assert summary["precision"] > 0.5 and summary["fid"] >= 0
+    assert summary["overly_consistent"] == []
+
+
+def test_evaluate_cli(tmp_path, digits):
+    images, labels = digits
+    version_dir = write_image_dataset(tmp_path, images[1::2][:200], labels[1::2][:200])
+    out = run_cli("evaluate", str(version_dir), "--reference", "sklearn:digits", "--only", "cas", "diversity")
+    assert out.returncode == 1  # the dataset's near_copy_max gate needs the memorization audit
+    assert out.stderr.strip().splitlines()[-1].endswith("near_copy_max: metric 'near_copy_fraction' was not "
+                                                        "computed (enable its evaluator)")
+    out = run_cli("evaluate", str(version_dir), "--reference", "sklearn:digits", "--only", "cas", "memorization")
+    assert out.returncode == 0, out.stderr
+    assert "cas_ratio:" in out.stdout and "accepted" in out.stdout
+    metrics = json.loads((version_dir / "manifest.json").read_text())["metrics"]
+    assert metrics["evaluators"] == ["cas", "memorization"]
+    out = run_cli("evaluate", str(version_dir), "--reference", "sklearn:digits", "--only", "fid")
+    assert out.returncode == 1 and "unknown evaluator" in out.stderr
