@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def generate_shard(recipe_json: dict[str, Any], recipe_sha256: str, prepared: di
         rows.append(row)
     table = ds.rows_to_table(rows, schema)
     record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
-    return {**record, "split": shard.split, "index": shard.index}
+    return {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
 
 
 def _staging_for(recipe: Recipe, final: Path, fingerprint: str) -> Path:
@@ -193,11 +194,16 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     progress_id = create_progress_artifact(0.0, description=f"Shards of {recipe.name} {recipe.version}")
     records: list[dict[str, Any]] = []
     cached: list[dict[str, Any]] = []
+    started, last_update = time.time(), 0.0
     try:
         for done, future in enumerate(as_completed(futures), start=1):
-            (cached if future.state.name == "Cached" else records).append(future.result())
+            record = future.result()
+            # A record written before this run started came from the task cache (an earlier run).
+            (cached if record["written_at"] < started else records).append(record)
             bar.advance()
-            update_progress_artifact(progress_id, 100.0 * done / len(shards))
+            if time.monotonic() - last_update > 1.0 or done == len(shards):  # one API call a second at most
+                update_progress_artifact(progress_id, 100.0 * done / len(shards))
+                last_update = time.monotonic()
     finally:
         bar.close()
     if cached:
