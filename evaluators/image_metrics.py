@@ -245,7 +245,23 @@ class FID(_FeatureMetric):
             setattr(self, k, v)
 
 
-class KID(_FeatureMetric):
+class _StoredFeatureMetric(_FeatureMetric):
+    """Keeps every real and fake feature vector: KID and k-NN precision/recall need them all."""
+
+    def __init__(self, extractor=None, **kwargs: Any):
+        super().__init__(extractor, **kwargs)
+        self.add_state("real_features", [], dist_reduce_fx="cat")
+        self.add_state("fake_features", [], dist_reduce_fx="cat")
+
+    def update(self, images, real: bool, is_features: bool = False) -> None:
+        features = images if is_features else self._extract(images)
+        (self.real_features if real else self.fake_features).append(features.detach().float())
+
+    def _features(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        return dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
+
+
+class KID(_StoredFeatureMetric):
     """Kernel Inception Distance (unbiased MMD^2, cubic polynomial kernel) over random subsets."""
 
     higher_is_better = False
@@ -264,15 +280,9 @@ class KID(_FeatureMetric):
         super().__init__(extractor, **kwargs)
         self.subsets, self.subset_size, self.degree, self.gamma, self.coef, self.seed = (
             subsets, subset_size, degree, gamma, coef, seed)
-        self.add_state("real_features", [], dist_reduce_fx="cat")
-        self.add_state("fake_features", [], dist_reduce_fx="cat")
-
-    def update(self, images, real: bool, is_features: bool = False) -> None:
-        features = images if is_features else self._extract(images)
-        (self.real_features if real else self.fake_features).append(features.detach().float())
 
     def compute(self) -> Dict[str, Any]:
-        real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
+        real, fake = self._features()
         mean, std, m = kid_from_features(real, fake, self.subsets, self.subset_size, self.degree,
                                          self.gamma, self.coef, self.seed)
         out = {"kid_mean": mean, "kid_std": std, "kid_subset_size": m, "kid_subsets": self.subsets,
@@ -313,7 +323,7 @@ class InceptionScore(_FeatureMetric):
         return out
 
 
-class PrecisionRecall(_FeatureMetric):
+class PrecisionRecall(_StoredFeatureMetric):
     """Improved precision/recall (Kynkäänniemi et al. 2019) with k-NN radii (k=3)."""
 
     higher_is_better = True
@@ -321,15 +331,9 @@ class PrecisionRecall(_FeatureMetric):
     def __init__(self, extractor=None, k: int = 3, block: int = 1024, **kwargs: Any):
         super().__init__(extractor, **kwargs)
         self.k, self.block = k, block
-        self.add_state("real_features", [], dist_reduce_fx="cat")
-        self.add_state("fake_features", [], dist_reduce_fx="cat")
-
-    def update(self, images, real: bool, is_features: bool = False) -> None:
-        features = images if is_features else self._extract(images)
-        (self.real_features if real else self.fake_features).append(features.detach().float())
 
     def compute(self) -> Dict[str, Any]:
-        real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
+        real, fake = self._features()
         precision, recall = precision_recall_from_features(real, fake, self.k, self.block)
         out = {"precision": precision, "recall": recall, "pr_k": self.k, "num_real": len(real), "num_fake": len(fake)}
         out.update(self._meta(comparable=False))

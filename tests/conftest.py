@@ -41,6 +41,18 @@ def prefect_server():
             os.environ["PREFECT_API_URL"] = previous
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch's intra-op threads oversubscribe a 2-core machine that also runs the Prefect server:
+    measured here, training and Chamfer matrices ran 4-10x slower with 2 threads than with 1."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def write_recipe(folder: Path, name: str = "tiny", **overrides) -> Path:
     """A small valid point-cloud recipe written to `folder/<name>.yaml`, top-level keys overridden."""
     recipe = {

@@ -12,12 +12,7 @@ from synthloom.evaluators.cas import CAS, classification_accuracy_score
 from synthloom.evaluators.features import sklearn_digits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from synthloom.flows.build import build_dataset
 from synthloom.flows.evaluate import GateError, evaluate_dataset
 from synthloom.recipe import load_recipe
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ALL = [{"kind": k} for k in ("fidelity", "cas", "memorization", "diversity", "attributes")]
 
 

@@ -33,14 +33,7 @@ SHAPES = {
 CLASSES = list(SHAPES)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On a small shared CPU box (2 cores here) torch's two intra-op threads
-    run 4x slower than one (measured: COV/MMD 3.6 s vs 0.85 s); restore after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sample_clouds(names, n_per, n_points, seed, rotate=True):
