@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from synthloom import dataset as ds
-from synthloom.errors import DatasetError
+from synthloom.errors import DatasetError, ModelError
 
 from .gates import EVALUATORS
 
@@ -284,6 +284,15 @@ def _domain_extractor(images: torch.Tensor, labels: list[str], cache: Path, seed
     return extractor
 
 
+def _load_extractor(spec: str):
+    from .features import load_extractor
+
+    try:
+        return load_extractor(spec)
+    except (ValueError, RuntimeError, OSError) as error:
+        raise ModelError(f"feature extractor {spec!r}: {error}") from None
+
+
 def _features(extractor, images: torch.Tensor, batch: int = 256) -> np.ndarray:
     with torch.no_grad():
         return torch.cat([extractor(images[i: i + batch]) for i in range(0, len(images), batch)]).numpy()
@@ -292,7 +301,6 @@ def _features(extractor, images: torch.Tensor, batch: int = 256) -> np.ndarray:
 def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cache: Path) -> dict[str, Any]:
     from . import audits
     from .cas import classification_accuracy_score
-    from .features import load_extractor
     from .image_metrics import evaluate_images
 
     synth, synth_labels = _images(table)
@@ -303,8 +311,9 @@ def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cac
     counts = {c: synth_labels.count(c) for c in sorted(set(synth_labels))}
     summary["min_class_count"] = min(counts.values())
     spec = evaluators.get("fidelity", {}).get("extractor", "domain")
+    chosen = None if spec == "domain" else _load_extractor(spec)  # a bad path fails before any training
     domain = _domain_extractor(real_train, real_train_labels, cache, seed)
-    extractor = domain if spec == "domain" else load_extractor(spec)
+    extractor = chosen or domain
     if "fidelity" in evaluators:
         fidelity = evaluate_images(real_test, synth, extractor=extractor, classifier=domain, seed=seed)
         details["fidelity"] = fidelity

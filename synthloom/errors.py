@@ -15,3 +15,7 @@ class GeneratorError(SynthloomError):
 
 class DatasetError(SynthloomError):
     """A dataset on disk is absent, incomplete, corrupt or conflicts with a build."""
+
+
+class ModelError(SynthloomError):
+    """A model (feature extractor, classifier, checkpoint) is missing or cannot be loaded."""

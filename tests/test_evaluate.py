@@ -168,3 +168,13 @@ def test_evaluate_cli(tmp_path, digits):
     assert metrics["evaluators"] == ["cas", "memorization"]
     out = run_cli("evaluate", str(version_dir), "--reference", "sklearn:digits", "--only", "fid")
     assert out.returncode == 1 and "unknown evaluator" in out.stderr
+
+
+def test_missing_extractor_path_is_one_line(tmp_path, digits):
+    images, labels = digits
+    version_dir = write_image_dataset(tmp_path, images[1::2][:50], labels[1::2][:50])
+    out = run_cli("evaluate", str(version_dir), "--reference", "sklearn:digits", "--extractor",
+                  str(tmp_path / "no-such-model"), "--only", "fidelity")
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("synthloom: error: feature extractor") and "no-such-model" in last
