@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow bench meshes clean
+.PHONY: install demo test test-slow bench bench-fashion-mnist meshes fashion-mnist clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -36,13 +36,20 @@ demo: install
 test: install meshes
 	$(BIN)/python -m pytest -q
 
-test-slow: install meshes
+fashion-mnist:
+	bash scripts/fetch_fashion_mnist.sh
+
+test-slow: install meshes fashion-mnist
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install meshes
 	$(BIN)/python benchmarks/bench_sampling.py
 	$(BIN)/python benchmarks/bench_loading.py
 	$(BIN)/python benchmarks/bench_orchestration.py
+	$(BIN)/python benchmarks/bench_fid_features.py
+
+bench-fashion-mnist: install fashion-mnist
+	$(BIN)/python benchmarks/bench_fashion_mnist.py
 
 clean:
 	rm -rf $(VENV) datasets .pytest_cache
