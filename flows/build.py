@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
     update_progress_artifact
@@ -30,7 +30,7 @@ from synthloom.croissant import croissant_metadata
 from synthloom.errors import DatasetError
 from synthloom.generators.base import BuildContext, ShardSpec
 from synthloom.planning import plan_shards
-from synthloom.preview import point_cloud_grid
+from synthloom.preview import write_preview
 from synthloom.provenance import git_sha, package_versions, sha256_file
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import make_generator
@@ -76,7 +76,7 @@ def generate_shard(recipe_json: dict[str, Any], recipe_sha256: str, prepared: di
     return {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
 
 
-def _staging_for(recipe: Recipe, final: Path, fingerprint: str) -> Path:
+def _staging_for(final: Path, fingerprint: str) -> Path:
     staging = ds.staging_dir(final)
     mark = staging / RECIPE_MARK
     if staging.exists() and (not mark.exists() or mark.read_text().strip() != fingerprint):
@@ -122,35 +122,6 @@ def resolve_build(recipe_path: str, overwrite: bool = False, version: str | None
     return recipe, final, existing
 
 
-def _preview(staging: Path, shard_records: list[dict[str, Any]], class_names: list[str]) -> None:
-    import pyarrow.parquet as pq
-
-    first = staging / shard_records[0]["file"]
-    table = pq.read_table(first)
-    picks: list[int] = []
-    per_class: dict[Any, int] = {}
-    labels = table.column("label").to_pylist() if "label" in table.column_names else [0] * table.num_rows
-    for i, label in enumerate(labels):  # spread the grid over classes first
-        if per_class.get(label, 0) < max(1, 16 // max(1, len(class_names))):
-            per_class[label] = per_class.get(label, 0) + 1
-            picks.append(i)
-        if len(picks) == 16:
-            break
-    if "points" in table.column_names:
-        values, offsets = ds.fixed_list_to_numpy(table.column("points"))
-        colors_col = table.column("point_colors") if "point_colors" in table.column_names else None
-        clouds, colors, captions = [], [], []
-        for i in picks:
-            clouds.append(values[offsets[i]: offsets[i + 1]])
-            color = None
-            if colors_col is not None and colors_col[i].is_valid:
-                cv, co = ds.fixed_list_to_numpy(colors_col.slice(i, 1))
-                color = cv
-            colors.append(color)
-            captions.append(str(table.column("label_name")[i]) if "label_name" in table.column_names else "")
-        point_cloud_grid(clouds, colors, captions, staging / "preview.png")
-
-
 def _publish_artifacts(manifest: dict[str, Any], final: Path) -> None:
     splits: dict[str, dict[str, int]] = {}
     for shard in manifest["shards"]:
@@ -180,7 +151,7 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     if existing is not None:
         logger.info("%s already built from this recipe; nothing to do", final)
         return {"path": str(final), "status": "exists", "rows": sum(s["rows"] for s in existing["shards"])}
-    staging = _staging_for(recipe, final, fingerprint)
+    staging = _staging_for(final, fingerprint)
     recipe_json = recipe.model_dump(mode="json")
 
     prepared = prepare_generator(recipe_json, str(final.parent / ".cache"), str(Path(recipe_path).parent))
@@ -212,7 +183,7 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
 
     manifest = _manifest(recipe, fingerprint, prepared, records, staging)
-    _preview(staging, records, prepared.get("classes", []))
+    write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
     ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
     (staging / "README.md").write_text(dataset_card(manifest))
     ds.commit(staging, final, manifest, overwrite=overwrite)
@@ -245,8 +216,6 @@ def _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging
 
 
 def _schema_of(staging: Path, records: list[dict[str, Any]]):
-    import pyarrow.parquet as pq
-
     return pq.read_schema(staging / records[0]["file"])
 
 

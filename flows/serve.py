@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from prefect import flow, serve
 
+from synthloom.errors import RecipeError
 from synthloom.recipe import load_recipe
 
 from .build import build_dataset
@@ -46,7 +47,7 @@ def serve_recipes(recipe_paths: list[str], cron: str | None = None, interval: fl
         recipe = load_recipe(path)
         schedule_cron = cron or (None if interval else recipe.schedule)
         if not schedule_cron and not interval:
-            raise ValueError(f"{path}: no schedule: pass --cron or --interval, or set `schedule:` in the recipe")
+            raise RecipeError(f"{path}: no schedule: pass --cron or --interval, or set `schedule:` in the recipe")
         deployments.append(
             scheduled_build.to_deployment(
                 name=recipe.name,

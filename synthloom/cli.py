@@ -241,8 +241,11 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from .recipe import load_recipe
 
-    for path in args.recipes:
-        load_recipe(path)
+    for path in args.recipes:  # every recipe must be valid and scheduled before a server starts
+        if not (args.cron or args.interval or load_recipe(path).schedule):
+            from .errors import RecipeError
+
+            raise RecipeError(f"{path}: no schedule: pass --cron or --interval, or set `schedule:` in the recipe")
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         server = _start_local_server(args.port)
@@ -251,12 +254,7 @@ def cmd_serve(args) -> int:
     try:
         from synthloom.flows.serve import serve_recipes
 
-        try:
-            serve_recipes(args.recipes, cron=args.cron, interval=args.interval, limit=args.limit)
-        except ValueError as error:
-            from .errors import RecipeError
-
-            raise RecipeError(str(error)) from None
+        serve_recipes(args.recipes, cron=args.cron, interval=args.interval, limit=args.limit)
     finally:
         if server is not None:
             server.terminate()

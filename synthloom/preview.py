@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image, ImageDraw
 
 TILE = 160
@@ -55,3 +56,36 @@ def grid(tiles: list[Image.Image], captions: list[str], path: Path, columns: int
 def point_cloud_grid(clouds: list[np.ndarray], colors: list[np.ndarray | None], captions: list[str],
                      path: Path) -> Path:
     return grid([_render_cloud(p, c) for p, c in zip(clouds, colors)], captions, path)
+
+
+def pick_rows(labels: list, count: int = 16) -> list[int]:
+    """Up to `count` row indices, spread evenly over the labels present."""
+    per_label = max(1, count // max(1, len(set(labels))))
+    seen: dict = {}
+    picks = []
+    for i, label in enumerate(labels):
+        if seen.get(label, 0) < per_label:
+            seen[label] = seen.get(label, 0) + 1
+            picks.append(i)
+        if len(picks) == count:
+            break
+    return picks
+
+
+def write_preview(table: pa.Table, path: Path) -> Path | None:
+    """preview.png of a shard's rows; None when no column can be drawn yet."""
+    if "points" not in table.column_names:
+        return None
+    from .dataset import fixed_list_to_numpy
+
+    labels = table.column("label_name").to_pylist() if "label_name" in table.column_names else [""] * len(table)
+    rows = table.take(pick_rows(labels))
+    values, offsets = fixed_list_to_numpy(rows.column("points"))
+    clouds = [values[offsets[i]: offsets[i + 1]] for i in range(len(rows))]
+    colors: list = [None] * len(rows)
+    if "point_colors" in rows.column_names and rows.column("point_colors").null_count == 0:
+        color_values, color_offsets = fixed_list_to_numpy(rows.column("point_colors"))
+        colors = [color_values[color_offsets[i]: color_offsets[i + 1]] for i in range(len(rows))]
+    captions = [str(v) for v in rows.column("label_name").to_pylist()] if "label_name" in rows.column_names \
+        else [""] * len(rows)
+    return point_cloud_grid(clouds, colors, captions, path)

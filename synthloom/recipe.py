@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import RecipeError
 
 SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 class StrictModel(BaseModel):
@@ -84,17 +84,10 @@ class Recipe(StrictModel):
             raise ValueError("`evaluators` and `gates` need `reference` (the real data to compare against)")
         return self
 
-    @field_validator("name")
+    @field_validator("name", "version")
     @classmethod
-    def _name_is_a_folder_name(cls, value: str) -> str:
-        if not VERSION_NAME.match(value):
-            raise ValueError("must be letters, digits, '.', '_', '+' or '-' (it becomes a folder name)")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version_is_a_folder_name(cls, value: str) -> str:
-        if not VERSION_NAME.match(value):
+    def _is_a_folder_name(cls, value: str) -> str:
+        if not FOLDER_NAME.match(value):
             raise ValueError("must be letters, digits, '.', '_', '+' or '-' (it becomes a folder name)")
         return value
 

@@ -163,3 +163,11 @@ def test_full_disk_fails_clearly_and_loses_nothing(tmp_path, tmpfs):
     out = run_cli("build", str(path))
     assert out.returncode == 0, out.stderr
     assert ds.verify(final)["rows"] == 48
+
+
+def test_serve_without_a_schedule_fails_before_starting_a_server(tmp_path):
+    path = write_recipe(tmp_path)
+    out = run_cli("serve", str(path), env={"PREFECT_API_URL": ""}, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"synthloom: error: {path}: no schedule: pass --cron or --interval, or set `schedule:` in the recipe"]
