@@ -173,7 +173,9 @@ class _FeatureMetric(Metric):
         self.extractor = load_extractor("inception" if extractor is None else extractor)
 
     def _extract(self, images) -> torch.Tensor:
-        return self.extractor(images)
+        # Metric updates never backpropagate: inference mode skips autograd's version counting too.
+        with torch.inference_mode():
+            return self.extractor(images)
 
     def update_features(self, features: torch.Tensor, real: bool) -> None:
         """Feed already extracted features (N, D) of real or fake images."""
