@@ -231,21 +231,40 @@ def _plot_cloud_pairs(synth: np.ndarray, train: np.ndarray, pairs: list[dict], p
 
 
 # -- images ------------------------------------------------------------------------------------
-def _images(table) -> tuple[torch.Tensor, list[str]]:
+MAX_IMAGES_IN_MEMORY = 10_000  # CAS, attribute audit and plots use at most this many synthetic images
+BATCH = 256
+
+
+def _decode(items: list) -> torch.Tensor:
     from PIL import Image
 
     arrays = []
-    for item in table.column("image").to_pylist():
+    for item in items:
         with Image.open(io.BytesIO(item["bytes"])) as image:
             arrays.append(np.asarray(image.convert("L") if image.mode in ("L", "I", "1") else image.convert("RGB")))
     stacked = np.stack(arrays)
-    if stacked.ndim == 3:
-        stacked = stacked[:, None]
-    else:
-        stacked = stacked.transpose(0, 3, 1, 2)
+    stacked = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
+    return torch.from_numpy(stacked).float() / 255.0
+
+
+def _label_names(table) -> list[str]:
     column = "label_name" if "label_name" in table.column_names else "label"
-    labels = [str(v) for v in table.column(column).to_pylist()]
-    return torch.from_numpy(stacked).float() / 255.0, labels
+    return [str(v) for v in table.column(column).to_pylist()]
+
+
+def _image_batches(table, batch: int = BATCH):
+    """Decode the PNG column a batch at a time, so metrics stream over any number of images."""
+    for start in range(0, table.num_rows, batch):
+        yield _decode(table.column("image").slice(start, batch).to_pylist())
+
+
+def _images(table, limit: int | None = None, seed: int = 0) -> tuple[torch.Tensor, list[str], np.ndarray]:
+    """(images, labels, row indices) of all rows, or of `limit` rows drawn at random."""
+    rows = np.arange(table.num_rows)
+    if limit is not None and table.num_rows > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=limit, replace=False))
+    subset = table.take(rows)
+    return _decode(subset.column("image").to_pylist()), _label_names(subset), rows
 
 
 def load_reference_images(reference: str):
@@ -293,9 +312,9 @@ def _load_extractor(spec: str):
         raise ModelError(f"feature extractor {spec!r}: {error}") from None
 
 
-def _features(extractor, images: torch.Tensor, batch: int = 256) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([extractor(images[i: i + batch]) for i in range(0, len(images), batch)]).numpy()
+def _features(extractor, batches) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.cat([extractor(batch) for batch in batches]).numpy()
 
 
 def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cache: Path) -> dict[str, Any]:
@@ -303,19 +322,26 @@ def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cac
     from .cas import classification_accuracy_score
     from .image_metrics import evaluate_images
 
-    synth, synth_labels = _images(table)
+    # Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
+    # MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
+    synth, synth_labels, synth_rows = _images(table, MAX_IMAGES_IN_MEMORY, seed)
+    all_labels = _label_names(table)
     real_train, real_train_labels, real_test, real_test_labels = load_reference_images(reference)
     summary: dict[str, Any] = {}
     details: dict[str, Any] = {}
     notes: list[str] = []
-    counts = {c: synth_labels.count(c) for c in sorted(set(synth_labels))}
+    counts = {c: all_labels.count(c) for c in sorted(set(all_labels))}
     summary["min_class_count"] = min(counts.values())
+    if len(synth_rows) < table.num_rows:
+        notes.append(f"CAS, attribute audit and worst-pair plot use {len(synth_rows)} of {table.num_rows} "
+                     "synthetic images drawn at random; fidelity, memorization and diversity use all.")
     spec = evaluators.get("fidelity", {}).get("extractor", "domain")
     chosen = None if spec == "domain" else _load_extractor(spec)  # a bad path fails before any training
     domain = _domain_extractor(real_train, real_train_labels, cache, seed)
     extractor = chosen or domain
     if "fidelity" in evaluators:
-        fidelity = evaluate_images(real_test, synth, extractor=extractor, classifier=domain, seed=seed)
+        fidelity = evaluate_images(real_test, _image_batches(table), extractor=extractor, classifier=domain,
+                                   seed=seed)
         details["fidelity"] = fidelity
         summary.update({k: fidelity.get(k) for k in ("fid", "kid_mean", "precision", "recall", "inception_score")})
         summary["extractor"] = fidelity["extractor"]
@@ -326,17 +352,22 @@ def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cac
         details["cas"] = cas
         summary.update({k: cas[k] for k in ("cas", "trtr", "cas_ratio")})
     if {"memorization", "diversity"} & set(evaluators):
-        synth_feats, train_feats, test_feats = (_features(extractor, x) for x in (synth, real_train, real_test))
+        synth_feats = _features(extractor, _image_batches(table))
+        train_feats, test_feats = (_features(extractor, x.split(BATCH)) for x in (real_train, real_test))
     if "memorization" in evaluators:
         memo = audits.memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
                                          feature_name=extractor.name, **evaluators["memorization"])
         details["memorization"] = memo
         summary["near_copy_fraction"] = memo["near_copy_fraction"]
-        audits.plot_worst_pairs(synth, real_train, memo, str(out_dir / "worst_pairs.png"))
+        worst = memo["worst_pairs"][:16]
+        shown = _decode(table.column("image").take([p["synth_index"] for p in worst]).to_pylist())
+        audits.plot_worst_pairs(shown, real_train, [(k, p["train_index"], p["distance"]) for k, p in enumerate(worst)],
+                                str(out_dir / "worst_pairs.png"))
     if "diversity" in evaluators:
-        div = audits.diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
+        div = audits.diversity_audit(synth_feats, all_labels, real_feats=np.concatenate([train_feats, test_feats]),
                                      real_labels=real_train_labels + real_test_labels,
-                                     content=[x.numpy().tobytes() for x in synth], feature_name=extractor.name,
+                                     content=[item["bytes"] for item in table.column("image").to_pylist()],
+                                     feature_name=extractor.name,
                                      **evaluators["diversity"])
         details["diversity"] = div
         summary["near_duplicate_rate"] = div["near_duplicate_rate"]

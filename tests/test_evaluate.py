@@ -178,3 +178,17 @@ def test_missing_extractor_path_is_one_line(tmp_path, digits):
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("synthloom: error: feature extractor") and "no-such-model" in last
+
+
+def test_fidelity_streams_every_image_while_cas_uses_a_bounded_sample(tmp_path, digits, monkeypatch):
+    from synthloom.evaluators import evaluate
+
+    images, labels = digits
+    version_dir = write_image_dataset(tmp_path, images[1::2][:300], labels[1::2][:300])
+    monkeypatch.setattr(evaluate, "MAX_IMAGES_IN_MEMORY", 120)
+    monkeypatch.setattr(evaluate, "BATCH", 64)
+    result = evaluate.evaluate_version(version_dir, "sklearn:digits", {"fidelity": {}, "cas": {}, "diversity": {}})
+    assert result["details"]["fidelity"]["num_fake"] == 300  # every image, 64 at a time
+    assert result["details"]["diversity"]["n"] == 300
+    assert result["details"]["cas"]["num_synthetic"] == 120
+    assert any("use 120 of 300 synthetic images" in note for note in result["notes"])
