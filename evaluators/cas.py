@@ -18,7 +18,7 @@ absolute numbers are not comparable with either, only the ratio to TRTR carries 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch

@@ -67,7 +67,6 @@ with scores computed with the very same weights, never with published FIDs.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path

@@ -36,7 +36,7 @@ Conventions (checked against torchmetrics 1.9 in ``tests/test_image_metrics.py``
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch

@@ -8,10 +8,6 @@ that was finished and regenerates the rest: same seeds, same bytes.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -165,8 +161,8 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     started, last_update = time.time(), 0.0
     try:
         # Shard tasks run one after another in this thread: on a worker thread, Python-heavy generators
-        # (Poisson elimination) fought Prefect's threads for the GIL, +35 % wall time vs +6 % here
-        # (measured on 10 Poisson shards; see benchmarks/RESULTS.md).
+        # (Poisson elimination) fought Prefect's threads for the GIL: +15 to +27 % wall time over a plain
+        # loop, against +3.6 % here (benchmarks/bench_orchestration.py, see benchmarks/RESULTS.md).
         for done, shard in enumerate(shards, start=1):
             record = shard_task(recipe_json, fingerprint, prepared, shard, str(staging))
             # A record written before this run started came from the task cache (an earlier run).

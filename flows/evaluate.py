@@ -7,7 +7,6 @@ A version that misses a gate stays on disk, marked `rejected` in its manifest, a
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
