@@ -171,7 +171,12 @@ def cmd_inspect(args) -> int:
         provenance.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
     console.print(provenance)
     if summary["metrics"]:
-        console.print_json(data=summary["metrics"])
+        metrics = Table("metric", "value", title="metrics (details: eval/report.html)")
+        for key, value in summary["metrics"].items():
+            metrics.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+        console.print(metrics)
+    for line in summary["gates"]:
+        console.print(f"gate {line}")
     return 0
 
 

@@ -47,5 +47,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
             "assets_sha256": manifest["generator"].get("assets_sha256"),
             "skipped_inputs": manifest.get("skipped", {}).get("count", 0),
         },
-        "metrics": manifest.get("metrics", {}),
+        # The headline numbers; per-evaluator details stay in manifest.json and eval/report.html.
+        "metrics": (manifest.get("metrics") or {}).get("summary", {}),
+        "gates": [r["message"] for r in (manifest.get("gates") or {}).get("results", [])],
     }

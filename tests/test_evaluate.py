@@ -54,6 +54,11 @@ def test_build_evaluates_and_records_metrics(recipe_factory, real_meshes):
     assert "Quality gates: passed" in report and "cas_ratio_min" in report
     assert (version_dir / "eval" / "worst_pairs.png").stat().st_size > 1000
     assert ds.verify(version_dir)["rows"] == 40  # evaluation leaves the shards untouched
+    from synthloom.summary import summarize
+
+    inspected = summarize(version_dir)
+    assert inspected["metrics"]["cas"] == summary["cas"] and inspected["status"] == "accepted"
+    assert any(line.startswith("cas_ratio_min: cas_ratio = ") for line in inspected["gates"])
 
 
 def test_a_missed_gate_rejects_the_version_and_keeps_latest(recipe_factory, real_meshes):
