@@ -74,13 +74,14 @@ def plain_loop(recipe_path: Path) -> None:
         ds.write_shard(ds.rows_to_table(rows, schema), out / shard.filename)
 
 
-def main() -> None:
+def main() -> None:  # called under __main__: --workers > 1 spawns processes that re-import this module
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, default=20)
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--points", type=int, default=2048)
     parser.add_argument("--sampler", default="poisson")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best of each is kept")
+    parser.add_argument("--workers", type=int, default=1, help="shard processes for the flow (the loop has one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -107,7 +108,7 @@ def main() -> None:
                 plain_loop(recipe_path)
                 t_plain.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                build_dataset(str(recipe_path), version=f"run{repeat}")
+                build_dataset(str(recipe_path), version=f"run{repeat}", workers=args.workers)
                 t_flow.append(time.perf_counter() - start)
             t_plain, t_flow = min(t_plain), min(t_flow)
         finally:
@@ -122,7 +123,7 @@ def main() -> None:
     print(environment())
     print(f"{args.shards} shards x {args.shard_size} clouds x {args.points} points ({args.sampler})")
     print(f"plain loop: {t_plain:.2f} s (best of {args.repeats})")
-    print(f"build_dataset flow (server up): {t_flow:.2f} s (best of {args.repeats})")
+    print(f"build_dataset flow (server up, {args.workers} worker(s)): {t_flow:.2f} s (best of {args.repeats})")
     print(f"orchestration overhead: {100 * (t_flow / t_plain - 1):+.1f} % wall time")
     print(f"fixed per-process cost of a one-off build's ephemeral server (empty flow, warm PREFECT_HOME): "
           f"{t_ephemeral:.1f} s; a `prefect server start` from cold took {server_start:.1f} s")

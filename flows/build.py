@@ -19,6 +19,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
     update_progress_artifact
 from prefect.context import TaskRunContext
+from prefect.futures import as_completed
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from synthloom import dataset as ds
 from synthloom.card import dataset_card
@@ -139,7 +141,7 @@ def _publish_artifacts(manifest: dict[str, Any], final: Path) -> None:
 
 @flow(name="build-dataset")
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False, workers: int = 1) -> dict[str, Any]:
     """Build the dataset a recipe describes and commit it; returns a summary dict."""
     logger = get_run_logger()
     recipe, final, existing = resolve_build(recipe_path, overwrite, version, seed)
@@ -159,12 +161,9 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     records: list[dict[str, Any]] = []
     cached: list[dict[str, Any]] = []
     started, last_update = time.time(), 0.0
+    args = (recipe_json, fingerprint, prepared)
     try:
-        # Shard tasks run one after another in this thread: on a worker thread, Python-heavy generators
-        # (Poisson elimination) fought Prefect's threads for the GIL: +15 to +27 % wall time over a plain
-        # loop, against +3.6 % here (benchmarks/bench_orchestration.py, see benchmarks/RESULTS.md).
-        for done, shard in enumerate(shards, start=1):
-            record = shard_task(recipe_json, fingerprint, prepared, shard, str(staging))
+        for done, record in enumerate(_run_shards(shard_task, args, shards, str(staging), workers), start=1):
             # A record written before this run started came from the task cache (an earlier run).
             (cached if record["written_at"] < started else records).append(record)
             bar.advance()
@@ -194,6 +193,28 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     else:
         ds.set_latest(final.parent, final.name)
     return summary
+
+
+def _run_shards(shard_task, args: tuple, shards: list[ShardSpec], staging: str, workers: int):
+    """Yield shard records as shards finish.
+
+    One worker: tasks run in this thread. On a worker thread, Python-heavy generators (Poisson
+    elimination) fought Prefect's threads for the GIL: +15 to +27 % wall time over a plain loop,
+    against +3.6 % here (benchmarks/bench_orchestration.py, see benchmarks/RESULTS.md).
+    More workers: a process pool (one generator per process, as Kubric does), reporting to the
+    same Prefect server through the propagated run context.
+    """
+    if workers <= 1:
+        for shard in shards:
+            yield shard_task(*args, shard, staging)
+        return
+    with ProcessPoolTaskRunner(max_workers=workers) as runner:
+        futures = [runner.submit(shard_task, dict(zip(SHARD_PARAMS, (*args, shard, staging)))) for shard in shards]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+SHARD_PARAMS = ("recipe_json", "recipe_sha256", "prepared", "shard", "staging")
 
 
 def _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging: Path, storage: Path):

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--version", help="override the recipe's version (a new folder)")
     build.add_argument("--seed", type=int, help="override the recipe's root seed")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument("--workers", type=int, default=1,
+                       help="shards generated in parallel, one process each (default 1: in the flow's process)")
 
     inspect = sub.add_parser("inspect", help="summarize a dataset: splits, columns, labels, provenance")
     inspect.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
@@ -130,8 +132,12 @@ def cmd_build(args) -> int:
     if recipe.evaluators or recipe.gates:
         _leave_a_core_for_prefect()
 
+    if args.workers < 1:
+        from .errors import SynthloomError
+
+        raise SynthloomError(f"--workers must be at least 1, got {args.workers}")
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
-                           progress=not args.no_progress and sys.stderr.isatty())
+                           progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers)
     if result["status"] == "exists":
         print(f"{result['path']}: already built from this recipe ({result['rows']} rows); nothing to do")
     else:

@@ -171,3 +171,17 @@ def test_serve_without_a_schedule_fails_before_starting_a_server(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         f"synthloom: error: {path}: no schedule: pass --cron or --interval, or set `schedule:` in the recipe"]
+
+
+def test_parallel_workers_write_the_same_bytes(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    args = dict(generator={"kind": "pointcloud", "params": {"num_points": 256, "sampler": "poisson"}},
+                count={"train": 16}, shard_size=4)
+    one, two = write_recipe(tmp_path / "one", **args), write_recipe(tmp_path / "two", **args)
+    assert run_cli("build", str(one)).returncode == 0
+    out = run_cli("build", str(two), "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    shards = [[s["sha256"] for s in ds.read_manifest(load_recipe(p).version_dir())["shards"]] for p in (one, two)]
+    assert shards[0] == shards[1] and len(shards[0]) == 4
+    assert run_cli("build", str(two), "--workers", "0", "--version", "9").returncode == 1
