@@ -70,25 +70,18 @@ def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 16, s
     except DatasetError:
         manifest = None
     if manifest is not None:
-        splits = {s["split"] for s in manifest["shards"]}
-        train = _clouds(ds.read_table(version_dir, manifest, "train" if "train" in splits else None))
-        if "test" in splits:
-            test = _clouds(ds.read_table(version_dir, manifest, "test"))
-        else:  # hold out every other cloud
-            train, test = (train[0][0::2], train[1][0::2]), (train[0][1::2], train[1][1::2])
-        return train[0], train[1], test[0], test[1]
+        return _split_reference(version_dir, manifest, _clouds)
     if not path.is_dir():
         raise DatasetError(f"{reference}: reference not found (a synthloom dataset or a folder of mesh classes)")
     from synthloom.generators.base import BuildContext
-    from synthloom.generators.mesh_sampling import MeshSampler
-    from synthloom.generators.pointcloud import PointCloudGenerator, load_mesh_file
+    from synthloom.generators.pointcloud import PointCloudGenerator, mesh_sampler
 
     generator = PointCloudGenerator({"source": str(path)})
     prepared = generator.prepare(BuildContext(cache_dir=path, on_error="skip"))
     rng = np.random.default_rng(seed)
     clouds, labels, parity = [], [], []
     for asset in prepared["assets"]:
-        sampler = MeshSampler(load_mesh_file(Path(asset["path"])))
+        sampler = mesh_sampler(asset["path"], asset["sha256"])
         for k in range(per_mesh):
             points = sampler.sample_uniform(num_points, rng)[0]
             clouds.append(((points - sampler.center) / sampler.radius).astype(np.float32))
@@ -276,13 +269,18 @@ def load_reference_images(reference: str):
         names = [str(int(v)) for v in labels]
         return images[0::2], names[0::2], images[1::2], names[1::2]
     version_dir = ds.resolve_version_dir(reference)
-    manifest = ds.read_manifest(version_dir)
+    return _split_reference(version_dir, ds.read_manifest(version_dir), _images)
+
+
+def _split_reference(version_dir: Path, manifest: dict[str, Any], decode):
+    """A synthloom dataset as reference: (train_x, train_y, test_x, test_y) from its train and test
+    splits, or from alternate rows of its one split. `decode(table)` returns (x, labels, ...)."""
     splits = {s["split"] for s in manifest["shards"]}
-    train = _images(ds.read_table(version_dir, manifest, "train" if "train" in splits else None))
+    x, y = decode(ds.read_table(version_dir, manifest, "train" if "train" in splits else None))[:2]
     if "test" in splits:
-        test = _images(ds.read_table(version_dir, manifest, "test"))
-        return train[0], train[1], test[0], test[1]
-    return train[0][0::2], train[1][0::2], train[0][1::2], train[1][1::2]
+        test_x, test_y = decode(ds.read_table(version_dir, manifest, "test"))[:2]
+        return x, y, test_x, test_y
+    return x[0::2], y[0::2], x[1::2], y[1::2]
 
 
 def _domain_extractor(images: torch.Tensor, labels: list[str], cache: Path, seed: int):

@@ -118,7 +118,7 @@ def load_mesh_file(path: Path) -> trimesh.Trimesh:
 
 
 @lru_cache(maxsize=64)
-def _sampler_for(path: str, sha256: str) -> MeshSampler:
+def mesh_sampler(path: str, sha256: str) -> MeshSampler:
     """Cached per process; keyed by content hash so an edited file is reloaded."""
     if path.startswith("procedural:"):
         return MeshSampler(_procedural_mesh(path.split(":", 1)[1]))
@@ -224,7 +224,7 @@ class PointCloudGenerator(Generator):
         p = self.params
         rng = np.random.default_rng(seed)
         asset = candidates[int(rng.integers(len(candidates)))]
-        sampler = _sampler_for(asset["path"], asset["sha256"])
+        sampler = mesh_sampler(asset["path"], asset["sha256"])
         extra: dict[str, Any] = {}
         if p.partial_scan:
             points, normals, colors = sampler.sample_uniform(p.num_points * 4, rng)

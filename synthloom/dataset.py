@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -272,10 +272,6 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
 
 def schema_text(schema: pa.Schema) -> str:
     return schema.remove_metadata().to_string(show_field_metadata=False)
-
-
-def iter_rows(table: pa.Table) -> Iterable[dict[str, Any]]:
-    yield from table.to_pylist()
 
 
 def update_manifest(version_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:

@@ -196,3 +196,20 @@ def test_fidelity_streams_every_image_while_cas_uses_a_bounded_sample(tmp_path, 
     assert result["details"]["diversity"]["n"] == 300
     assert result["details"]["cas"]["num_synthetic"] == 120
     assert any("use 120 of 300 synthetic images" in note for note in result["notes"])
+
+
+def test_a_synthloom_dataset_works_as_reference(recipe_factory, real_meshes):
+    from synthloom.evaluators.evaluate import evaluate_version, load_reference_clouds
+
+    synthetic = mesh_recipe(recipe_factory, real_meshes, evaluators=[], reference=None)
+    reference = mesh_recipe(recipe_factory, real_meshes, name="real", seed=9, evaluators=[], reference=None,
+                            count={"train": 30, "test": 10})
+    build_dataset(str(synthetic))
+    build_dataset(str(reference))
+    reference_dir = load_recipe(reference).version_dir()
+    train_x, train_y, test_x, test_y = load_reference_clouds(str(reference_dir), 512)
+    assert train_x.shape == (30, 512, 3) and test_x.shape == (10, 512, 3)  # its own splits, not re-sampled
+    assert set(train_y) == set(test_y) == {"sphere", "torus"}
+    result = evaluate_version(load_recipe(synthetic).version_dir(), str(reference_dir), {"fidelity": {}})
+    assert result["details"]["fidelity"]["n_ref"] == 40
+    assert result["summary"]["one_nna_cd"] is not None
