@@ -60,7 +60,7 @@ def write_both(root: Path, clouds: int, points: int) -> tuple[Path, Path]:
         rows = []
         for offset, row in enumerate(generator.generate(spec)):
             index = spec.start + offset
-            row.update(id=f"train-{index:08d}", split="train", generator="pointcloud", recipe_sha256="bench")
+            row.update(id=f"train-{index:08d}", split="train", generator="pointcloud", generation_sha256="bench")
             rows.append(row)
             np.save(npy_dir / f"{index:08d}_{row['label']}.npy", row["points"])
         record = ds.write_shard(ds.rows_to_table(rows, schema), version_dir / "data" / spec.filename)

@@ -70,7 +70,7 @@ def plain_loop(recipe_path: Path) -> None:
         rows = list(generator.generate(shard))
         for offset, row in enumerate(rows):
             row.update(id=f"{shard.split}-{shard.start + offset:08d}", split=shard.split, generator="pointcloud",
-                       recipe_sha256=recipe.fingerprint())
+                       generation_sha256=recipe.generation_fingerprint())
         ds.write_shard(ds.rows_to_table(rows, schema), out / shard.filename)
 
 

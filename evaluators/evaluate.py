@@ -80,12 +80,12 @@ def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 16, s
     prepared = generator.prepare(BuildContext(cache_dir=path, on_error="skip"))
     rng = np.random.default_rng(seed)
     clouds, labels, parity = [], [], []
-    for asset in prepared["assets"]:
-        sampler = mesh_sampler(asset["path"], asset["sha256"])
+    for asset in prepared.assets:
+        sampler = mesh_sampler(asset.path, asset.sha256)
         for k in range(per_mesh):
             points = sampler.sample_uniform(num_points, rng)[0]
             clouds.append(((points - sampler.center) / sampler.radius).astype(np.float32))
-            labels.append(asset["class"])
+            labels.append(asset.label)
             parity.append(k % 2)
     clouds, parity = np.stack(clouds), np.array(parity)
     labels = np.array(labels)

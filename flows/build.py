@@ -1,15 +1,28 @@
 """The build flow: recipe -> prepared generator -> one cached task per shard -> committed dataset.
 
 Thin orchestration only: model and format code live in generators/ and synthloom/.
-Each shard task is cached by (recipe fingerprint, prepared-asset hash, shard), with
-results stored in the staging folder, so rerunning a killed build skips every shard
-that was finished and regenerates the rest: same seeds, same bytes.
+
+- `plan_build` is the preflight: everything a build can refuse before it starts (recipe, generator
+  params, inputs, absurd sizes, a version conflict or a concurrent build, an unwritable output). The CLI
+  runs it before any flow run, so bad input fails in a second with one line.
+- Each shard task is cached by (generation fingerprint, prepared input fingerprint, shard), with
+  results stored in the staging folder, so rerunning a killed build skips every finished shard and
+  regenerates the rest: same seeds, same bytes. Editing what does not make rows (description,
+  evaluators, gates) regenerates nothing.
+- The generator is loaded once per worker process (`loaded_generator`) and serves all its shards.
+- After the commit, `_finish_version` does every later step (clean-up, evaluation and gates, `latest`,
+  artifacts); a rerun that finds the version committed runs it again, so a crash after the commit loses
+  nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,134 +38,163 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from synthloom import dataset as ds
 from synthloom.card import dataset_card
 from synthloom.croissant import croissant_metadata
+from synthloom.devices import device_slots, resolve_device
 from synthloom.errors import DatasetError
-from synthloom.generators.base import BuildContext, ShardSpec
-from synthloom.planning import plan_shards
+from synthloom.generators.base import BuildContext, Generator, Prepared, ShardSpec
+from synthloom.planning import check_build_size, plan_shards
 from synthloom.preview import write_preview
 from synthloom.provenance import git_sha, package_versions, sha256_file
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import make_generator
 
-from .evaluate import evaluate_dataset
+from .evaluate import GateError, evaluate_dataset
 
-RECIPE_MARK = ".recipe_sha256"
-
-
-def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    shard: ShardSpec = parameters["shard"]
-    return "shard-{}-{}-{}-{:05d}".format(
-        parameters["recipe_sha256"][:16], parameters["prepared"]["assets_sha256"][:16], shard.split, shard.index
-    )
+GENERATION_MARK = ".generation_sha256"
 
 
-@task(name="prepare-generator")
-def prepare_generator(recipe_json: dict[str, Any], cache_dir: str, recipe_dir: str) -> dict[str, Any]:
-    recipe = parse_recipe(recipe_json)
-    generator = make_generator(recipe.generator.kind, recipe.generator.params)
-    ctx = BuildContext(cache_dir=Path(cache_dir), on_error=recipe.on_error, reference=recipe.reference,
-                       recipe_dir=Path(recipe_dir))
-    return generator.prepare(ctx)
+@dataclass
+class BuildPlan:
+    """What the preflight decided: the recipe, where it goes, and what exists there already."""
+
+    recipe: Recipe
+    recipe_path: str
+    final: Path
+    generation: str  # the generation fingerprint
+    existing: dict[str, Any] | None  # manifest of a committed version with the same generation
+    device: str
+
+    def context(self) -> BuildContext:
+        return BuildContext(cache_dir=self.final.parent / ".cache", on_error=self.recipe.on_error,
+                            reference=self.recipe.reference, recipe_dir=Path(self.recipe_path).resolve().parent,
+                            device=self.device)
 
 
-@task(name="generate-shard", cache_key_fn=_shard_cache_key, persist_result=True)
-def generate_shard(recipe_json: dict[str, Any], recipe_sha256: str, prepared: dict[str, Any], shard: ShardSpec,
-                   staging: str) -> dict[str, Any]:
-    """Generate one shard and write it into the staging folder; return its manifest record."""
-    recipe = parse_recipe(recipe_json)
-    generator = make_generator(recipe.generator.kind, recipe.generator.params)
-    generator.prepared = prepared
-    schema = ds.dataset_schema(generator.schema())
-    rows = []
-    for offset, row in enumerate(generator.generate(shard)):
-        row["id"] = f"{shard.split}-{shard.start + offset:08d}"
-        row["split"] = shard.split
-        row["generator"] = recipe.generator.kind
-        row["recipe_sha256"] = recipe_sha256
-        rows.append(row)
-    table = ds.rows_to_table(rows, schema)
-    record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
-    return {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
+def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
+               device: str | None = None) -> BuildPlan:
+    """The preflight: validate everything that can be checked in well under a second, change nothing
+    on disk but the output folder itself."""
+    recipe = load_recipe(recipe_path)
+    overrides = {k: v for k, v in {"version": version, "seed": seed, "device": device}.items() if v is not None}
+    if overrides:
+        recipe = parse_recipe({**recipe.model_dump(mode="json"), **overrides}, recipe_path)
+    plan = BuildPlan(recipe, recipe_path, recipe.version_dir().resolve(), recipe.generation_fingerprint(), None,
+                     resolve_device(recipe.device))
+    generator = make_generator(recipe.generator.kind, recipe.generator.params)  # params are validated here
+    check_build_size(recipe, generator.bytes_per_sample(), plan.final.parent)
+    generator.check_inputs(plan.context())
+    plan.existing = _existing_version(plan, overwrite)
+    if plan.existing is None:
+        ds.check_writable(plan.final.parent)
+    ds.check_not_locked(plan.final)
+    return plan
 
 
-def _staging_for(final: Path, fingerprint: str) -> Path:
-    staging = ds.staging_dir(final)
-    mark = staging / RECIPE_MARK
-    if staging.exists() and (not mark.exists() or mark.read_text().strip() != fingerprint):
-        shutil.rmtree(staging)  # staged shards of another recipe: useless here
-    (staging / ds.DATA_DIR).mkdir(parents=True, exist_ok=True)
-    mark.write_text(fingerprint + "\n")
-    return staging
-
-
-def _existing_version(final: Path, fingerprint: str, overwrite: bool) -> dict[str, Any] | None:
-    """The manifest of an identical finished build, None to build, or an error on conflict."""
+def _existing_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of a committed version with the same generation fingerprint, None to build, or an
+    error on conflict. Read-only: an interrupted commit is finished later, under the version lock."""
+    final = plan.final
     if not final.exists():
         return None
-    ds.finish_commit(final)  # a commit killed after its rename is completed, not redone
+    pending = final / ds.PENDING_MANIFEST
+    source = final / ds.MANIFEST if (final / ds.MANIFEST).exists() else pending
     try:
-        manifest = ds.read_manifest(final)
-    except DatasetError:
+        manifest = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError):
         if overwrite:
             return None
         raise DatasetError(f"{final}: exists but is not a complete dataset; remove it or pass --overwrite") from None
-    if manifest.get("recipe_sha256") == fingerprint and not overwrite:
-        return manifest
     if overwrite:
         return None
+    if manifest.get("generation_sha256") == plan.generation:
+        return manifest
     raise DatasetError(
         f"{final}: already built from a different recipe (sha256 {manifest.get('recipe_sha256', '?')[:12]}…); "
         "bump `version` in the recipe or pass --overwrite"
     )
 
 
-def resolve_build(recipe_path: str, overwrite: bool = False, version: str | None = None,
-                  seed: int | None = None) -> tuple[Recipe, Path, dict[str, Any] | None]:
-    """Everything a build can refuse before it starts: the recipe, a conflicting version, an
-    unwritable output. Returns (recipe, version folder, manifest of an identical finished build)."""
-    recipe = load_recipe(recipe_path)
-    overrides = {k: v for k, v in {"version": version, "seed": seed}.items() if v is not None}
-    if overrides:
-        recipe = parse_recipe({**recipe.model_dump(mode="json"), **overrides}, recipe_path)
-    final = recipe.version_dir().resolve()
-    existing = _existing_version(final, recipe.fingerprint(), overwrite)
-    if existing is None:
-        ds.check_writable(final.parent)
-    return recipe, final, existing
-
-
-def _publish_artifacts(manifest: dict[str, Any], final: Path) -> None:
-    splits: dict[str, dict[str, int]] = {}
-    for shard in manifest["shards"]:
-        entry = splits.setdefault(shard["split"], {"split": shard["split"], "rows": 0, "shards": 0, "bytes": 0})
-        entry["rows"] += shard["rows"]
-        entry["shards"] += 1
-        entry["bytes"] += shard["bytes"]
-    key = "dataset-" + "".join(c if c.isalnum() else "-" for c in manifest["recipe"]["name"].lower())
-    create_table_artifact(table=list(splits.values()), key=key + "-splits",
-                          description=f"Splits of {final}")
-    create_markdown_artifact(
-        markdown=f"**{manifest['recipe']['name']} {manifest['version']}** committed at `{final}`\n\n"
-                 f"![preview]({(final / 'preview.png').as_uri()})\n\n"
-                 f"recipe sha256 `{manifest['recipe_sha256']}`, seed `{manifest['seed']}`",
-        key=key + "-summary",
-        description="Build summary",
+# -- tasks -------------------------------------------------------------------------------------
+def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    shard: ShardSpec = parameters["shard"]
+    return "shard-{}-{}-{}-{:05d}".format(
+        parameters["generation"][:16], parameters["prepared"].input_fingerprint[:16], shard.split, shard.index
     )
 
 
+@task(name="prepare-generator")
+def prepare_generator(plan: BuildPlan) -> Prepared:
+    generator = make_generator(plan.recipe.generator.kind, plan.recipe.generator.params)
+    return generator.prepare(plan.context())
+
+
+# One loaded generator per worker process, reused by every shard that process generates: loading
+# a model (a diffusion pipeline, a GAN checkpoint) costs seconds to minutes, a shard far less.
+_LOADED: dict[tuple[str, str, str, str], Generator] = {}
+
+
+def loaded_generator(kind: str, params: dict[str, Any], prepared: Prepared, device: str) -> Generator:
+    key = (kind, json.dumps(params, sort_keys=True), prepared.input_fingerprint, device)
+    if key not in _LOADED:
+        _LOADED.clear()  # a worker serves one build at a time: free the previous model first
+        generator = make_generator(kind, params)
+        generator.load(prepared, device)
+        _LOADED[key] = generator
+    return _LOADED[key]
+
+
+@task(name="generate-shard", task_run_name="shard-{shard.split}-{shard.index:05d}-of-{shard.num_shards:05d}",
+      cache_key_fn=_shard_cache_key, persist_result=True)
+def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
+                   staging: str, device: str) -> dict[str, Any]:
+    """Generate one shard and write it into the staging folder; return its manifest record."""
+    recipe = parse_recipe(recipe_json)
+    generator = loaded_generator(recipe.generator.kind, recipe.generator.params, prepared, device)
+    schema = ds.dataset_schema(generator.schema())
+    with device_slots(generator.resources, device):
+        rows = []
+        for offset, row in enumerate(generator.generate(shard)):
+            row["id"] = f"{shard.split}-{shard.start + offset:08d}"
+            row["split"] = shard.split
+            row["generator"] = recipe.generator.kind
+            row["generation_sha256"] = generation
+            rows.append(row)
+    table = ds.rows_to_table(rows, schema)
+    record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
+    return {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
+
+
+SHARD_PARAMS = ("recipe_json", "generation", "prepared", "shard", "staging", "device")
+
+
+# -- the flow ----------------------------------------------------------------------------------
 @flow(name="build-dataset")
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
-                  progress: bool = False, workers: int = 1) -> dict[str, Any]:
+                  progress: bool = False, workers: int = 1, device: str | None = None) -> dict[str, Any]:
     """Build the dataset a recipe describes and commit it; returns a summary dict."""
     logger = get_run_logger()
-    recipe, final, existing = resolve_build(recipe_path, overwrite, version, seed)
-    fingerprint = recipe.fingerprint()
-    if existing is not None:
-        logger.info("%s already built from this recipe; nothing to do", final)
-        return {"path": str(final), "status": "exists", "rows": sum(s["rows"] for s in existing["shards"])}
-    staging = _staging_for(final, fingerprint)
-    recipe_json = recipe.model_dump(mode="json")
+    plan = plan_build(recipe_path, overwrite, version, seed, device)
+    with ds.version_lock(plan.final):
+        plan.existing = _existing_version(plan, overwrite)  # again, now that no other build can change it
+        if plan.existing is not None:
+            ds.finish_commit(plan.final)  # a commit killed between its two renames is finished, not redone
+            logger.info("%s already built from this recipe; finishing the steps after the commit", plan.final)
+            summary = _finish_version(plan, ds.read_manifest(plan.final))
+            return {**summary, "status": "exists"}
+        staging = _staging_for(plan.final, plan.generation)
+        try:
+            manifest = _generate_and_commit(plan, staging, overwrite, progress, workers, logger)
+        except BaseException:
+            if staging.exists() and not ds.has_finished_shards(staging):
+                shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming: leave nothing behind
+            raise
+        return {**_finish_version(plan, manifest), "status": "built"}
 
-    prepared = prepare_generator(recipe_json, str(final.parent / ".cache"), str(Path(recipe_path).parent))
+
+def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progress: bool, workers: int,
+                         logger) -> dict[str, Any]:
+    recipe = plan.recipe
+    recipe_json = recipe.model_dump(mode="json")
+    prepared = prepare_generator(plan)
     shards = plan_shards(recipe)
     storage = (staging / ".results").resolve()
     shard_task = generate_shard.with_options(result_storage=storage)
@@ -161,9 +203,10 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
     records: list[dict[str, Any]] = []
     cached: list[dict[str, Any]] = []
     started, last_update = time.time(), 0.0
-    args = (recipe_json, fingerprint, prepared)
+    args = (recipe_json, plan.generation, prepared)
     try:
-        for done, record in enumerate(_run_shards(shard_task, args, shards, str(staging), workers), start=1):
+        for done, record in enumerate(_run_shards(shard_task, args, shards, str(staging), plan.device, workers),
+                                      start=1):
             # A record written before this run started came from the task cache (an earlier run).
             (cached if record["written_at"] < started else records).append(record)
             bar.advance()
@@ -174,50 +217,85 @@ def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None
         bar.close()
     if cached:
         logger.info("reused %d finished shards from an earlier run", len(cached))
-    records += _recheck_staged(cached, shards, recipe_json, fingerprint, prepared, staging, storage)
+    records += _recheck_staged(cached, shards, args, staging, storage, plan.device)
     records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
 
-    manifest = _manifest(recipe, fingerprint, prepared, records, staging)
+    manifest = _manifest(plan, prepared, records, staging)
     write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
     ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
     (staging / "README.md").write_text(dataset_card(manifest))
-    ds.commit(staging, final, manifest, overwrite=overwrite)
+    ds.commit(staging, plan.final, manifest, overwrite=overwrite)
+    logger.info("committed %s: %d shards", plan.final, len(records))
+    return manifest
+
+
+def _finish_version(plan: BuildPlan, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every step after the commit, idempotent: a rerun after a crash anywhere here completes them."""
+    final, recipe = plan.final, plan.recipe
+    ds.remove_build_state(final)
+    if manifest.get("recipe_sha256") != recipe.fingerprint():
+        # Same rows, edited description / evaluators / gates: refresh the metadata, regenerate nothing.
+        manifest = _refresh_metadata(final, recipe, manifest)
     report = ds.verify(final)
     _publish_artifacts(manifest, final)
-    logger.info("committed %s: %d rows in %d shards", final, report["rows"], report["shards"])
-    summary = {"path": str(final), "status": "built", "rows": report["rows"], "shards": report["shards"],
+    summary = {"path": str(final), "rows": report["rows"], "shards": report["shards"],
                "skipped": manifest["skipped"]["count"]}
     if recipe.evaluators or recipe.gates:
-        # Only a version that passes its gates becomes `latest`; a failing one raises GateError.
-        summary["metrics"] = evaluate_dataset(str(final))["summary"]
+        if manifest.get("status") == "rejected":  # evaluated before and rejected: say so again
+            raise GateError(f"{final} rejected by quality gates: " + "; ".join(manifest["gates"]["failures"]))
+        if manifest.get("status") != "accepted":
+            # Only a version that passes its gates becomes `latest`; a failing one raises GateError.
+            summary["metrics"] = evaluate_dataset(str(final))["summary"]
+        ds.set_latest(final.parent, final.name)
     else:
         ds.set_latest(final.parent, final.name)
     return summary
 
 
-def _run_shards(shard_task, args: tuple, shards: list[ShardSpec], staging: str, workers: int):
+def _refresh_metadata(final: Path, recipe: Recipe, manifest: dict[str, Any]) -> dict[str, Any]:
+    evaluation_changed = any(manifest["recipe"].get(key) != getattr(recipe, key) for key in ("evaluators", "gates")) \
+        or manifest["recipe"].get("reference") != recipe.reference
+    changes: dict[str, Any] = {"recipe": recipe.model_dump(mode="json"), "recipe_sha256": recipe.fingerprint()}
+    if evaluation_changed:
+        evaluated = bool(recipe.evaluators or recipe.gates)
+        changes.update(metrics={}, gates=None, status="unevaluated" if evaluated else "accepted")
+    manifest = ds.update_manifest(final, changes)
+    ds.write_json_atomic(final / "croissant.json", croissant_metadata(manifest, _schema_of(final, manifest["shards"])))
+    (final / "README.md").write_text(dataset_card(manifest))
+    return manifest
+
+
+def _staging_for(final: Path, generation: str) -> Path:
+    staging = ds.staging_dir(final)
+    mark = staging / GENERATION_MARK
+    if staging.exists() and (not mark.exists() or mark.read_text().strip() != generation):
+        shutil.rmtree(staging)  # staged shards of another generation: useless here
+    (staging / ds.DATA_DIR).mkdir(parents=True, exist_ok=True)
+    mark.write_text(generation + "\n")
+    return staging
+
+
+def _run_shards(shard_task, args: tuple, shards: list[ShardSpec], staging: str, device: str, workers: int):
     """Yield shard records as shards finish.
 
     One worker: tasks run in this thread. On a worker thread, Python-heavy generators (Poisson
     elimination) fought Prefect's threads for the GIL: +15 to +27 % wall time over a plain loop,
     against +3.6 % here (benchmarks/bench_orchestration.py, see benchmarks/RESULTS.md).
-    More workers: a process pool (one generator per process, as Kubric does), reporting to the
+    More workers: a process pool (one loaded generator per process, as Kubric does), reporting to the
     same Prefect server through the propagated run context.
     """
     if workers <= 1:
         for shard in shards:
-            yield shard_task(*args, shard, staging)
+            yield shard_task(*args, shard, staging, device)
         return
     with ProcessPoolTaskRunner(max_workers=workers) as runner:
-        futures = [runner.submit(shard_task, dict(zip(SHARD_PARAMS, (*args, shard, staging)))) for shard in shards]
+        futures = [runner.submit(shard_task, dict(zip(SHARD_PARAMS, (*args, shard, staging, device))))
+                   for shard in shards]
         for future in as_completed(futures):
             yield future.result()
 
 
-SHARD_PARAMS = ("recipe_json", "recipe_sha256", "prepared", "shard", "staging")
-
-
-def _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging: Path, storage: Path):
+def _recheck_staged(records, shards, args: tuple, staging: Path, storage: Path, device: str):
     """A shard reused from the cache whose file went missing or changed is generated again, not trusted."""
     by_key = {(s.split, s.index): s for s in shards}
     checked = []
@@ -228,41 +306,72 @@ def _recheck_staged(records, shards, recipe_json, fingerprint, prepared, staging
             continue
         shard = by_key[(record["split"], record["index"])]
         fresh = generate_shard.with_options(result_storage=storage, refresh_cache=True)
-        checked.append(fresh(recipe_json, fingerprint, prepared, shard, str(staging)))
+        checked.append(fresh(*args, shard, str(staging), device))
     return checked
 
 
-def _schema_of(staging: Path, records: list[dict[str, Any]]):
-    return pq.read_schema(staging / records[0]["file"])
+def _schema_of(folder: Path, records: list[dict[str, Any]]):
+    return pq.read_schema(folder / records[0]["file"])
 
 
-def _manifest(recipe: Recipe, fingerprint: str, prepared: dict[str, Any], records: list[dict[str, Any]],
-              staging: Path) -> dict[str, Any]:
-    skipped = prepared.get("skipped", [])
+def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]], staging: Path) -> dict[str, Any]:
+    recipe = plan.recipe
     return {
         "format": "synthloom-dataset/1",
         "recipe": recipe.model_dump(mode="json"),
-        "recipe_sha256": fingerprint,
+        "recipe_sha256": recipe.fingerprint(),
+        "generation_sha256": plan.generation,
         "version": recipe.version,
         "seed": recipe.seed,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "packages": package_versions(),
         "git_sha": git_sha(),
+        "device": plan.device,
         "generator": {
             "kind": recipe.generator.kind,
             "params": recipe.generator.params,
-            "assets_sha256": prepared.get("assets_sha256"),
-            "assets": prepared.get("assets", []),
+            "input_fingerprint": prepared.input_fingerprint,
+            "assets": [a.model_dump() for a in prepared.assets],
+            "outputs": [a.model_dump() for a in prepared.outputs],
+            "info": prepared.info,
         },
-        "classes": prepared.get("classes", []),
-        "derived_from": sorted({a["path"] for a in prepared.get("assets", [])}),
+        "classes": prepared.classes,
+        "derived_from": sorted({a.path for a in prepared.assets}),
         "labelers": [l.kind for l in recipe.labelers],
-        "skipped": {"count": len(skipped), "items": skipped},
+        "skipped": {"count": len(prepared.skipped), "items": [s.model_dump() for s in prepared.skipped]},
         "schema": ds.schema_text(_schema_of(staging, records)),
         "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256")} for r in records],
         "metrics": {},
-        "status": "accepted",
+        # A version with evaluators or gates is not accepted until it has passed them.
+        "status": "unevaluated" if (recipe.evaluators or recipe.gates) else "accepted",
     }
+
+
+# -- what the Prefect UI shows -----------------------------------------------------------------
+def _publish_artifacts(manifest: dict[str, Any], final: Path) -> None:
+    key = "dataset-" + "".join(c if c.isalnum() else "-" for c in manifest["recipe"]["name"].lower())
+    create_table_artifact(table=list(ds.rows_per_split(manifest).values()), key=key + "-splits",
+                          description=f"Splits of {final}")
+    create_markdown_artifact(
+        markdown=f"**{manifest['recipe']['name']} {manifest['version']}** committed at `{final}`\n\n"
+                 f"{_embedded_preview(final / 'preview.png')}\n\n"
+                 f"recipe sha256 `{manifest['recipe_sha256']}`, seed `{manifest['seed']}`",
+        key=key + "-summary",
+        description="Build summary",
+    )
+
+
+def _embedded_preview(path: Path, width: int = 480) -> str:
+    """The preview grid as a data: URI image: the Prefect UI cannot load file:// links."""
+    if not path.exists():
+        return "(no preview)"
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.thumbnail((width, width * 4))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG", optimize=True)
+    return f"![preview](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
 
 
 class _NoBar:

@@ -1,22 +1,33 @@
 """What every generator implements, and the small records the build flow hands it.
 
-A generator is constructed from its validated params, `prepare(ctx)` loads or
-trains what it needs (returning a small, JSON-able record of what it used, for
-provenance), and `generate(shard)` yields one row dict per sample, deterministic
-given the shard's sample seeds.
+The lifecycle, in the order the build flow calls it:
+
+1. `Generator(params)`: params validated by the generator's pydantic `Params` (unknown keys are errors).
+2. `check_inputs(ctx)`: cheap checks of inputs (folders exist, files parse), run before any flow run,
+   so a bad input fails in a second with one line.
+3. `prepare(ctx) -> Prepared`: once per build; loads or trains what generation needs. Expensive results
+   (trained weights) go into the model store (`ctx.models`, keyed by their inputs) and are reused by
+   later builds. Returns a typed, JSON-able `Prepared` record: assets, classes, skipped inputs, the input
+   fingerprint and the hashes of the weights it produced.
+4. `load(prepared, device)`: once per worker process; the loaded generator serves every shard that
+   process generates.
+5. `generate(shard)`: yields one row dict per sample, deterministic given `shard.sample_seed(i)`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synthloom.errors import GeneratorError
+from synthloom.errors import GeneratorError, describe_validation_error
+from synthloom.models import ModelStore
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,69 @@ class BuildContext:
     on_error: str = "fail"
     reference: str | None = None
     recipe_dir: Path = field(default_factory=Path.cwd)
+    models: ModelStore = field(default_factory=ModelStore)
+    device: str = "cpu"
+
+    def resolve_path(self, value: str) -> Path:
+        """A user path from the recipe: absolute, relative to the working directory if it exists there,
+        else relative to the recipe's folder."""
+        path = Path(value).expanduser()
+        if path.is_absolute() or path.exists():
+            return path
+        return self.recipe_dir / path
+
+
+class Asset(BaseModel):
+    """A file (or procedural source) a generator used or produced, for provenance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    sha256: str
+    role: str = Field(default="input", description="input | reference | base-model | weights | ...")
+    label: str | None = Field(default=None, description="The class this input belongs to, if any.")
+
+
+class SkippedInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    reason: str
+
+
+class Prepared(BaseModel):
+    """What `prepare` returns: everything generation needs to know, and everything provenance records.
+
+    `input_fingerprint` hashes what determines the generator's output (params, input and base-model
+    hashes, code version); shard cache keys use it rather than output weight hashes, because GPU training
+    is not bit-reproducible and a retrained model must not invalidate nothing-changed shards.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generator: str
+    input_fingerprint: str
+    classes: list[str] = Field(default_factory=list)
+    assets: list[Asset] = Field(default_factory=list)
+    outputs: list[Asset] = Field(default_factory=list, description="What prepare produced (trained weights).")
+    skipped: list[SkippedInput] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict, description="Generator-specific JSON (training summary).")
+
+    def assets_by_label(self) -> dict[str, list[Asset]]:
+        grouped: dict[str, list[Asset]] = {name: [] for name in self.classes}
+        for asset in self.assets:
+            if asset.label is not None:
+                grouped.setdefault(asset.label, []).append(asset)
+        return grouped
+
+
+def input_fingerprint(kind: str, params: BaseModel, code_version: str, assets: list[Asset],
+                      **extra: Any) -> str:
+    """sha256 of a generator's inputs: kind, validated params, code version and input asset hashes."""
+    canonical = json.dumps({"generator": kind, "params": params.model_dump(mode="json"), "code": code_version,
+                            "assets": [[a.path, a.sha256, a.role, a.label] for a in assets], **extra},
+                           sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class GeneratorParams(BaseModel):
@@ -60,10 +134,14 @@ class GeneratorParams(BaseModel):
 
 
 class Generator:
-    """Base class. Subclasses set `name`, `Params`, `schema` and implement the two steps."""
+    """Base class. Subclasses set `name`, `Params`, their columns, and implement prepare/generate."""
 
     name: ClassVar[str]
     Params: ClassVar[type[GeneratorParams]]
+    # Bump when the same inputs would now give different samples: it is part of every cache key.
+    code_version: ClassVar[str] = "1"
+    # What one generating task occupies, e.g. {"gpu": 1}: the flow runs at most one such task per device.
+    resources: ClassVar[dict[str, int]] = {}
 
     def __init__(self, params: dict[str, Any] | GeneratorParams):
         if isinstance(params, GeneratorParams):
@@ -72,22 +150,30 @@ class Generator:
             try:
                 self.params = self.Params.model_validate(params)
             except ValidationError as error:
-                problems = []
-                for item in error.errors():
-                    where = ".".join(str(p) for p in item["loc"])
-                    if item["type"] == "extra_forbidden":
-                        problems.append(f"unknown generator param '{where}'")
-                    else:
-                        problems.append(f"generator param '{where}': {item['msg']} (got {item.get('input')!r})")
+                problems = describe_validation_error(error, "generator param")
                 raise GeneratorError(f"{self.name}: " + "; ".join(problems)) from None
-        self.prepared: dict[str, Any] | None = None
+        self.prepared: Prepared | None = None
+        self.device = "cpu"
+
+    def check_inputs(self, ctx: BuildContext) -> None:
+        """Cheap input checks run before the flow starts (default: none). Raise GeneratorError."""
+
+    def load(self, prepared: Prepared, device: str = "cpu") -> None:
+        """Make the generator ready to generate: called once per worker process. Subclasses that load
+        models override it (and call super)."""
+        self.prepared = prepared
+        self.device = device
+
+    def bytes_per_sample(self) -> int | None:
+        """A rough size of one written sample, to refuse absurd builds up front (None: unknown)."""
+        return None
 
     def schema(self) -> pa.Schema:
         """The generator's own columns (the writer adds id/split/provenance)."""
         raise NotImplementedError
 
-    def prepare(self, ctx: BuildContext) -> dict[str, Any]:
-        """Load/train/cache what generation needs; return a JSON-able provenance record."""
+    def prepare(self, ctx: BuildContext) -> Prepared:
+        """Load/train/cache what generation needs; return the typed `Prepared` record."""
         raise NotImplementedError
 
     def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:
@@ -95,4 +181,4 @@ class Generator:
         raise NotImplementedError
 
     def class_names(self) -> list[str]:
-        return []
+        return list(self.prepared.classes) if self.prepared else []

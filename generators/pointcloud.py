@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from synthloom.errors import GeneratorError
 from synthloom.provenance import sha256_file
 
-from .base import BuildContext, Generator, GeneratorParams, ShardSpec
+from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, SkippedInput, input_fingerprint
 from .mesh_sampling import MeshSampler, random_rotation, visible_from
 
 MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb", "gltf")
@@ -157,34 +157,37 @@ class PointCloudGenerator(Generator):
         )
 
     # -- prepare ---------------------------------------------------------------------------
-    def prepare(self, ctx: BuildContext) -> dict[str, Any]:
+    def bytes_per_sample(self) -> int:
+        # points + normals (float32 x3) + colours (uint8 x3), plus ~200 bytes of ids and params
+        return self.params.num_points * (12 + 12 + 3) + 200
+
+    def check_inputs(self, ctx: BuildContext) -> None:
+        if self.params.source != "procedural":
+            assets, _ = self._scan_folder(ctx)
+            if not assets:
+                raise GeneratorError(f"{self.params.source}: no usable meshes")
+
+    def prepare(self, ctx: BuildContext) -> Prepared:
         if self.params.source == "procedural":
-            assets = []
-            for shape in self.params.shapes:
-                mesh = _procedural_mesh(shape)
-                assets.append({"path": f"procedural:{shape}", "sha256": _mesh_sha256(mesh), "class": shape})
-            skipped: list[dict[str, str]] = []
+            assets = [Asset(path=f"procedural:{shape}", sha256=_mesh_sha256(_procedural_mesh(shape)), label=shape)
+                      for shape in self.params.shapes]
+            skipped: list[SkippedInput] = []
         else:
             assets, skipped = self._scan_folder(ctx)
-        classes = list(dict.fromkeys(a["class"] for a in assets))  # first-seen order
         if not assets:
             raise GeneratorError(f"{self.params.source}: no usable meshes ({len(skipped)} skipped)")
-        record = {
-            "source": self.params.source,
-            "classes": classes,
-            "assets": assets,
-            "skipped": skipped,
-        }
-        record["assets_sha256"] = hashlib.sha256(
-            json.dumps([[a["path"], a["sha256"]] for a in assets]).encode()
-        ).hexdigest()
-        self.prepared = record
-        return record
+        self.prepared = Prepared(
+            generator=self.name,
+            input_fingerprint=input_fingerprint(self.name, self.params, self.code_version, assets),
+            classes=list(dict.fromkeys(a.label for a in assets)),  # first-seen order
+            assets=assets,
+            skipped=skipped,
+            info={"source": self.params.source},
+        )
+        return self.prepared
 
-    def _scan_folder(self, ctx: BuildContext):
-        root = Path(self.params.source).expanduser()
-        if not root.is_absolute():
-            root = (ctx.recipe_dir / root) if not root.exists() else root
+    def _scan_folder(self, ctx: BuildContext) -> tuple[list[Asset], list[SkippedInput]]:
+        root = ctx.resolve_path(self.params.source)
         if not root.is_dir():
             raise GeneratorError(f"{self.params.source}: mesh folder not found")
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
@@ -200,31 +203,28 @@ class PointCloudGenerator(Generator):
                     load_mesh_file(path)
                 except GeneratorError as error:
                     if ctx.on_error == "skip":
-                        skipped.append({"path": str(path), "reason": str(error)})
+                        skipped.append(SkippedInput(path=str(path), reason=str(error)))
                         continue
                     raise
-                assets.append({"path": str(path.resolve()), "sha256": sha256_file(path), "class": class_dir.name})
+                assets.append(Asset(path=str(path.resolve()), sha256=sha256_file(path), label=class_dir.name))
         return assets, skipped
-
-    def class_names(self) -> list[str]:
-        return list(self.prepared["classes"]) if self.prepared else []
 
     # -- generate --------------------------------------------------------------------------
     def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:
         if self.prepared is None:
-            raise GeneratorError("pointcloud: generate() called before prepare()")
-        classes = self.prepared["classes"]
-        by_class = {c: [a for a in self.prepared["assets"] if a["class"] == c] for c in classes}
+            raise GeneratorError("pointcloud: generate() called before load()")
+        classes = self.prepared.classes
+        by_class = self.prepared.assets_by_label()
         for offset in range(shard.size):
             label = (shard.start + offset) % len(classes)  # balanced classes, deterministic
             seed = shard.sample_seed(offset)
             yield self.sample_one(by_class[classes[label]], label, classes[label], seed)
 
-    def sample_one(self, candidates: list[dict], label: int, label_name: str, seed: int) -> dict[str, Any]:
+    def sample_one(self, candidates: list[Asset], label: int, label_name: str, seed: int) -> dict[str, Any]:
         p = self.params
         rng = np.random.default_rng(seed)
         asset = candidates[int(rng.integers(len(candidates)))]
-        sampler = mesh_sampler(asset["path"], asset["sha256"])
+        sampler = mesh_sampler(asset.path, asset.sha256)
         extra: dict[str, Any] = {}
         if p.partial_scan:
             points, normals, colors = sampler.sample_uniform(p.num_points * 4, rng)
@@ -266,8 +266,8 @@ class PointCloudGenerator(Generator):
             "points": points.astype(np.float32),
             "point_normals": normals.astype(np.float32) if p.normals else None,
             "point_colors": colors if (p.colors and colors is not None) else None,
-            "source": asset["path"],
-            "source_sha256": asset["sha256"],
+            "source": asset.path,
+            "source_sha256": asset.sha256,
             "seed": seed,
             "params": json.dumps(sample_params, sort_keys=True),
         }

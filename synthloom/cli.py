@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--workers", type=int, default=1,
                        help="shards generated in parallel, one process each (default 1: in the flow's process)")
+    build.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's `device`, auto)")
 
     inspect = sub.add_parser("inspect", help="summarize a dataset: splits, columns, labels, provenance")
     inspect.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
@@ -125,21 +126,23 @@ def _fail(message: str, args) -> int:
 
 
 def cmd_build(args) -> int:
-    from synthloom.flows.build import build_dataset, resolve_build
-
-    # A bad recipe, a conflicting version or an unwritable output fails here, before any flow run.
-    recipe, _, _ = resolve_build(args.recipe, args.overwrite, args.version, args.seed)
-    if recipe.evaluators or recipe.gates:
-        _leave_a_core_for_prefect()
+    from synthloom.flows.build import build_dataset, plan_build
 
     if args.workers < 1:
         from .errors import SynthloomError
 
         raise SynthloomError(f"--workers must be at least 1, got {args.workers}")
+    # A bad recipe, bad generator params or inputs, an absurd size, a conflicting version, a build of
+    # the same version in progress or an unwritable output fails here, in a second, before any flow run.
+    plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device)
+    if plan.recipe.evaluators or plan.recipe.gates:
+        _leave_a_core_for_prefect()
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
-                           progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers)
+                           progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers,
+                           device=args.device)
     if result["status"] == "exists":
-        print(f"{result['path']}: already built from this recipe ({result['rows']} rows); nothing to do")
+        print(f"{result['path']}: already built from this recipe ({result['rows']} rows); "
+              "finished the steps after the commit, nothing regenerated")
     else:
         skipped = f", {result['skipped']} inputs skipped" if result.get("skipped") else ""
         print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards, verified{skipped}")

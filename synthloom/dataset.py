@@ -5,20 +5,33 @@
     manifest.json                         written last; its presence means "complete"
     croissant.json, README.md, preview.png
 
-Commit protocol: shards are written into `<output>/<name>/.staging-<version>/`
-(each file written to a temp name, fsynced, then renamed), the metadata files
-are added, the staging folder becomes the version folder by one rename, and the
-pending manifest is renamed to `manifest.json` last. A crash therefore never
-leaves a folder that looks complete; a rerun resumes from the staged shards.
+Commit protocol (every instant is resumable; docs/DESIGN.md states each step's invariant):
+
+1. shards are written into `<output>/<name>/.staging-<version>/data/` (temp name, fsync, rename), beside
+   the build's resume state (`.generation_sha256`, the Prefect result cache `.results/`);
+2. the metadata files and `.manifest.pending.json` are written into the staging folder;
+3. the staging folder becomes the version folder by one rename (resume state travels with it);
+4. the pending manifest is renamed to `manifest.json`: from here the version is complete;
+5. the resume state is deleted, then `latest` / evaluation follow in the build flow.
+
+A crash before 3 leaves the staging folder with its resume state: the rerun reuses every finished shard.
+Between 3 and 4 the rerun finishes the rename; after 4 it finishes the steps after the commit. A folder
+without `manifest.json` is never read as a dataset.
+
+One build per version at a time: `version_lock` holds an OS file lock on `<output>/<name>/.lock-<version>`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +47,7 @@ DATA_DIR = "data"
 TARGET_ROW_GROUP_BYTES = 128 * 1024 * 1024
 
 COMMON_HEAD = [pa.field("id", pa.string()), pa.field("split", pa.string())]
-COMMON_TAIL = [pa.field("generator", pa.string()), pa.field("recipe_sha256", pa.string())]
+COMMON_TAIL = [pa.field("generator", pa.string()), pa.field("generation_sha256", pa.string())]
 
 
 def dataset_schema(generator_schema: pa.Schema) -> pa.Schema:
@@ -128,27 +141,28 @@ def check_writable(folder: Path) -> None:
 
 
 def commit(staging: Path, final: Path, manifest: dict[str, Any], overwrite: bool = False) -> Path:
-    """Turn a complete staging folder into the version folder; manifest.json appears last."""
-    for leftover in staging.glob(".*"):
-        if leftover.name != PENDING_MANIFEST:
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    """Turn a complete staging folder into the version folder; manifest.json appears last.
+
+    The staging folder's resume state (hidden files) is kept until manifest.json is in place, so a
+    crash at any instant before that still resumes from the finished shards."""
     for path in sorted(staging.rglob("*")):
-        if path.is_file():
+        if path.is_file() and not _is_build_state(path.relative_to(staging)):
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
     write_json_atomic(staging / PENDING_MANIFEST, manifest)
-    trash = None
     if final.exists():
         if not overwrite:
             raise DatasetError(f"{final}: already exists")
-        trash = final.parent / f".trash-{final.name}-{os.getpid()}"
-        os.rename(final, trash)
+        os.rename(final, final.parent / f".trash-{final.name}-{os.getpid()}")
     os.rename(staging, final)
     _fsync_dir(final.parent)
     finish_commit(final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
     return final
+
+
+def _is_build_state(relative: Path) -> bool:
+    """Hidden top-level entries of a staging folder are resume state, not dataset content."""
+    return relative.parts[0].startswith(".") and relative.parts[0] != PENDING_MANIFEST
 
 
 def finish_commit(final: Path) -> bool:
@@ -161,10 +175,75 @@ def finish_commit(final: Path) -> bool:
     return True
 
 
+def remove_build_state(final: Path) -> None:
+    """After the commit: drop the resume state that travelled with the folder, and any trash of an
+    overwritten version (idempotent, so a rerun after a crash here finishes it)."""
+    for leftover in final.glob(".*"):
+        if leftover.name != PENDING_MANIFEST:
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    for trash in final.parent.glob(f".trash-{final.name}-*"):
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def has_finished_shards(staging: Path) -> bool:
+    data = staging / DATA_DIR
+    return data.is_dir() and any(data.glob("*.parquet"))
+
+
+@contextmanager
+def version_lock(final: Path) -> Iterator[None]:
+    """Hold an exclusive OS lock for building `final`; a second build fails at once naming the holder.
+
+    flock is released by the kernel when the holder dies, so a killed build never leaves a stale lock.
+    The lock file itself is never deleted (deleting it would let two builds lock different files)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f".lock-{final.name}"
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise DatasetError(f"{final}: being built by {holder}; wait for it to finish") from None
+        handle.seek(0)
+        handle.truncate()
+        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        handle.write(f"process {os.getpid()} on host {socket.gethostname()} since {since}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
+def check_not_locked(final: Path) -> None:
+    """Fail fast, before any flow run, when another build holds the version's lock."""
+    if final.parent.is_dir():
+        with version_lock(final):
+            pass
+
+
 def set_latest(dataset_root: Path, version: str) -> None:
     tmp = dataset_root / (LATEST + ".tmp")
     tmp.write_text(version + "\n")
     os.replace(tmp, dataset_root / LATEST)
+
+
+def rows_per_split(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """split -> {split, rows, shards, bytes}, in the manifest's split order."""
+    splits: dict[str, dict[str, Any]] = {}
+    for shard in manifest["shards"]:
+        entry = splits.setdefault(shard["split"], {"split": shard["split"], "rows": 0, "shards": 0, "bytes": 0})
+        entry["rows"] += shard["rows"]
+        entry["shards"] += 1
+        entry["bytes"] += shard["bytes"]
+    return splits
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -19,3 +19,18 @@ class DatasetError(SynthloomError):
 
 class ModelError(SynthloomError):
     """A model (feature extractor, classifier, checkpoint) is missing or cannot be loaded."""
+
+
+def describe_validation_error(error, what: str = "key", prefix: str = "") -> list[str]:
+    """One line per problem of a pydantic ValidationError, naming the key path (`prefix.a.b`)."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in (prefix.split(".") if prefix else []) + list(item["loc"]))
+        where = where or "<top level>"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown {what} '{where}'")
+        elif item["type"] == "missing":
+            lines.append(f"missing required {what} '{where}'")
+        else:
+            lines.append(f"{what} '{where}': {item['msg']} (got {item.get('input')!r})")
+    return lines

@@ -4,10 +4,47 @@ so changing `shard_size` regroups samples without changing any of them."""
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 from synthloom.generators.base import ShardSpec
 
+from .errors import RecipeError
 from .recipe import Recipe
+
+# One Prefect task per shard: past this many, orchestration alone would take hours and the plan
+# itself gigabytes of memory; a larger `shard_size` is the answer.
+MAX_SHARDS = 100_000
+
+
+def shard_count(recipe: Recipe) -> int:
+    return sum(math.ceil(total / recipe.shard_size) for total in recipe.count.values())
+
+
+def check_build_size(recipe: Recipe, bytes_per_sample: int | None, output: Path) -> None:
+    """Refuse an absurd request up front, with the estimated size, before anything is planned."""
+    shards = shard_count(recipe)
+    if shards > MAX_SHARDS:
+        raise RecipeError(f"count: {recipe.total_samples():,} samples in shards of {recipe.shard_size} make "
+                          f"{shards:,} shards (at most {MAX_SHARDS:,}); raise `shard_size` or lower `count`")
+    if bytes_per_sample is None:
+        return
+    estimate = recipe.total_samples() * bytes_per_sample
+    folder = output
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if estimate > free:
+        raise RecipeError(f"count: {recipe.total_samples():,} samples need about {_size(estimate)} "
+                          f"(~{_size(bytes_per_sample)} each) but {folder} has {_size(free)} free")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
 
 
 def plan_shards(recipe: Recipe, seed: int | None = None) -> list[ShardSpec]:

@@ -6,19 +6,24 @@ so a typo (``shard_sise``) never silently falls back to a default.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import RecipeError
+from .errors import RecipeError, describe_validation_error
 
 SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# The split names Hugging Face `datasets` knows; others must be declared in `custom_splits`,
+# so a typo (`trian`) is an error instead of a new split.
+HF_SPLITS = ("train", "validation", "test")
 
 
 class StrictModel(BaseModel):
@@ -31,10 +36,26 @@ class GeneratorSpec(StrictModel):
 
 
 class ComponentSpec(StrictModel):
-    """A labeler or evaluator entry: a registered kind plus its parameters."""
+    """A labeler or evaluator entry: a registered kind plus its parameters. A bare name (`cas`) is
+    accepted as `{kind: cas}`."""
 
     kind: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+
+def _registered(group: str, specs: list[ComponentSpec]) -> list[ComponentSpec]:
+    from .registry import available
+
+    known = available(group)
+    unknown = sorted({spec.kind for spec in specs} - set(known))
+    if unknown:
+        raise ValueError(f"unknown {group[:-1]}(s) {unknown}; registered: {sorted(known)}")
+    return specs
 
 
 class Recipe(StrictModel):
@@ -46,6 +67,10 @@ class Recipe(StrictModel):
     output: str = Field(default="datasets", description="Local folder the dataset is written under.")
     generator: GeneratorSpec
     count: dict[str, int] = Field(description="Number of samples per split, e.g. {train: 800, test: 200}.")
+    custom_splits: list[str] = Field(
+        default_factory=list, description=f"Split names besides {', '.join(HF_SPLITS)} that `count` may use."
+    )
+    device: str = Field(default="auto", description="auto (cuda if available, else cpu) | cpu | cuda | cuda:N.")
     shard_size: int = Field(default=256, gt=0, description="Samples per Parquet shard (one Prefect task each).")
     on_error: Literal["fail", "skip"] = Field(
         default="fail", description="A bad input asset (corrupt mesh): fail the build, or skip it and count it."
@@ -71,11 +96,18 @@ class Recipe(StrictModel):
     @field_validator("evaluators")
     @classmethod
     def _known_evaluators(cls, value: list[ComponentSpec]) -> list[ComponentSpec]:
-        from synthloom.evaluators.gates import EVALUATORS
+        return _registered("evaluators", value)
 
-        unknown = sorted({spec.kind for spec in value} - set(EVALUATORS))
-        if unknown:
-            raise ValueError(f"unknown evaluator(s) {unknown}; known: {list(EVALUATORS)}")
+    @field_validator("labelers")
+    @classmethod
+    def _known_labelers(cls, value: list[ComponentSpec]) -> list[ComponentSpec]:
+        return _registered("labelers", value)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE.match(value):
+            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
         return value
 
     @model_validator(mode="after")
@@ -103,30 +135,62 @@ class Recipe(StrictModel):
                 raise ValueError(f"split {split!r} must have a positive count, got {n}")
         return value
 
+    @model_validator(mode="after")
+    def _declared_splits(self) -> "Recipe":
+        known = list(HF_SPLITS) + list(self.custom_splits)
+        for split in self.count:
+            if split not in known:
+                close = difflib.get_close_matches(split, known, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(f"count: unknown split '{split}'; {hint}splits are {', '.join(HF_SPLITS)}, "
+                                 "or names listed in `custom_splits`")
+        return self
+
     def fingerprint(self) -> str:
-        """sha256 of the canonical recipe: what decides whether two builds are the same.
+        """sha256 of the canonical recipe: what decides whether two builds are the same recipe.
 
         `output` is left out: where a dataset is written does not change a byte of it."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"output"}), sort_keys=True,
-                               separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _sha256_json(self.model_dump(mode="json", exclude={"output"}))
+
+    # What decides the rows' bytes. Description, license, evaluators, gates, schedule, reference
+    # (unless a generator trains on it: then its hash is in the prepared input fingerprint), device and
+    # output do not, so editing them regenerates nothing.
+    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("generator", "seed", "count", "shard_size", "labelers",
+                                                    "on_error")
+
+    def generation_fingerprint(self) -> str:
+        """sha256 of what makes the rows: generator kind and params, seed, counts, shard size, labelers."""
+        return _sha256_json(self.model_dump(mode="json", include=set(self.GENERATION_FIELDS)))
+
+    def total_samples(self) -> int:
+        return sum(self.count.values())
 
     def version_dir(self) -> Path:
         return Path(self.output) / self.name / self.version
 
 
+def _sha256_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def format_validation_error(error: ValidationError, source: str) -> str:
     """One line per problem, naming the key path and the file."""
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "<top level>"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{where}'")
-        elif item["type"] == "missing":
-            lines.append(f"{source}: missing required key '{where}'")
-        else:
-            lines.append(f"{source}: '{where}': {item['msg']} (got {item.get('input')!r})")
-    return "; ".join(lines)
+    return "; ".join(f"{source}: {line}" for line in describe_validation_error(error))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's spec forbids duplicate keys but PyYAML keeps the last one silently; refuse them."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (lines {seen[key]} and {line})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
@@ -143,7 +207,11 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RecipeError(f"{path}: not a UTF-8 YAML file (byte {error.start}: {error.reason})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -1,37 +1,69 @@
-"""Find generators by name through the `synthloom.generators` entry point group.
+"""One registry for every pluggable part: generators, labelers, evaluators and exporters.
 
-Users add a generator by declaring an entry point in their own package; the core
-never needs editing.
+Each kind is a Python entry-point group (`synthloom.generators`, `synthloom.labelers`,
+`synthloom.evaluators`, `synthloom.exporters`); users add a part by declaring an entry point in
+their own package, and the core never needs editing:
+
+    [project.entry-points."synthloom.generators"]
+    mygen = "mypackage.generators:MyGenerator"
+
+The built-ins are listed here too, so the core works where package metadata is missing (a source
+checkout on PYTHONPATH). Entries are loaded with `EntryPoint.load()` only when used.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from .errors import RecipeError
 
-ENTRY_POINT_GROUP = "synthloom.generators"
+GROUPS = ("generators", "labelers", "evaluators", "exporters")
 
-# Built-ins, so the core works even where package metadata is missing.
-BUILTIN_GENERATORS = {
-    "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
+BUILTINS: dict[str, dict[str, str]] = {
+    "generators": {
+        "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
+    },
+    "labelers": {},
+    "evaluators": {
+        "fidelity": "synthloom.evaluators.evaluate:evaluate_version",
+        "cas": "synthloom.evaluators.evaluate:evaluate_version",
+        "memorization": "synthloom.evaluators.evaluate:evaluate_version",
+        "diversity": "synthloom.evaluators.evaluate:evaluate_version",
+        "attributes": "synthloom.evaluators.evaluate:evaluate_version",
+    },
+    "exporters": {
+        "ply": "synthloom.export:export_ply",
+    },
 }
 
 
-def available_generators() -> dict[str, str]:
-    found = dict(BUILTIN_GENERATORS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.value
+def available(group: str) -> dict[str, EntryPoint]:
+    """name -> entry point of every registered part of `group` (built-ins first, then installed ones)."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown registry group {group!r}; groups: {GROUPS}")
+    found = {name: EntryPoint(name, value, f"synthloom.{group}") for name, value in BUILTINS[group].items()}
+    for ep in entry_points(group=f"synthloom.{group}"):
+        found[ep.name] = ep
     return found
 
 
+def load(group: str, name: str):
+    """The registered object, or a one-line error listing what is registered."""
+    known = available(group)
+    if name not in known:
+        kind = group[:-1]
+        raise RecipeError(f"{kind}.kind: unknown {kind} '{name}' (available: {', '.join(sorted(known)) or 'none'})")
+    return known[name].load()
+
+
+def register(group: str, name: str, target: str) -> None:
+    """Register a part in this process (`module:attr`), e.g. from a test or a notebook."""
+    available(group)  # validates the group
+    BUILTINS[group][name] = target
+
+
 def get_generator_class(kind: str):
-    known = available_generators()
-    if kind not in known:
-        raise RecipeError(f"generator.kind: unknown generator '{kind}' (available: {', '.join(sorted(known))})")
-    module_name, _, attr = known[kind].partition(":")
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)
+    return load("generators", kind)
 
 
 def make_generator(kind: str, params: dict):

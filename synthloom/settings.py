@@ -19,6 +19,9 @@ def apply_defaults(verbose: bool = False) -> None:
         os.environ.setdefault(key, value)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        # The CLI prints a failure as one line itself; Prefect's run loggers would add its traceback.
+        # Run logs (INFO and up) go to the Prefect API, so the UI shows what a build did ...
         for logger in ("FLOW_RUNS", "TASK_RUNS"):
-            os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", "CRITICAL")
+            os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", "INFO")
+        # ... while the console stays quiet: the CLI prints a failure as one line itself, and Prefect's
+        # console handler would add its traceback.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

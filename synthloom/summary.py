@@ -44,7 +44,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
             "created_at": manifest["created_at"],
             "git_sha": manifest.get("git_sha"),
             "packages": manifest["packages"],
-            "assets_sha256": manifest["generator"].get("assets_sha256"),
+            "input_fingerprint": manifest["generator"].get("input_fingerprint"),
             "skipped_inputs": manifest.get("skipped", {}).get("count", 0),
         },
         # The headline numbers; per-evaluator details stay in manifest.json and eval/report.html.

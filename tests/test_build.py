@@ -50,7 +50,8 @@ def test_manifest_records_provenance(built):
     assert {"python", "torch", "pyarrow", "prefect", "trimesh", "synthloom"} <= set(manifest["packages"])
     assert manifest["git_sha"] is None or len(manifest["git_sha"].split("-")[0]) == 40
     assert manifest["classes"] == ["box", "sphere", "cylinder", "cone", "capsule", "torus"]
-    assert len(manifest["generator"]["assets_sha256"]) == 64
+    assert len(manifest["generator"]["input_fingerprint"]) == 64
+    assert [a["label"] for a in manifest["generator"]["assets"]] == manifest["classes"]
     for shard in manifest["shards"]:
         file = version_dir / shard["file"]
         assert ds.sha256_file(file) == shard["sha256"]
@@ -58,7 +59,7 @@ def test_manifest_records_provenance(built):
     table = pq.read_table(version_dir / "data" / "train-00000-of-00002.parquet")
     row = table.slice(0, 1).to_pylist()[0]
     assert row["id"] == "train-00000000" and row["generator"] == "pointcloud"
-    assert row["recipe_sha256"] == manifest["recipe_sha256"]
+    assert row["generation_sha256"] == manifest["generation_sha256"]
     assert row["source"] == "procedural:box" and len(row["source_sha256"]) == 64
     params = json.loads(row["params"])
     assert np.allclose(np.array(params["rotation"]) @ np.array(params["rotation"]).T, np.eye(3), atol=1e-5)
