@@ -40,6 +40,7 @@ from synthloom.card import dataset_card
 from synthloom.croissant import croissant_metadata
 from synthloom.devices import device_slots, resolve_device
 from synthloom.errors import DatasetError
+from synthloom.faults import crash_point
 from synthloom.generators.base import BuildContext, Generator, Prepared, ShardSpec
 from synthloom.planning import check_build_size, plan_shards
 from synthloom.preview import write_preview
@@ -220,11 +221,13 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
     records += _recheck_staged(cached, shards, args, staging, storage, plan.device)
     records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
 
+    crash_point("build:shards-done")
     manifest = _manifest(plan, prepared, records, staging)
     write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
     ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
     (staging / "README.md").write_text(dataset_card(manifest))
     ds.commit(staging, plan.final, manifest, overwrite=overwrite)
+    crash_point("build:committed")
     logger.info("committed %s: %d shards", plan.final, len(records))
     return manifest
 
@@ -237,6 +240,7 @@ def _finish_version(plan: BuildPlan, manifest: dict[str, Any]) -> dict[str, Any]
         # Same rows, edited description / evaluators / gates: refresh the metadata, regenerate nothing.
         manifest = _refresh_metadata(final, recipe, manifest)
     report = ds.verify(final)
+    crash_point("finish:before-latest")
     _publish_artifacts(manifest, final)
     summary = {"path": str(final), "rows": report["rows"], "shards": report["shards"],
                "skipped": manifest["skipped"]["count"]}

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import DatasetError
+from .faults import crash_point
 from .provenance import sha256_file
 
 MANIFEST = "manifest.json"
@@ -150,12 +151,14 @@ def commit(staging: Path, final: Path, manifest: dict[str, Any], overwrite: bool
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
     write_json_atomic(staging / PENDING_MANIFEST, manifest)
+    crash_point("commit:pending-written")
     if final.exists():
         if not overwrite:
             raise DatasetError(f"{final}: already exists")
         os.rename(final, final.parent / f".trash-{final.name}-{os.getpid()}")
     os.rename(staging, final)
     _fsync_dir(final.parent)
+    crash_point("commit:renamed")
     finish_commit(final)
     return final
 

@@ -13,11 +13,14 @@ checkout on PYTHONPATH). Entries are loaded with `EntryPoint.load()` only when u
 
 from __future__ import annotations
 
+import json
+import os
 from importlib.metadata import EntryPoint, entry_points
 
 from .errors import RecipeError
 
 GROUPS = ("generators", "labelers", "evaluators", "exporters")
+REGISTER_ENV = "SYNTHLOOM_REGISTER"
 
 BUILTINS: dict[str, dict[str, str]] = {
     "generators": {
@@ -41,7 +44,8 @@ def available(group: str) -> dict[str, EntryPoint]:
     """name -> entry point of every registered part of `group` (built-ins first, then installed ones)."""
     if group not in GROUPS:
         raise ValueError(f"unknown registry group {group!r}; groups: {GROUPS}")
-    found = {name: EntryPoint(name, value, f"synthloom.{group}") for name, value in BUILTINS[group].items()}
+    registered = {**BUILTINS[group], **json.loads(os.environ.get(REGISTER_ENV, "{}")).get(group, {})}
+    found = {name: EntryPoint(name, value, f"synthloom.{group}") for name, value in registered.items()}
     for ep in entry_points(group=f"synthloom.{group}"):
         found[ep.name] = ep
     return found
@@ -57,9 +61,12 @@ def load(group: str, name: str):
 
 
 def register(group: str, name: str, target: str) -> None:
-    """Register a part in this process (`module:attr`), e.g. from a test or a notebook."""
+    """Register a part (`module:attr`) without packaging it, e.g. from a notebook or a test. It is
+    recorded in the environment too, so worker processes (`--workers N`) find it."""
     available(group)  # validates the group
-    BUILTINS[group][name] = target
+    extra = json.loads(os.environ.get(REGISTER_ENV, "{}"))
+    extra.setdefault(group, {})[name] = target
+    os.environ[REGISTER_ENV] = json.dumps(extra)
 
 
 def get_generator_class(kind: str):

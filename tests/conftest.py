@@ -14,8 +14,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import tempfile
+
 import pytest
 import yaml
+
+# Trained test models go into a store of this session, never into the user's cache.
+os.environ.setdefault("SYNTHLOOM_MODEL_STORE", tempfile.mkdtemp(prefix="synthloom-models-"))
 
 REPO = Path(__file__).resolve().parent.parent
 CGAL_MESHES = REPO / "data" / "cgal-meshes"
@@ -96,3 +101,17 @@ def copy_meshes(tmp_path, cgal_meshes):
             shutil.copytree(cgal_meshes / cls, root / cls)
         return root
     return _copy
+
+
+@pytest.fixture
+def toy_generators(monkeypatch, tmp_path):
+    """Register the lifecycle-logging generators of tests/toygen.py, in this process and its workers.
+    Returns the events file they log to."""
+    from synthloom.registry import register
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests"),
+                                                                   os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("SYNTHLOOM_REGISTER", raising=False)
+    register("generators", "toy", "toygen:ToyGenerator")
+    register("generators", "toy-model", "toygen:ToyModelGenerator")
+    return tmp_path / "events.jsonl"

@@ -1,0 +1,21 @@
+"""Fault injection for the commit protocol's tests: `SYNTHLOOM_CRASH_AT=<point>` SIGKILLs the process
+at that named point, so a test can kill a real build at every step of the commit and check that the
+rerun finishes it. Unset (always, outside tests), a crash point costs one dictionary lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = (
+    "build:shards-done",      # every shard staged, no metadata yet
+    "commit:pending-written",  # .manifest.pending.json in the staging folder
+    "commit:renamed",         # staging folder renamed to the version, manifest not yet in place
+    "build:committed",        # manifest.json in place, resume state not yet removed
+    "finish:before-latest",   # resume state removed, `latest` / evaluation not done
+)
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get("SYNTHLOOM_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
