@@ -113,7 +113,9 @@ def _subsample(clouds: np.ndarray, labels: list[str], count: int, points: int, r
 
 
 def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> dict[str, Any]:
-    from . import audits, pointcloud_metrics
+    from . import pointcloud_metrics
+    from .diversity import diversity_audit
+    from .memorization import memorization_audit
 
     synth, synth_labels = _clouds(table)
     real_train, real_train_labels, real_test, real_test_labels = load_reference_clouds(
@@ -163,16 +165,16 @@ def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> 
         train_feats = d2_descriptor(real_train, seed=seed)
         test_feats = d2_descriptor(real_test, seed=seed)
     if "memorization" in evaluators:
-        memo = audits.memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
-                                         feature_name="d2-shape-distribution-32", **evaluators["memorization"])
+        memo = memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
+                                  feature_name="d2-shape-distribution-32", **evaluators["memorization"])
         details["memorization"] = memo
         summary["near_copy_fraction"] = memo["near_copy_fraction"]
         _plot_cloud_pairs(synth, real_train, memo["worst_pairs"][:8], out_dir / "worst_pairs.png")
     if "diversity" in evaluators:
-        div = audits.diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
-                                     real_labels=real_train_labels + real_test_labels,
-                                     content=[c.tobytes() for c in synth], feature_name="d2-shape-distribution-32",
-                                     **evaluators["diversity"])
+        div = diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
+                              real_labels=real_train_labels + real_test_labels,
+                              content=[c.tobytes() for c in synth], feature_name="d2-shape-distribution-32",
+                              **evaluators["diversity"])
         details["diversity"] = div
         summary["near_duplicate_rate"] = div["near_duplicate_rate"]
         summary["mode_collapse"] = div["flag_mode_collapse"]
@@ -316,9 +318,11 @@ def _features(extractor, batches) -> np.ndarray:
 
 
 def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cache: Path) -> dict[str, Any]:
-    from . import audits
+    from .attributes import attribute_audit, plot_attribute_distributions
     from .cas import classification_accuracy_score
+    from .diversity import diversity_audit
     from .image_metrics import evaluate_images
+    from .memorization import memorization_audit, plot_worst_pairs
 
     # Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
     # MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
@@ -353,29 +357,29 @@ def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cac
         synth_feats = _features(extractor, _image_batches(table))
         train_feats, test_feats = (_features(extractor, x.split(BATCH)) for x in (real_train, real_test))
     if "memorization" in evaluators:
-        memo = audits.memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
-                                         feature_name=extractor.name, **evaluators["memorization"])
+        memo = memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
+                                  feature_name=extractor.name, **evaluators["memorization"])
         details["memorization"] = memo
         summary["near_copy_fraction"] = memo["near_copy_fraction"]
         worst = memo["worst_pairs"][:16]
         shown = _decode(table.column("image").take([p["synth_index"] for p in worst]).to_pylist())
-        audits.plot_worst_pairs(shown, real_train, [(k, p["train_index"], p["distance"]) for k, p in enumerate(worst)],
-                                str(out_dir / "worst_pairs.png"))
+        plot_worst_pairs(shown, real_train, [(k, p["train_index"], p["distance"]) for k, p in enumerate(worst)],
+                         str(out_dir / "worst_pairs.png"))
     if "diversity" in evaluators:
-        div = audits.diversity_audit(synth_feats, all_labels, real_feats=np.concatenate([train_feats, test_feats]),
-                                     real_labels=real_train_labels + real_test_labels,
-                                     content=[item["bytes"] for item in table.column("image").to_pylist()],
-                                     feature_name=extractor.name,
-                                     **evaluators["diversity"])
+        div = diversity_audit(synth_feats, all_labels, real_feats=np.concatenate([train_feats, test_feats]),
+                              real_labels=real_train_labels + real_test_labels,
+                              content=[item["bytes"] for item in table.column("image").to_pylist()],
+                              feature_name=extractor.name,
+                              **evaluators["diversity"])
         details["diversity"] = div
         summary["near_duplicate_rate"] = div["near_duplicate_rate"]
         summary["mode_collapse"] = div["flag_mode_collapse"]
     if "attributes" in evaluators:
-        attrs = audits.attribute_audit(synth, torch.cat([real_train, real_test]), value_range=(0.0, 1.0),
-                                       **evaluators["attributes"])
+        attrs = attribute_audit(synth, torch.cat([real_train, real_test]), value_range=(0.0, 1.0),
+                                **evaluators["attributes"])
         attrs.pop("histograms", None)
         details["attributes"] = attrs
         summary["overly_consistent"] = attrs["overly_consistent"]
-        audits.plot_attribute_distributions((synth, torch.cat([real_train, real_test])),
-                                            str(out_dir / "attributes.png"), value_range=(0.0, 1.0))
+        plot_attribute_distributions((synth, torch.cat([real_train, real_test])),
+                                     str(out_dir / "attributes.png"), value_range=(0.0, 1.0))
     return {"modality": "images", "summary": summary, "details": details, "notes": notes, "class_counts": counts}

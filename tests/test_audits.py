@@ -12,15 +12,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from synthloom.evaluators.audits import (
-    attribute_audit,
-    diversity_audit,
-    image_attributes,
-    memorization_audit,
-    nearest_neighbors,
-    plot_attribute_distributions,
-    plot_worst_pairs,
-)
+from synthloom.evaluators.attributes import attribute_audit, image_attributes, plot_attribute_distributions
+from synthloom.evaluators.diversity import diversity_audit
+from synthloom.evaluators.memorization import memorization_audit, plot_worst_pairs
+from synthloom.evaluators.neighbors import nearest_neighbors
 
 
 @pytest.fixture(scope="module")
