@@ -93,19 +93,6 @@ def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 16, s
     return clouds[parity == 0], list(labels[parity == 0]), clouds[parity == 1], list(labels[parity == 1])
 
 
-def d2_descriptor(clouds: np.ndarray, bins: int = 32, pairs: int = 2048, seed: int = 0) -> np.ndarray:
-    """Osada et al.'s D2 shape distribution: the histogram of distances between random point
-    pairs, scaled by each cloud's radius. Rotation-invariant, so audits see shape, not pose."""
-    rng = np.random.default_rng(seed)
-    n, m, _ = clouds.shape
-    i, j = rng.integers(0, m, size=(2, pairs))
-    centred = clouds - clouds.mean(axis=1, keepdims=True)
-    radius = np.linalg.norm(centred, axis=2).max(axis=1, keepdims=True) + 1e-12
-    dist = np.linalg.norm(centred[:, i] - centred[:, j], axis=2) / radius
-    hist = np.stack([np.histogram(d, bins=bins, range=(0.0, 2.0))[0] for d in dist]).astype(np.float64)
-    return hist / pairs
-
-
 def _subsample(clouds: np.ndarray, labels: list[str], count: int, points: int, rng) -> tuple[np.ndarray, list]:
     pick = np.sort(rng.choice(len(clouds), size=min(count, len(clouds)), replace=False))
     cols = np.sort(rng.choice(clouds.shape[1], size=min(points, clouds.shape[1]), replace=False))
@@ -114,6 +101,7 @@ def _subsample(clouds: np.ndarray, labels: list[str], count: int, points: int, r
 
 def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> dict[str, Any]:
     from . import pointcloud_metrics
+    from .cloud_features import cloud_attributes, d2_descriptor
     from .diversity import diversity_audit
     from .memorization import memorization_audit
 
@@ -179,39 +167,10 @@ def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> 
         summary["near_duplicate_rate"] = div["near_duplicate_rate"]
         summary["mode_collapse"] = div["flag_mode_collapse"]
     if "attributes" in evaluators:
-        details["attributes"] = _cloud_attributes(synth, np.concatenate([real_train, real_test]))
+        details["attributes"] = cloud_attributes(synth, np.concatenate([real_train, real_test]))
         summary["overly_consistent"] = details["attributes"]["overly_consistent"]
     return {"modality": "points", "summary": summary, "details": details, "notes": notes,
             "class_counts": counts}
-
-
-def _cloud_attributes(synth: np.ndarray, real: np.ndarray) -> dict[str, Any]:
-    """Simple geometric attributes (extent per axis, centroid, radius), synthetic vs real."""
-    from scipy.stats import ks_2samp, wasserstein_distance
-
-    def attributes(clouds):
-        extent = clouds.max(axis=1) - clouds.min(axis=1)
-        centroid = clouds.mean(axis=1)
-        radius = np.linalg.norm(clouds - centroid[:, None], axis=2).max(axis=1)
-        return {"extent_x": extent[:, 0], "extent_y": extent[:, 1], "extent_z": extent[:, 2],
-                "centroid_x": centroid[:, 0], "centroid_y": centroid[:, 1], "centroid_z": centroid[:, 2],
-                "radius": radius}
-
-    a, b = attributes(synth), attributes(real)
-    result: dict[str, Any] = {"attributes": {}}
-    consistent = []
-    for name in a:
-        std_ratio = float(a[name].std() / (b[name].std() + 1e-12))
-        result["attributes"][name] = {
-            "synthetic_mean": float(a[name].mean()), "real_mean": float(b[name].mean()),
-            "synthetic_std": float(a[name].std()), "real_std": float(b[name].std()), "std_ratio": std_ratio,
-            "wasserstein": float(wasserstein_distance(a[name], b[name])),
-            "ks_statistic": float(ks_2samp(a[name], b[name]).statistic),
-        }
-        if std_ratio < 0.5:
-            consistent.append(name)
-    result["overly_consistent"] = consistent
-    return result
 
 
 def _plot_cloud_pairs(synth: np.ndarray, train: np.ndarray, pairs: list[dict], path: Path) -> None:
