@@ -1,9 +1,10 @@
 """Image attributes: per-image measurements (brightness, contrast, colour, background,
 foreground size and position) and their distributions, synthetic vs real.
 
-:func:`image_attributes` gives the per-image values; :func:`attribute_audit` compares their
-distributions on two image sets (Wasserstein distance, KS statistic, std ratio), flagging
-attributes that are shifted or "overly consistent" (synthetic std ≪ real std).
+:func:`image_attributes` gives the per-image values; :func:`compare_attributes` compares
+two sets of per-sample values of any modality (Wasserstein distance, KS statistic, std
+ratio), flagging attributes that are shifted or "overly consistent" (synthetic std ≪ real
+std); :func:`attribute_audit` runs both on two image sets.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from scipy import stats
 from .jsonable import json_float
 from .plots import as_numpy, image_grid_shape, new_figure, save_figure
 
-__all__ = ["image_attributes", "attribute_audit", "plot_attribute_distributions"]
+__all__ = ["image_attributes", "compare_attributes", "attribute_audit", "plot_attribute_distributions"]
 
 
 def _images_nhwc(images: Any, name: str) -> np.ndarray:
@@ -67,12 +68,21 @@ def _boxes_mask(boxes_i: Any, h: int, w: int) -> np.ndarray:
     return m
 
 
+def _foreground_masks(masks: Any, n: int, h: int, w: int) -> np.ndarray:
+    m = np.asarray(as_numpy(masks))
+    if m.shape != (n, h, w):
+        raise ValueError(f"masks: expected shape {(n, h, w)} (one mask per image), got {m.shape}")
+    return m.astype(bool)
+
+
 def image_attributes(
     images: Any,
     boxes: Sequence[Any] | None = None,
     value_range: tuple[float, float] | None = None,
     fg_threshold: float = 0.2,
     border: int | None = None,
+    masks: Any | None = None,
+    background_colour: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per-image attributes (numpy arrays of length N, NaN where undefined).
 
@@ -81,15 +91,22 @@ def image_attributes(
     ``contrast`` (std of luminance), ``mean_gray`` or ``mean_red/green/blue``,
     ``saturation`` (mean HSV saturation; colour images only), ``background``
     (mean luminance of the ``border``-pixel frame), ``fg_area`` (foreground
-    fraction of the image), ``fg_centroid_x/y`` (foreground centroid in [0, 1]
-    image coordinates). The foreground is the union of ``boxes[i]`` (COCO
-    ``[x, y, w, h]`` in pixels) when given, else the pixels whose colour differs
-    from the median border colour by more than ``fg_threshold`` in any channel.
+    fraction of the image: the object's size), ``fg_centroid_x/y`` (foreground
+    centroid in [0, 1] image coordinates: the object's position). The
+    foreground is ``masks[i]`` ((N, H, W), nonzero = object) when given, else the
+    union of ``boxes[i]`` (COCO ``[x, y, w, h]`` in pixels), else the pixels whose
+    colour differs from the median border colour by more than ``fg_threshold``
+    in any channel. With ``background_colour`` also ``background_gray`` or
+    ``background_red/green/blue``: the median colour of the border frame, i.e.
+    the dominant background colour (off by default, so audits compare the same
+    attributes as before).
     """
     a = _images_nhwc(images, "images")
     (lo, hi), _ = _resolve_range([a], value_range)
     x = (a.astype(np.float64) - lo) / (hi - lo)
     n, h, w, c = x.shape
+    if boxes is not None and masks is not None:
+        raise ValueError("give the foreground as boxes or as masks, not both")
     if boxes is not None and len(boxes) != n:
         raise ValueError(f"boxes has {len(boxes)} entries for {n} images")
     lum = x[..., 0] if c == 1 else x @ np.array([0.299, 0.587, 0.114])
@@ -100,17 +117,22 @@ def image_attributes(
         "brightness": lum.mean(axis=(1, 2)),
         "contrast": lum.std(axis=(1, 2)),
     }
-    names = ["mean_gray"] if c == 1 else ["mean_red", "mean_green", "mean_blue"]
+    names = ["gray"] if c == 1 else ["red", "green", "blue"]
     for k, nm in enumerate(names):
-        out[nm] = x[..., k].mean(axis=(1, 2))
+        out[f"mean_{nm}"] = x[..., k].mean(axis=(1, 2))
     if c == 3:
         mx, mn = x.max(axis=-1), x.min(axis=-1)
         sat = np.where(mx > 1e-12, (mx - mn) / np.maximum(mx, 1e-12), 0.0)
         out["saturation"] = sat.mean(axis=(1, 2))
     out["background"] = lum[:, frame].mean(axis=1)
+    bg_col = np.median(x[:, frame, :], axis=1)  # (N, C): the dominant border colour
+    if background_colour:
+        for k, nm in enumerate(names):
+            out[f"background_{nm}"] = bg_col[:, k]
 
-    if boxes is None:
-        bg_col = np.median(x[:, frame, :], axis=1)  # (N, C)
+    if masks is not None:
+        masks = _foreground_masks(masks, n, h, w)
+    elif boxes is None:
         masks = np.abs(x - bg_col[:, None, None, :]).max(axis=-1) > fg_threshold
     else:
         masks = np.stack([_boxes_mask(boxes[i], h, w) for i in range(n)])
@@ -127,65 +149,54 @@ def image_attributes(
     return out
 
 
-def attribute_audit(
-    synth_images: Any,
-    real_images: Any,
-    boxes: Sequence[Any] | None = None,
-    real_boxes: Sequence[Any] | None = None,
-    value_range: tuple[float, float] | None = None,
-    fg_threshold: float = 0.2,
-    border: int | None = None,
+def _histograms(vs: np.ndarray, vr: np.ndarray, bins: int) -> dict[str, list]:
+    """Counts of two non-empty value arrays on one set of shared bins."""
+    lo = float(min(vs.min(), vr.min()))
+    hi = float(max(vs.max(), vr.max()))
+    if hi <= lo:
+        hi = lo + 1e-6
+    edges = np.linspace(lo, hi, bins + 1)
+    return {
+        "edges": [float(v) for v in edges],
+        "synthetic": [int(v) for v in np.histogram(vs, edges)[0]],
+        "real": [int(v) for v in np.histogram(vr, edges)[0]],
+    }
+
+
+def compare_attributes(
+    synthetic: Mapping[str, Any],
+    real: Mapping[str, Any],
     ks_threshold: float = 0.2,
     alpha: float = 0.01,
     consistency_ratio: float = 0.5,
     bins: int = 30,
 ) -> dict[str, Any]:
-    """Compare simple image-attribute distributions, synthetic vs real.
+    """Compare per-sample attribute values, synthetic vs real, attribute by attribute.
 
-    Both sets are mapped to [0, 1] with **one** shared ``value_range``
-    (default: (0, 255) when both are uint8, (0, 1) when all values lie there,
-    else the joint min/max) so a brightness shift is never normalised away.
-    ``boxes`` / ``real_boxes``: per-image lists of COCO ``[x, y, w, h]`` boxes;
-    without them the foreground is a threshold mask (see
-    :func:`image_attributes`).
-
-    Per attribute (``attributes[name]``): ``synthetic_mean/std, real_mean/std,
-    n_synthetic, n_real`` (valid values), ``wasserstein`` (scipy), ``wasserstein_normalized``
-    (÷ real std), ``ks_statistic, ks_pvalue`` (two-sample KS), ``std_ratio``
-    (synthetic std ÷ real std), ``shifted`` (KS ≥ ``ks_threshold`` and
-    p < ``alpha``: an effect size, so large real-vs-real splits are not
-    flagged for trivial differences), ``overly_consistent`` (std_ratio <
-    ``consistency_ratio``). Top level: ``n_synthetic, n_real, value_range,
-    value_range_source, shifted`` / ``overly_consistent`` (lists of attribute
-    names), ``flagged`` (bool), ``histograms`` ({name: {edges, synthetic,
-    real}} counts on shared bins, for :func:`plot_attribute_distributions`).
+    ``synthetic`` / ``real``: ``{name: values}`` with one value per sample (NaN =
+    undefined, skipped), e.g. from :func:`image_attributes` or
+    ``cloud_features.cloud_attribute_values``; every synthetic attribute must be in
+    ``real``. Per attribute (``attributes[name]``): ``synthetic_mean/std, real_mean/std,
+    n_synthetic, n_real`` (valid values), ``wasserstein`` (scipy),
+    ``wasserstein_normalized`` (÷ real std), ``ks_statistic, ks_pvalue`` (two-sample KS),
+    ``std_ratio`` (synthetic std ÷ real std), ``shifted`` (KS ≥ ``ks_threshold`` and
+    p < ``alpha``: an effect size, so large real-vs-real splits are not flagged for
+    trivial differences), ``overly_consistent`` (std_ratio < ``consistency_ratio``).
+    Top level: ``ks_threshold, alpha, consistency_ratio, attributes``, ``shifted`` /
+    ``overly_consistent`` (lists of attribute names), ``flagged`` (bool),
+    ``histograms`` ({name: {edges, synthetic, real}} counts on shared bins, for
+    :func:`plot_attribute_distributions`).
     """
-    sa = _images_nhwc(synth_images, "synth_images")
-    ra = _images_nhwc(real_images, "real_images")
-    if sa.shape[-1] != ra.shape[-1]:
-        raise ValueError(f"channel counts differ: synthetic {sa.shape[-1]} vs real {ra.shape[-1]}")
-    if value_range is None and (sa.dtype == np.uint8) != (ra.dtype == np.uint8):
-        other = ra if sa.dtype == np.uint8 else sa
-        if float(other.min()) >= 0.0 and float(other.max()) <= 1.0:
-            # uint8 next to floats in [0, 1]: bring the uint8 set to [0, 1] first
-            sa = sa / 255.0 if sa.dtype == np.uint8 else sa
-            ra = ra / 255.0 if ra.dtype == np.uint8 else ra
-        else:
-            raise ValueError(
-                "one image set is uint8 and the other is not in [0, 1]: pass value_range=(lo, hi) "
-                "so both are measured on the same scale"
-            )
-    vr, vr_src = _resolve_range([sa, ra], value_range)
-    kw = dict(value_range=vr, fg_threshold=fg_threshold, border=border)
-    at_s = image_attributes(sa, boxes=boxes, **kw)
-    at_r = image_attributes(ra, boxes=real_boxes, **kw)
-
+    missing = sorted(set(synthetic) - set(real))
+    if missing:
+        raise ValueError(f"real values lack the attributes {missing}")
     attrs: dict[str, Any] = {}
     hists: dict[str, Any] = {}
     shifted, consistent = [], []
-    for name in at_s:
-        vs = at_s[name][np.isfinite(at_s[name])]
-        vr_ = at_r[name][np.isfinite(at_r[name])]
+    for name in synthetic:
+        vs = np.asarray(as_numpy(synthetic[name]), float)
+        vr_ = np.asarray(as_numpy(real[name]), float)
+        vs, vr_ = vs[np.isfinite(vs)], vr_[np.isfinite(vr_)]
         e: dict[str, Any] = {
             "n_synthetic": int(vs.size),
             "n_real": int(vr_.size),
@@ -211,27 +222,13 @@ def attribute_audit(
                 e["std_ratio"] = json_float((e["synthetic_std"] or 0.0) / rs)
                 e["overly_consistent"] = bool(e["std_ratio"] < consistency_ratio)
             e["shifted"] = bool(ks.statistic >= ks_threshold and ks.pvalue < alpha)
-            lo = float(min(vs.min(), vr_.min()))
-            hi = float(max(vs.max(), vr_.max()))
-            if hi <= lo:
-                hi = lo + 1e-6
-            edges = np.linspace(lo, hi, bins + 1)
-            hists[name] = {
-                "edges": [float(v) for v in edges],
-                "synthetic": [int(v) for v in np.histogram(vs, edges)[0]],
-                "real": [int(v) for v in np.histogram(vr_, edges)[0]],
-            }
+            hists[name] = _histograms(vs, vr_, bins)
         if e["shifted"]:
             shifted.append(name)
         if e["overly_consistent"]:
             consistent.append(name)
         attrs[name] = e
     return {
-        "n_synthetic": int(sa.shape[0]),
-        "n_real": int(ra.shape[0]),
-        "value_range": [float(vr[0]), float(vr[1])],
-        "value_range_source": vr_src,
-        "foreground": "boxes" if boxes is not None else f"threshold {fg_threshold} vs border colour",
         "ks_threshold": float(ks_threshold),
         "alpha": float(alpha),
         "consistency_ratio": float(consistency_ratio),
@@ -240,6 +237,70 @@ def attribute_audit(
         "overly_consistent": consistent,
         "flagged": bool(shifted or consistent),
         "histograms": hists,
+    }
+
+
+def attribute_audit(
+    synth_images: Any,
+    real_images: Any,
+    boxes: Sequence[Any] | None = None,
+    real_boxes: Sequence[Any] | None = None,
+    value_range: tuple[float, float] | None = None,
+    fg_threshold: float = 0.2,
+    border: int | None = None,
+    ks_threshold: float = 0.2,
+    alpha: float = 0.01,
+    consistency_ratio: float = 0.5,
+    bins: int = 30,
+    masks: Any | None = None,
+    real_masks: Any | None = None,
+) -> dict[str, Any]:
+    """Compare simple image-attribute distributions, synthetic vs real.
+
+    Both sets are mapped to [0, 1] with **one** shared ``value_range``
+    (default: (0, 255) when both are uint8, (0, 1) when all values lie there,
+    else the joint min/max) so a brightness shift is never normalised away.
+    ``boxes`` / ``real_boxes``: per-image lists of COCO ``[x, y, w, h]`` boxes, or
+    ``masks`` / ``real_masks``: (N, H, W) foreground masks; without them the
+    foreground is a threshold mask (see :func:`image_attributes`).
+
+    Returns the keys of :func:`compare_attributes` on the :func:`image_attributes`
+    of both sets, plus ``n_synthetic, n_real, value_range, value_range_source,
+    foreground``.
+    """
+    sa = _images_nhwc(synth_images, "synth_images")
+    ra = _images_nhwc(real_images, "real_images")
+    if sa.shape[-1] != ra.shape[-1]:
+        raise ValueError(f"channel counts differ: synthetic {sa.shape[-1]} vs real {ra.shape[-1]}")
+    if value_range is None and (sa.dtype == np.uint8) != (ra.dtype == np.uint8):
+        other = ra if sa.dtype == np.uint8 else sa
+        if float(other.min()) >= 0.0 and float(other.max()) <= 1.0:
+            # uint8 next to floats in [0, 1]: bring the uint8 set to [0, 1] first
+            sa = sa / 255.0 if sa.dtype == np.uint8 else sa
+            ra = ra / 255.0 if ra.dtype == np.uint8 else ra
+        else:
+            raise ValueError(
+                "one image set is uint8 and the other is not in [0, 1]: pass value_range=(lo, hi) "
+                "so both are measured on the same scale"
+            )
+    vr, vr_src = _resolve_range([sa, ra], value_range)
+    kw = dict(value_range=vr, fg_threshold=fg_threshold, border=border)
+    at_s = image_attributes(sa, boxes=boxes, masks=masks, **kw)
+    at_r = image_attributes(ra, boxes=real_boxes, masks=real_masks, **kw)
+    if boxes is not None:
+        foreground = "boxes"
+    elif masks is not None:
+        foreground = "masks"
+    else:
+        foreground = f"threshold {fg_threshold} vs border colour"
+    return {
+        "n_synthetic": int(sa.shape[0]),
+        "n_real": int(ra.shape[0]),
+        "value_range": [float(vr[0]), float(vr[1])],
+        "value_range_source": vr_src,
+        "foreground": foreground,
+        **compare_attributes(at_s, at_r, ks_threshold=ks_threshold, alpha=alpha,
+                             consistency_ratio=consistency_ratio, bins=bins),
     }
 
 
@@ -272,15 +333,8 @@ def plot_attribute_distributions(
             vs = np.asarray(as_numpy(result_or_arrays["synthetic"][nm]), float)
             vr_ = np.asarray(as_numpy(result_or_arrays["real"][nm]), float)
             vs, vr_ = vs[np.isfinite(vs)], vr_[np.isfinite(vr_)]
-            if vs.size == 0 or vr_.size == 0:
-                continue
-            lo, hi = min(vs.min(), vr_.min()), max(vs.max(), vr_.max())
-            edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
-            hists[nm] = {
-                "edges": edges.tolist(),
-                "synthetic": np.histogram(vs, edges)[0].tolist(),
-                "real": np.histogram(vr_, edges)[0].tolist(),
-            }
+            if vs.size and vr_.size:
+                hists[nm] = _histograms(vs, vr_, bins)
     else:
         raise TypeError("expected an attribute_audit result, {'synthetic':…, 'real':…}, or (synth, real) images")
     names = [a for a in (attributes or list(hists)) if a in hists]
