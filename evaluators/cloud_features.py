@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .attributes import compare_attributes
+
 __all__ = ["d2_descriptor", "cloud_attribute_values", "cloud_attributes"]
 
 
@@ -46,27 +48,13 @@ def cloud_attribute_values(clouds: np.ndarray) -> dict[str, np.ndarray]:
             "centroid_norm": np.linalg.norm(centroid, axis=1), "radius": radius}
 
 
-def cloud_attributes(synth: np.ndarray, real: np.ndarray) -> dict[str, Any]:
-    """Distributions of :func:`cloud_attribute_values`, synthetic vs real.
-
-    Per attribute (``attributes[name]``): means, stds, ``std_ratio`` (synthetic ÷ real),
-    Wasserstein distance and KS statistic; ``overly_consistent`` lists the attributes whose
-    std ratio is below 0.5 (synthetic clouds far more alike than real ones).
-    """
-    from scipy.stats import ks_2samp, wasserstein_distance
-
-    a, b = cloud_attribute_values(synth), cloud_attribute_values(real)
-    result: dict[str, Any] = {"attributes": {}}
-    consistent = []
-    for name in a:
-        std_ratio = float(a[name].std() / (b[name].std() + 1e-12))
-        result["attributes"][name] = {
-            "synthetic_mean": float(a[name].mean()), "real_mean": float(b[name].mean()),
-            "synthetic_std": float(a[name].std()), "real_std": float(b[name].std()), "std_ratio": std_ratio,
-            "wasserstein": float(wasserstein_distance(a[name], b[name])),
-            "ks_statistic": float(ks_2samp(a[name], b[name]).statistic),
-        }
-        if std_ratio < 0.5:
-            consistent.append(name)
-    result["overly_consistent"] = consistent
-    return result
+def cloud_attributes(synth: np.ndarray, real: np.ndarray, ks_threshold: float = 0.2, alpha: float = 0.01,
+                     consistency_ratio: float = 0.5) -> dict[str, Any]:
+    """Distributions of :func:`cloud_attribute_values`, synthetic vs real: the keys of
+    ``attributes.compare_attributes`` (per attribute means, stds, ``std_ratio``,
+    Wasserstein, KS; ``shifted`` and ``overly_consistent`` lists) without its histograms,
+    plus ``n_synthetic, n_real``."""
+    result = compare_attributes(cloud_attribute_values(synth), cloud_attribute_values(real),
+                                ks_threshold=ks_threshold, alpha=alpha, consistency_ratio=consistency_ratio)
+    result.pop("histograms")
+    return {"n_synthetic": int(len(synth)), "n_real": int(len(real)), **result}

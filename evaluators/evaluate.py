@@ -167,7 +167,8 @@ def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> 
         summary["near_duplicate_rate"] = div["near_duplicate_rate"]
         summary["mode_collapse"] = div["flag_mode_collapse"]
     if "attributes" in evaluators:
-        details["attributes"] = cloud_attributes(synth, np.concatenate([real_train, real_test]))
+        details["attributes"] = cloud_attributes(synth, np.concatenate([real_train, real_test]),
+                                                 **evaluators["attributes"])
         summary["overly_consistent"] = details["attributes"]["overly_consistent"]
     return {"modality": "points", "summary": summary, "details": details, "notes": notes,
             "class_counts": counts}

@@ -47,4 +47,6 @@ def test_cloud_attributes_flag_clouds_all_of_one_size():
     flagged = cloud_attributes(same_size, real)
     assert {"extent_x", "radius"} <= set(flagged["overly_consistent"])
     assert flagged["attributes"]["radius"]["std_ratio"] < 0.25
-    assert not {"extent_x", "extent_y", "extent_z", "radius"} & set(cloud_attributes(varied, real)["overly_consistent"])
+    ok = cloud_attributes(varied, real)
+    assert not {"extent_x", "extent_y", "extent_z", "radius"} & (set(ok["overly_consistent"]) | set(ok["shifted"]))
+    assert "radius" in cloud_attributes(2.0 * varied, real)["shifted"]  # clouds twice too large
