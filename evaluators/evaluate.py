@@ -51,6 +51,30 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
     return result
 
 
+def _feature_audits(evaluators, feature_name: str, synth_feats, synth_labels, train_feats, test_feats, real_labels,
+                    content, summary: dict, details: dict) -> dict | None:
+    """The memorization and diversity audits, the same for every modality once samples are feature rows.
+    `content()` gives the raw samples whose hashes find exact duplicates (called only for diversity).
+    Returns the memorization result, for its worst-pair picture (None when it was not asked for)."""
+    from .diversity import diversity_audit
+    from .memorization import memorization_audit
+
+    memo = None
+    if "memorization" in evaluators:
+        memo = memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats, feature_name=feature_name,
+                                  **evaluators["memorization"])
+        details["memorization"] = memo
+        summary["near_copy_fraction"] = memo["near_copy_fraction"]
+    if "diversity" in evaluators:
+        div = diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
+                              real_labels=real_labels, content=content(), feature_name=feature_name,
+                              **evaluators["diversity"])
+        details["diversity"] = div
+        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
+        summary["mode_collapse"] = div["flag_mode_collapse"]
+    return memo
+
+
 # -- point clouds ------------------------------------------------------------------------------
 def _clouds(table) -> tuple[np.ndarray, list[str]]:
     values, offsets = ds.fixed_list_to_numpy(table.column("points"))
@@ -102,8 +126,6 @@ def _subsample(clouds: np.ndarray, labels: list[str], count: int, points: int, r
 def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> dict[str, Any]:
     from . import pointcloud_metrics
     from .cloud_features import cloud_attributes, d2_descriptor
-    from .diversity import diversity_audit
-    from .memorization import memorization_audit
 
     synth, synth_labels = _clouds(table)
     real_train, real_train_labels, real_test, real_test_labels = load_reference_clouds(
@@ -147,25 +169,13 @@ def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> 
         dropped = sorted(set(synth_labels) - set(shared))
         if dropped:
             notes.append(f"CAS ignores synthetic classes absent from the reference: {dropped}")
-    need_features = {"memorization", "diversity"} & set(evaluators)
-    if need_features:
-        synth_feats = d2_descriptor(synth, seed=seed)
-        train_feats = d2_descriptor(real_train, seed=seed)
-        test_feats = d2_descriptor(real_test, seed=seed)
-    if "memorization" in evaluators:
-        memo = memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
-                                  feature_name="d2-shape-distribution-32", **evaluators["memorization"])
-        details["memorization"] = memo
-        summary["near_copy_fraction"] = memo["near_copy_fraction"]
-        _plot_cloud_pairs(synth, real_train, memo["worst_pairs"][:8], out_dir / "worst_pairs.png")
-    if "diversity" in evaluators:
-        div = diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
-                              real_labels=real_train_labels + real_test_labels,
-                              content=[c.tobytes() for c in synth], feature_name="d2-shape-distribution-32",
-                              **evaluators["diversity"])
-        details["diversity"] = div
-        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
-        summary["mode_collapse"] = div["flag_mode_collapse"]
+    if {"memorization", "diversity"} & set(evaluators):
+        synth_feats, train_feats, test_feats = (d2_descriptor(c, seed=seed) for c in (synth, real_train, real_test))
+        memo = _feature_audits(evaluators, "d2-shape-distribution-32", synth_feats, synth_labels, train_feats,
+                               test_feats, real_train_labels + real_test_labels, lambda: [c.tobytes() for c in synth],
+                               summary, details)
+        if memo is not None:
+            _plot_cloud_pairs(synth, real_train, memo["worst_pairs"][:8], out_dir / "worst_pairs.png")
     if "attributes" in evaluators:
         details["attributes"] = cloud_attributes(synth, np.concatenate([real_train, real_test]),
                                                  **evaluators["attributes"])
@@ -280,9 +290,8 @@ def _features(extractor, batches) -> np.ndarray:
 def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cache: Path) -> dict[str, Any]:
     from .attributes import attribute_audit, plot_attribute_distributions
     from .cas import classification_accuracy_score
-    from .diversity import diversity_audit
     from .image_metrics import evaluate_images
-    from .memorization import memorization_audit, plot_worst_pairs
+    from .memorization import plot_worst_pairs
 
     # Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
     # MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
@@ -316,24 +325,14 @@ def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cac
     if {"memorization", "diversity"} & set(evaluators):
         synth_feats = _features(extractor, _image_batches(table))
         train_feats, test_feats = (_features(extractor, x.split(BATCH)) for x in (real_train, real_test))
-    if "memorization" in evaluators:
-        memo = memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
-                                  feature_name=extractor.name, **evaluators["memorization"])
-        details["memorization"] = memo
-        summary["near_copy_fraction"] = memo["near_copy_fraction"]
-        worst = memo["worst_pairs"][:16]
-        shown = _decode(table.column("image").take([p["synth_index"] for p in worst]).to_pylist())
-        plot_worst_pairs(shown, real_train, [(k, p["train_index"], p["distance"]) for k, p in enumerate(worst)],
-                         str(out_dir / "worst_pairs.png"))
-    if "diversity" in evaluators:
-        div = diversity_audit(synth_feats, all_labels, real_feats=np.concatenate([train_feats, test_feats]),
-                              real_labels=real_train_labels + real_test_labels,
-                              content=[item["bytes"] for item in table.column("image").to_pylist()],
-                              feature_name=extractor.name,
-                              **evaluators["diversity"])
-        details["diversity"] = div
-        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
-        summary["mode_collapse"] = div["flag_mode_collapse"]
+        memo = _feature_audits(evaluators, extractor.name, synth_feats, all_labels, train_feats, test_feats,
+                               real_train_labels + real_test_labels,
+                               lambda: [item["bytes"] for item in table.column("image").to_pylist()], summary, details)
+        if memo is not None:
+            worst = memo["worst_pairs"][:16]
+            shown = _decode(table.column("image").take([p["synth_index"] for p in worst]).to_pylist())
+            plot_worst_pairs(shown, real_train, [(k, p["train_index"], p["distance"]) for k, p in enumerate(worst)],
+                             str(out_dir / "worst_pairs.png"))
     if "attributes" in evaluators:
         attrs = attribute_audit(synth, torch.cat([real_train, real_test]), value_range=(0.0, 1.0),
                                 **evaluators["attributes"])
