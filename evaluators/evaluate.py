@@ -51,6 +51,30 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
     return result
 
 
+def _feature_audits(evaluators, feature_name: str, synth_feats, synth_labels, train_feats, test_feats, real_labels,
+                    content, summary: dict, details: dict) -> dict | None:
+    """The memorization and diversity audits, the same for every modality once samples are feature rows.
+    `content()` gives the raw samples whose hashes find exact duplicates (called only for diversity).
+    Returns the memorization result, for its worst-pair picture (None when it was not asked for)."""
+    from .diversity import diversity_audit
+    from .memorization import memorization_audit
+
+    memo = None
+    if "memorization" in evaluators:
+        memo = memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats, feature_name=feature_name,
+                                  **evaluators["memorization"])
+        details["memorization"] = memo
+        summary["near_copy_fraction"] = memo["near_copy_fraction"]
+    if "diversity" in evaluators:
+        div = diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
+                              real_labels=real_labels, content=content(), feature_name=feature_name,
+                              **evaluators["diversity"])
+        details["diversity"] = div
+        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
+        summary["mode_collapse"] = div["flag_mode_collapse"]
+    return memo
+
+
 # -- point clouds ------------------------------------------------------------------------------
 def _clouds(table) -> tuple[np.ndarray, list[str]]:
     values, offsets = ds.fixed_list_to_numpy(table.column("points"))
@@ -93,19 +117,6 @@ def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 16, s
     return clouds[parity == 0], list(labels[parity == 0]), clouds[parity == 1], list(labels[parity == 1])
 
 
-def d2_descriptor(clouds: np.ndarray, bins: int = 32, pairs: int = 2048, seed: int = 0) -> np.ndarray:
-    """Osada et al.'s D2 shape distribution: the histogram of distances between random point
-    pairs, scaled by each cloud's radius. Rotation-invariant, so audits see shape, not pose."""
-    rng = np.random.default_rng(seed)
-    n, m, _ = clouds.shape
-    i, j = rng.integers(0, m, size=(2, pairs))
-    centred = clouds - clouds.mean(axis=1, keepdims=True)
-    radius = np.linalg.norm(centred, axis=2).max(axis=1, keepdims=True) + 1e-12
-    dist = np.linalg.norm(centred[:, i] - centred[:, j], axis=2) / radius
-    hist = np.stack([np.histogram(d, bins=bins, range=(0.0, 2.0))[0] for d in dist]).astype(np.float64)
-    return hist / pairs
-
-
 def _subsample(clouds: np.ndarray, labels: list[str], count: int, points: int, rng) -> tuple[np.ndarray, list]:
     pick = np.sort(rng.choice(len(clouds), size=min(count, len(clouds)), replace=False))
     cols = np.sort(rng.choice(clouds.shape[1], size=min(points, clouds.shape[1]), replace=False))
@@ -113,7 +124,8 @@ def _subsample(clouds: np.ndarray, labels: list[str], count: int, points: int, r
 
 
 def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> dict[str, Any]:
-    from . import audits, pointcloud_metrics
+    from . import pointcloud_metrics
+    from .cloud_features import cloud_attributes, d2_descriptor
 
     synth, synth_labels = _clouds(table)
     real_train, real_train_labels, real_test, real_test_labels = load_reference_clouds(
@@ -157,59 +169,19 @@ def _evaluate_points(table, reference, evaluators, out_dir: Path, seed: int) -> 
         dropped = sorted(set(synth_labels) - set(shared))
         if dropped:
             notes.append(f"CAS ignores synthetic classes absent from the reference: {dropped}")
-    need_features = {"memorization", "diversity"} & set(evaluators)
-    if need_features:
-        synth_feats = d2_descriptor(synth, seed=seed)
-        train_feats = d2_descriptor(real_train, seed=seed)
-        test_feats = d2_descriptor(real_test, seed=seed)
-    if "memorization" in evaluators:
-        memo = audits.memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
-                                         feature_name="d2-shape-distribution-32", **evaluators["memorization"])
-        details["memorization"] = memo
-        summary["near_copy_fraction"] = memo["near_copy_fraction"]
-        _plot_cloud_pairs(synth, real_train, memo["worst_pairs"][:8], out_dir / "worst_pairs.png")
-    if "diversity" in evaluators:
-        div = audits.diversity_audit(synth_feats, synth_labels, real_feats=np.concatenate([train_feats, test_feats]),
-                                     real_labels=real_train_labels + real_test_labels,
-                                     content=[c.tobytes() for c in synth], feature_name="d2-shape-distribution-32",
-                                     **evaluators["diversity"])
-        details["diversity"] = div
-        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
-        summary["mode_collapse"] = div["flag_mode_collapse"]
+    if {"memorization", "diversity"} & set(evaluators):
+        synth_feats, train_feats, test_feats = (d2_descriptor(c, seed=seed) for c in (synth, real_train, real_test))
+        memo = _feature_audits(evaluators, "d2-shape-distribution-32", synth_feats, synth_labels, train_feats,
+                               test_feats, real_train_labels + real_test_labels, lambda: [c.tobytes() for c in synth],
+                               summary, details)
+        if memo is not None:
+            _plot_cloud_pairs(synth, real_train, memo["worst_pairs"][:8], out_dir / "worst_pairs.png")
     if "attributes" in evaluators:
-        details["attributes"] = _cloud_attributes(synth, np.concatenate([real_train, real_test]))
+        details["attributes"] = cloud_attributes(synth, np.concatenate([real_train, real_test]),
+                                                 **evaluators["attributes"])
         summary["overly_consistent"] = details["attributes"]["overly_consistent"]
     return {"modality": "points", "summary": summary, "details": details, "notes": notes,
             "class_counts": counts}
-
-
-def _cloud_attributes(synth: np.ndarray, real: np.ndarray) -> dict[str, Any]:
-    """Simple geometric attributes (extent per axis, centroid, radius), synthetic vs real."""
-    from scipy.stats import ks_2samp, wasserstein_distance
-
-    def attributes(clouds):
-        extent = clouds.max(axis=1) - clouds.min(axis=1)
-        centroid = clouds.mean(axis=1)
-        radius = np.linalg.norm(clouds - centroid[:, None], axis=2).max(axis=1)
-        return {"extent_x": extent[:, 0], "extent_y": extent[:, 1], "extent_z": extent[:, 2],
-                "centroid_x": centroid[:, 0], "centroid_y": centroid[:, 1], "centroid_z": centroid[:, 2],
-                "radius": radius}
-
-    a, b = attributes(synth), attributes(real)
-    result: dict[str, Any] = {"attributes": {}}
-    consistent = []
-    for name in a:
-        std_ratio = float(a[name].std() / (b[name].std() + 1e-12))
-        result["attributes"][name] = {
-            "synthetic_mean": float(a[name].mean()), "real_mean": float(b[name].mean()),
-            "synthetic_std": float(a[name].std()), "real_std": float(b[name].std()), "std_ratio": std_ratio,
-            "wasserstein": float(wasserstein_distance(a[name], b[name])),
-            "ks_statistic": float(ks_2samp(a[name], b[name]).statistic),
-        }
-        if std_ratio < 0.5:
-            consistent.append(name)
-    result["overly_consistent"] = consistent
-    return result
 
 
 def _plot_cloud_pairs(synth: np.ndarray, train: np.ndarray, pairs: list[dict], path: Path) -> None:
@@ -316,9 +288,10 @@ def _features(extractor, batches) -> np.ndarray:
 
 
 def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cache: Path) -> dict[str, Any]:
-    from . import audits
+    from .attributes import attribute_audit, plot_attribute_distributions
     from .cas import classification_accuracy_score
     from .image_metrics import evaluate_images
+    from .memorization import plot_worst_pairs
 
     # Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
     # MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
@@ -352,30 +325,20 @@ def _evaluate_images(table, reference, evaluators, out_dir: Path, seed: int, cac
     if {"memorization", "diversity"} & set(evaluators):
         synth_feats = _features(extractor, _image_batches(table))
         train_feats, test_feats = (_features(extractor, x.split(BATCH)) for x in (real_train, real_test))
-    if "memorization" in evaluators:
-        memo = audits.memorization_audit(synth_feats, train_feats, real_holdout_feats=test_feats,
-                                         feature_name=extractor.name, **evaluators["memorization"])
-        details["memorization"] = memo
-        summary["near_copy_fraction"] = memo["near_copy_fraction"]
-        worst = memo["worst_pairs"][:16]
-        shown = _decode(table.column("image").take([p["synth_index"] for p in worst]).to_pylist())
-        audits.plot_worst_pairs(shown, real_train, [(k, p["train_index"], p["distance"]) for k, p in enumerate(worst)],
-                                str(out_dir / "worst_pairs.png"))
-    if "diversity" in evaluators:
-        div = audits.diversity_audit(synth_feats, all_labels, real_feats=np.concatenate([train_feats, test_feats]),
-                                     real_labels=real_train_labels + real_test_labels,
-                                     content=[item["bytes"] for item in table.column("image").to_pylist()],
-                                     feature_name=extractor.name,
-                                     **evaluators["diversity"])
-        details["diversity"] = div
-        summary["near_duplicate_rate"] = div["near_duplicate_rate"]
-        summary["mode_collapse"] = div["flag_mode_collapse"]
+        memo = _feature_audits(evaluators, extractor.name, synth_feats, all_labels, train_feats, test_feats,
+                               real_train_labels + real_test_labels,
+                               lambda: [item["bytes"] for item in table.column("image").to_pylist()], summary, details)
+        if memo is not None:
+            worst = memo["worst_pairs"][:16]
+            shown = _decode(table.column("image").take([p["synth_index"] for p in worst]).to_pylist())
+            plot_worst_pairs(shown, real_train, [(k, p["train_index"], p["distance"]) for k, p in enumerate(worst)],
+                             str(out_dir / "worst_pairs.png"))
     if "attributes" in evaluators:
-        attrs = audits.attribute_audit(synth, torch.cat([real_train, real_test]), value_range=(0.0, 1.0),
-                                       **evaluators["attributes"])
+        attrs = attribute_audit(synth, torch.cat([real_train, real_test]), value_range=(0.0, 1.0),
+                                **evaluators["attributes"])
         attrs.pop("histograms", None)
         details["attributes"] = attrs
         summary["overly_consistent"] = attrs["overly_consistent"]
-        audits.plot_attribute_distributions((synth, torch.cat([real_train, real_test])),
-                                            str(out_dir / "attributes.png"), value_range=(0.0, 1.0))
+        plot_attribute_distributions((synth, torch.cat([real_train, real_test])),
+                                     str(out_dir / "attributes.png"), value_range=(0.0, 1.0))
     return {"modality": "images", "summary": summary, "details": details, "notes": notes, "class_counts": counts}

