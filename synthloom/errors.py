@@ -19,3 +19,7 @@ class DatasetError(SynthloomError):
 
 class ModelError(SynthloomError):
     """A model (feature extractor, classifier, checkpoint) is missing or cannot be loaded."""
+
+
+class FeatureError(SynthloomError):
+    """A column's declared feature does not fit its values (wrong shape, dtype, class, image)."""
