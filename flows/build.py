@@ -61,7 +61,7 @@ def generate_shard(recipe_json: dict[str, Any], recipe_sha256: str, prepared: di
     recipe = parse_recipe(recipe_json)
     generator = make_generator(recipe.generator.kind, recipe.generator.params)
     generator.prepared = prepared
-    schema = ds.dataset_schema(generator.schema())
+    features = ds.dataset_schema(generator.features())
     rows = []
     for offset, row in enumerate(generator.generate(shard)):
         row["id"] = f"{shard.split}-{shard.start + offset:08d}"
@@ -69,7 +69,7 @@ def generate_shard(recipe_json: dict[str, Any], recipe_sha256: str, prepared: di
         row["generator"] = recipe.generator.kind
         row["recipe_sha256"] = recipe_sha256
         rows.append(row)
-    table = ds.rows_to_table(rows, schema)
+    table = ds.rows_to_table(rows, features)
     record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
     return {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
 
@@ -259,6 +259,7 @@ def _manifest(recipe: Recipe, fingerprint: str, prepared: dict[str, Any], record
         "labelers": [l.kind for l in recipe.labelers],
         "skipped": {"count": len(skipped), "items": skipped},
         "schema": ds.schema_text(_schema_of(staging, records)),
+        "features": ds.read_features(_schema_of(staging, records)).to_json(),
         "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256")} for r in records],
         "metrics": {},
         "status": "accepted",

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from synthloom.errors import GeneratorError
+from synthloom.features import Features
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class GeneratorParams(BaseModel):
 
 
 class Generator:
-    """Base class. Subclasses set `name`, `Params`, `schema` and implement the two steps."""
+    """Base class. Subclasses set `name`, `Params`, `features` and implement the two steps."""
 
     name: ClassVar[str]
     Params: ClassVar[type[GeneratorParams]]
@@ -82,8 +82,9 @@ class Generator:
                 raise GeneratorError(f"{self.name}: " + "; ".join(problems)) from None
         self.prepared: dict[str, Any] | None = None
 
-    def schema(self) -> pa.Schema:
-        """The generator's own columns (the writer adds id/split/provenance)."""
+    def features(self) -> Features:
+        """The generator's own typed columns (the writer adds id/split/provenance). May need
+        `prepare` to have run (class names come from the assets)."""
         raise NotImplementedError
 
     def prepare(self, ctx: BuildContext) -> dict[str, Any]:
