@@ -14,7 +14,6 @@ References:
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 
 from synthloom import dataset as ds
 from synthloom.errors import DatasetError, ModelError
+from synthloom.features import Image, Points, decode_image, feature_of
 
 from .gates import EVALUATORS
 
@@ -41,12 +41,16 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
     out_dir = Path(out_dir) if out_dir else version_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     table = ds.read_table(version_dir, manifest, split)
-    if "points" in table.column_names:
-        result = _evaluate_points(table, reference, evaluators, out_dir, seed)
-    elif "image" in table.column_names:
-        result = _evaluate_images(table, reference, evaluators, out_dir, seed, version_dir.parent / ".cache")
+    features = ds.read_features(table, manifest)  # the pipeline follows the feature type, not a column name
+    clouds = next((n for n in features.columns_of(Points) if features[n].dtype.startswith("float")), None)
+    images = feature_of(features, Image)
+    if clouds is not None:
+        result = _evaluate_points(_canonical(table, clouds, "points"), reference, evaluators, out_dir, seed)
+    elif images is not None:
+        result = _evaluate_images(_canonical(table, images, "image"), reference, evaluators, out_dir, seed,
+                                  version_dir.parent / ".cache")
     else:
-        raise DatasetError(f"{version_dir}: nothing to evaluate (no 'points' or 'image' column)")
+        raise DatasetError(f"{version_dir}: nothing to evaluate (no Points or Image column)")
     result.update(reference=str(reference), split=split, evaluators=sorted(evaluators))
     return result
 
@@ -73,6 +77,14 @@ def _feature_audits(evaluators, feature_name: str, synth_feats, synth_labels, tr
         summary["near_duplicate_rate"] = div["near_duplicate_rate"]
         summary["mode_collapse"] = div["flag_mode_collapse"]
     return memo
+
+
+def _canonical(table, column: str, name: str):
+    """The table with the typed column under the name the pipelines read."""
+    if column == name:
+        return table
+    table = table.drop_columns([name]) if name in table.column_names else table
+    return table.rename_columns([name if c == column else c for c in table.column_names])
 
 
 # -- point clouds ------------------------------------------------------------------------------
@@ -201,15 +213,9 @@ BATCH = 256
 
 
 def _decode(items: list) -> torch.Tensor:
-    from PIL import Image
-
-    arrays = []
-    for item in items:
-        with Image.open(io.BytesIO(item["bytes"])) as image:
-            arrays.append(np.asarray(image.convert("L") if image.mode in ("L", "I", "1") else image.convert("RGB")))
-    stacked = np.stack(arrays)
-    stacked = stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
-    return torch.from_numpy(stacked).float() / 255.0
+    # synthloom's one PNG decoder; the metrics take 1 (grayscale) or 3 channels, so alpha is dropped.
+    stacked = np.stack([decode_image(item["bytes"])[:, :, :3] for item in items])
+    return torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))).float() / 255.0
 
 
 def _label_names(table) -> list[str]:

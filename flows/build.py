@@ -150,7 +150,7 @@ def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepa
     """Generate one shard and write it into the staging folder; return its manifest record."""
     recipe = parse_recipe(recipe_json)
     generator = loaded_generator(recipe.generator.kind, recipe.generator.params, prepared, device)
-    schema = ds.dataset_schema(generator.schema())
+    features = ds.dataset_schema(generator.features())
     with device_slots(generator.resources, device):
         rows = []
         for offset, row in enumerate(generator.generate(shard)):
@@ -159,7 +159,7 @@ def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepa
             row["generator"] = recipe.generator.kind
             row["generation_sha256"] = generation
             rows.append(row)
-    table = ds.rows_to_table(rows, schema)
+    table = ds.rows_to_table(rows, features)
     record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
     return {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
 
@@ -344,6 +344,7 @@ def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]]
         "labelers": [l.kind for l in recipe.labelers],
         "skipped": {"count": len(prepared.skipped), "items": [s.model_dump() for s in prepared.skipped]},
         "schema": ds.schema_text(_schema_of(staging, records)),
+        "features": ds.read_features(_schema_of(staging, records)).to_json(),
         "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256")} for r in records],
         "metrics": {},
         # A version with evaluators or gates is not accepted until it has passed them.

@@ -27,6 +27,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from synthloom.errors import GeneratorError, describe_validation_error
+from synthloom.features import Features
 from synthloom.models import ModelStore
 
 
@@ -134,7 +135,7 @@ class GeneratorParams(BaseModel):
 
 
 class Generator:
-    """Base class. Subclasses set `name`, `Params`, their columns, and implement prepare/generate."""
+    """Base class. Subclasses set `name`, `Params`, `features()` and implement prepare/generate."""
 
     name: ClassVar[str]
     Params: ClassVar[type[GeneratorParams]]
@@ -168,8 +169,9 @@ class Generator:
         """A rough size of one written sample, to refuse absurd builds up front (None: unknown)."""
         return None
 
-    def schema(self) -> pa.Schema:
-        """The generator's own columns (the writer adds id/split/provenance)."""
+    def features(self) -> Features:
+        """The generator's own typed columns (the writer adds id/split/provenance). May need
+        `prepare` to have run (class names come from the assets)."""
         raise NotImplementedError
 
     def prepare(self, ctx: BuildContext) -> Prepared:

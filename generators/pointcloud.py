@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import numpy as np
-import pyarrow as pa
 import trimesh
 from pydantic import Field, field_validator
 
 from synthloom.errors import GeneratorError
+from synthloom.features import ClassLabel, Features, Points, Value
 from synthloom.provenance import sha256_file
 
 from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, SkippedInput, input_fingerprint
@@ -132,29 +132,26 @@ def _mesh_sha256(mesh: trimesh.Trimesh) -> str:
     return digest.hexdigest()
 
 
-POINT = pa.list_(pa.float32(), 3)
-COLOR = pa.list_(pa.uint8(), 3)
-
-
 class PointCloudGenerator(Generator):
     name = "pointcloud"
     Params = PointCloudParams
     params: PointCloudParams
 
-    def schema(self) -> pa.Schema:
-        return pa.schema(
-            [
-                ("label", pa.int64()),
-                ("label_name", pa.string()),
-                ("points", pa.list_(POINT)),
-                ("point_normals", pa.list_(POINT)),
-                ("point_colors", pa.list_(COLOR)),
-                ("source", pa.string()),
-                ("source_sha256", pa.string()),
-                ("seed", pa.int64()),
-                ("params", pa.string()),
-            ]
-        )
+    def features(self) -> Features:
+        if self.prepared is None:
+            raise GeneratorError("pointcloud: features() needs the class names, known only after prepare()")
+        size = self.params.num_points
+        return Features({
+            "label": ClassLabel(names=self.prepared.classes),
+            "label_name": Value("string"),
+            "points": Points(3, "float32", size=size),
+            "point_normals": Points(3, "float32", size=size),
+            "point_colors": Points(3, "uint8", size=size),
+            "source": Value("string"),
+            "source_sha256": Value("string"),
+            "seed": Value("int64"),
+            "params": Value("string"),
+        })
 
     # -- prepare ---------------------------------------------------------------------------
     def bytes_per_sample(self) -> int:

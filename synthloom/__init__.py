@@ -4,11 +4,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "__version__"]
+__all__ = ["load", "collate_fn", "__version__"]
 
 
-def load(path, split="train", columns=None):
-    """Open a dataset as a torch `Dataset` (see `synthloom.reader.SynthDataset`)."""
+def load(path, split="train", columns=None, image_format="uint8"):
+    """Open a dataset as a torch `Dataset` (see `synthloom.reader.SynthDataset`): images as CHW
+    tensors, uint8 or float in [0, 1] (`image_format="float"`)."""
     from .reader import load as _load  # torch is imported only when a dataset is loaded
 
-    return _load(path, split=split, columns=columns)
+    return _load(path, split=split, columns=columns, image_format=image_format)
+
+
+def collate_fn(batch):
+    """`DataLoader(..., collate_fn=synthloom.collate_fn)`: stacks tensors of one shape, keeps lists
+    for variable-size values such as bounding boxes (see `synthloom.reader.collate_fn`)."""
+    from .reader import collate_fn as _collate_fn
+
+    return _collate_fn(batch)

@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from .features import Features
+
 
 def size_category(rows: int) -> str:
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
@@ -15,8 +17,23 @@ def size_category(rows: int) -> str:
     return "n>1M"
 
 
-def dataset_card(manifest: dict[str, Any]) -> str:
+def features_table(features: Features) -> list[str]:
+    """Markdown rows: each column, its synthloom feature and what Hugging Face `datasets` reads it as."""
+    lines = ["| column | feature | `datasets` type |", "| --- | --- | --- |"]
+    for name, feature in features.items():
+        hf = feature.hf_json()
+        hf_type = hf["_type"] + (f"({hf['dtype']})" if "dtype" in hf and "shape" not in hf else "")
+        if "shape" in hf:
+            hf_type += f"(shape={tuple(hf['shape'])}, dtype={hf['dtype']})"
+        lines.append(f"| `{name}` | {feature.describe().replace('|', '/')} | {hf_type} |")
+    return lines
+
+
+def dataset_card(manifest: dict[str, Any], features: Features | None = None) -> str:
+    """The card's text; `features` default to the manifest's record of them."""
     recipe = manifest["recipe"]
+    if features is None and manifest.get("features"):
+        features = Features.from_json(manifest["features"])
     splits: dict[str, int] = {}
     for shard in manifest["shards"]:
         splits[shard["split"]] = splits.get(shard["split"], 0) + shard["rows"]
@@ -39,9 +56,12 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     lines += [f"| {s} | {n} |" for s, n in splits.items()]
     if manifest.get("classes"):
         lines += ["", "## Classes", "", ", ".join(f"`{c}`" for c in manifest["classes"])]
-    lines += ["", "## Load it", "", "```python", "import synthloom",
+    if features:
+        lines += ["", "## Features", ""] + features_table(features)
+    lines += ["", "## Load it", "", "```python", "import synthloom, torch",
               f"train = synthloom.load('{recipe['name']}/{manifest['version']}', split='train')  # torch Dataset",
-              "", "import datasets",
+              "loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, collate_fn=synthloom.collate_fn)",
+              "", "import datasets  # no synthloom needed: images, class names and arrays are typed",
               f"ds = datasets.load_dataset('parquet', data_dir='{recipe['name']}/{manifest['version']}/data')",
               "```"]
     metrics = manifest.get("metrics") or {}

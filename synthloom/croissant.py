@@ -7,6 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .features import Array, BoundingBoxes, ClassLabel, Feature, Features, Image, Points, Value
+
 CONTEXT = {
     "@language": "en",
     "@vocab": "https://schema.org/",
@@ -49,29 +51,63 @@ CONTEXT = {
     "transform": "cr:transform",
 }
 
-SCALAR_TYPES = {
-    "string": "sc:Text",
-    "int64": "sc:Integer",
-    "int32": "sc:Integer",
-    "double": "sc:Float",
-    "float": "sc:Float",
-    "bool": "sc:Boolean",
-}
+def _data_type(dtype: str) -> str:
+    if dtype == "bool":
+        return "sc:Boolean"
+    return "sc:Integer" if dtype[0] in "iu" else "sc:Float" if dtype[0] == "f" else "sc:Text"
 
 
-def croissant_metadata(manifest: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
+def _source(column: str, json_path: str | None = None) -> dict[str, Any]:
+    source: dict[str, Any] = {"fileSet": {"@id": "parquet-shards"}, "extract": {"column": column}}
+    if json_path:
+        source["transform"] = {"jsonPath": json_path}
+    return source
+
+
+def _shape_text(shape: tuple) -> str:
+    return ",".join("-1" if d is None else str(d) for d in shape)
+
+
+def feature_field(name: str, feature: Feature, record_set: str = "default") -> dict[str, Any]:
+    """The Croissant field of one column, by its feature type."""
+    field: dict[str, Any] = {"@type": "cr:Field", "@id": f"{record_set}/{name}", "name": name,
+                             "source": _source(name)}
+    if isinstance(feature, Image):
+        field.update(dataType="sc:ImageObject", source=_source(name, "bytes"),
+                     description="PNG image (Hugging Face Image struct: bytes, path)")
+    elif isinstance(feature, ClassLabel):
+        field.update(dataType="sc:Integer",
+                     description="class index: " + ", ".join(f"{i}={n}" for i, n in enumerate(feature.names)))
+    elif isinstance(feature, (Points, Array)):
+        field.update(dataType=_data_type(feature.dtype), isArray=True, arrayShape=_shape_text(feature.shape),
+                     description=feature.describe())
+    elif isinstance(feature, BoundingBoxes):
+        parts = {"bbox": ("sc:Float", "box [x, y, width, height] in pixels (COCO)"),
+                 "category": ("sc:Integer", "category index: " + ", ".join(
+                     f"{i}={n}" for i, n in enumerate(feature.categories))),
+                 "score": ("sc:Float", "detector score; null for ground truth")}
+        field.update(isArray=True, arrayShape="-1", description=feature.describe())
+        field.pop("source")
+        field["subField"] = []
+        for part, (data_type, description) in parts.items():
+            sub = {"@type": "cr:Field", "@id": f"{record_set}/{name}/{part}", "name": part, "dataType": data_type,
+                   "description": description, "source": _source(name, part)}
+            if part == "bbox":
+                sub.update(isArray=True, arrayShape="4")
+            field["subField"].append(sub)
+    elif isinstance(feature, Value):
+        field["dataType"] = _data_type(feature.dtype)
+    else:  # Text and any other string-like feature
+        field["dataType"] = "sc:Text"
+    return field
+
+
+def croissant_metadata(manifest: dict[str, Any], schema: pa.Schema | Features) -> dict[str, Any]:
     recipe = manifest["recipe"]
     name = recipe["name"]
-    fields = []
-    for field in schema:
-        if str(field.type) in SCALAR_TYPES:
-            fields.append({
-                "@type": "cr:Field",
-                "@id": f"default/{field.name}",
-                "name": field.name,
-                "dataType": SCALAR_TYPES[str(field.type)],
-                "source": {"fileSet": {"@id": "parquet-shards"}, "extract": {"column": field.name}},
-            })
+    features = schema if isinstance(schema, Features) else \
+        Features.from_arrow_schema(schema, class_names=manifest.get("classes"))
+    fields = [feature_field(column, feature) for column, feature in features.items()]
     shard_sizes = sum(s["bytes"] for s in manifest["shards"])
     generator = manifest["generator"]
     return {

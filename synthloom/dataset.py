@@ -37,8 +37,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DatasetError
+from .errors import DatasetError, FeatureError
 from .faults import crash_point
+from .features import SYNTHLOOM_KEY, Array, Features, Value, leaf_dtype
 from .provenance import sha256_file
 
 MANIFEST = "manifest.json"
@@ -47,40 +48,30 @@ LATEST = "latest"
 DATA_DIR = "data"
 TARGET_ROW_GROUP_BYTES = 128 * 1024 * 1024
 
-COMMON_HEAD = [pa.field("id", pa.string()), pa.field("split", pa.string())]
-COMMON_TAIL = [pa.field("generator", pa.string()), pa.field("generation_sha256", pa.string())]
+COMMON_HEAD = ("id", "split")
+COMMON_TAIL = ("generator", "generation_sha256")
 
 
-def dataset_schema(generator_schema: pa.Schema) -> pa.Schema:
-    """Full row schema: id/split, the generator's columns, then provenance columns."""
-    return pa.schema(COMMON_HEAD + list(generator_schema) + COMMON_TAIL)
+def dataset_schema(generator_features: Features | pa.Schema) -> Features:
+    """Every column of a row: id/split, the generator's (and labelers') features, then provenance.
+
+    A plain Arrow schema (generators written before typed features) is inferred column by column."""
+    if isinstance(generator_features, pa.Schema):
+        generator_features = Features.from_arrow_schema(generator_features)
+    taken = [name for name in COMMON_HEAD + COMMON_TAIL if name in generator_features]
+    if taken:
+        raise FeatureError(f"generator declares reserved column(s) {taken}; the writer adds them")
+    return Features({**{name: Value("string") for name in COMMON_HEAD}, **generator_features,
+                     **{name: Value("string") for name in COMMON_TAIL}})
 
 
 # -- writing -----------------------------------------------------------------------------------
-def _fixed_list_column(values: list, field_type: pa.DataType) -> pa.Array:
-    """list<fixed_size_list<T, k>> from a list of (n_i, k) numpy arrays or None, without Python loops
-    over points (pa.array on nested lists is ~100x slower)."""
-    inner: pa.FixedSizeListType = field_type.value_type
-    width = inner.list_size
-    numpy_type = inner.value_type.to_pandas_dtype()
-    lengths = np.array([0 if v is None else len(v) for v in values], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    present = [np.asarray(v, dtype=numpy_type).reshape(-1, width) for v in values if v is not None]
-    flat = np.concatenate(present).reshape(-1) if present else np.zeros(0, dtype=numpy_type)
-    points = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=inner.value_type), width)
-    mask = pa.array([v is None for v in values])
-    return pa.ListArray.from_arrays(pa.array(offsets), points, type=field_type, mask=mask)
-
-
-def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    columns = []
-    for field in schema:
-        values = [row.get(field.name) for row in rows]
-        if pa.types.is_list(field.type) and pa.types.is_fixed_size_list(field.type.value_type):
-            columns.append(_fixed_list_column(values, field.type))
-        else:
-            columns.append(pa.array(values, type=field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+def rows_to_table(rows: list[dict[str, Any]], features: Features | pa.Schema) -> pa.Table:
+    """Encode rows column by column; the schema carries the `huggingface` and `synthloom` feature
+    metadata, so every shard written from it describes itself."""
+    if isinstance(features, pa.Schema):
+        features = Features.from_arrow_schema(features)
+    return features.encode_table(rows)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -303,18 +294,23 @@ def read_table(version_dir: Path, manifest: dict[str, Any], split: str | None = 
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
+def read_features(table_or_schema: pa.Table | pa.Schema, manifest: dict[str, Any] | None = None) -> Features:
+    """The typed features of a shard (or table read from shards); older shards are inferred."""
+    schema = table_or_schema.schema if isinstance(table_or_schema, pa.Table) else table_or_schema
+    return Features.from_arrow_schema(schema, class_names=(manifest or {}).get("classes"))
+
+
 def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(values (total, k), offsets (rows+1,)) of a list<fixed_size_list<T,k>> column, zero-copy where possible."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if array.null_count == len(array) and len(array):
-        return np.zeros((0, array.type.value_type.list_size)), np.zeros(len(array) + 1, dtype=np.int64)
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    inner = array.values
-    width = inner.type.list_size
-    flat = inner.values.to_numpy(zero_copy_only=False)
-    start = inner.offset * width
-    values = flat[start: start + len(inner) * width].reshape(-1, width)
-    return values, offsets - offsets[0]
+    """(values (total, k), offsets (rows+1,)) of a point column: list<list<T>> (`Points`) or
+    list<fixed_size_list<T, k>> (shards written before typed features)."""
+    arrow = column.type.storage_type if isinstance(column.type, pa.ExtensionType) else column.type
+    rows = Array((None, None), leaf_dtype(arrow)).decode(column)
+    widths = rows.shapes[rows.valid & (rows.shapes[:, 0] > 0), 1]
+    fixed = arrow.value_type.list_size if pa.types.is_fixed_size_list(arrow.value_type) else 3
+    width = int(widths[0]) if len(widths) else fixed
+    if (widths != width).any():
+        raise FeatureError(f"point column has rows of different widths ({sorted(set(widths.tolist()))})")
+    return rows.values.reshape(-1, width), rows.starts // width
 
 
 # -- verifying ---------------------------------------------------------------------------------
@@ -353,7 +349,30 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def schema_text(schema: pa.Schema) -> str:
-    return schema.remove_metadata().to_string(show_field_metadata=False)
+    """The schema as the manifest records it and `verify` compares it: the Arrow types (HF extension
+    types as their storage and list children named alike, so a process that imported `datasets`
+    agrees with one that did not), then the synthloom feature records, so a shard that declares
+    other features (class names, shapes) is caught too. Shards without feature records give the
+    text they gave before typed features."""
+    fields = [pa.field(f.name, _canonical_type(f.type), f.nullable) for f in schema]
+    text = pa.schema(fields).to_string(show_field_metadata=False)
+    features = (schema.metadata or {}).get(SYNTHLOOM_KEY)
+    if features:
+        text += "\n-- synthloom features --\n" + json.dumps(json.loads(features), sort_keys=True)
+    return text
+
+
+def _canonical_type(arrow: pa.DataType) -> pa.DataType:
+    if isinstance(arrow, pa.ExtensionType):
+        return _canonical_type(arrow.storage_type)
+    if pa.types.is_list(arrow) or pa.types.is_large_list(arrow) or pa.types.is_fixed_size_list(arrow):
+        child = pa.field("element", _canonical_type(arrow.value_type), arrow.value_field.nullable)
+        if pa.types.is_fixed_size_list(arrow):
+            return pa.list_(child, arrow.list_size)
+        return pa.large_list(child) if pa.types.is_large_list(arrow) else pa.list_(child)
+    if pa.types.is_struct(arrow):
+        return pa.struct([pa.field(f.name, _canonical_type(f.type), f.nullable) for f in arrow])
+    return arrow
 
 
 def update_manifest(version_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:

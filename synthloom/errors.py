@@ -21,6 +21,10 @@ class ModelError(SynthloomError):
     """A model (feature extractor, classifier, checkpoint) is missing or cannot be loaded."""
 
 
+class FeatureError(SynthloomError):
+    """A column's declared feature does not fit its values (wrong shape, dtype, class, image)."""
+
+
 def describe_validation_error(error, what: str = "key", prefix: str = "") -> list[str]:
     """One line per problem of a pydantic ValidationError, naming the key path (`prefix.a.b`)."""
     lines = []

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import dataset as ds
 from .errors import DatasetError
+from .features import ClassLabel, Features, Points, feature_of
 
 FORMATS = ("ply",)
 
@@ -36,31 +37,49 @@ def write_ply(path: Path, points: np.ndarray, normals: np.ndarray | None = None,
         handle.write(record.tobytes())
 
 
+def ply_columns(features: Features) -> tuple[str, str | None, str | None]:
+    """(xyz, normals, colours) columns of a dataset, by feature type: the first float `Points` column
+    of width 3 holds the positions; a second one the normals; a uint8 `Points` column of width 3 or 4
+    the colours."""
+    floats = [n for n in features.columns_of(Points) if features[n].dtype.startswith("float") and features[n].width == 3]
+    colors = [n for n in features.columns_of(Points) if features[n].dtype == "uint8" and features[n].width in (3, 4)]
+    if not floats:
+        raise DatasetError("has no Points column of 3-d positions; --format ply exports point clouds only")
+    return floats[0], floats[1] if len(floats) > 1 else None, colors[0] if colors else None
+
+
 def export_ply(dataset_path: str | Path, out_dir: str | Path, split: str | None = None,
                on_file=None) -> int:
-    """Write `<out>/<split>/<label_name>/<id>.ply` for every row; returns the number of files."""
+    """Write `<out>/<split>/<class>/<id>.ply` for every row (class: the first ClassLabel column's name
+    of the row, or `all`); returns the number of files."""
     version_dir = ds.resolve_version_dir(dataset_path)
     manifest = ds.read_manifest(version_dir)
     table = ds.read_table(version_dir, manifest, split)
-    if "points" not in table.column_names:
-        raise DatasetError(f"{version_dir}: has no 'points' column; --format ply exports point clouds only")
+    features = ds.read_features(table, manifest)
+    try:
+        xyz, normals, colors = ply_columns(features)
+    except DatasetError as error:
+        raise DatasetError(f"{version_dir}: {error}") from None
     out_dir = Path(out_dir)
-    points, offsets = ds.fixed_list_to_numpy(table.column("points"))
-    optional = {}
-    for name in ("point_normals", "point_colors"):
-        if name in table.column_names and table.column(name).null_count < table.num_rows:
-            optional[name] = ds.fixed_list_to_numpy(table.column(name))
-    ids = table.column("id").to_pylist()
-    splits = table.column("split").to_pylist()
-    names = table.column("label_name").to_pylist() if "label_name" in table.column_names else ["all"] * len(ids)
+    decoded = {name: features[name].decode(table.column(name)) for name in (xyz, normals, colors) if name}
+    label = feature_of(features, ClassLabel)
+    names = ([features[label].names[v] if v is not None and 0 <= v < len(features[label].names) else "unlabelled"
+              for v in table.column(label).to_pylist()] if label else ["all"] * table.num_rows)
+    ids = table.column("id").to_pylist() if "id" in table.column_names else [f"{i:08d}" for i in range(table.num_rows)]
+    splits = table.column("split").to_pylist() if "split" in table.column_names else [split or "all"] * len(ids)
+    written = 0
     for i, sample_id in enumerate(ids):
+        points = decoded[xyz].numpy(i)
+        if points is None:
+            continue
         folder = out_dir / splits[i] / names[i]
         folder.mkdir(parents=True, exist_ok=True)
-        cut = slice(offsets[i], offsets[i + 1])
-        extra = {}
-        for name, (values, offs) in optional.items():
-            extra[name] = values[offs[i]: offs[i + 1]] if offs[i + 1] > offs[i] else None
-        write_ply(folder / f"{sample_id}.ply", points[cut], extra.get("point_normals"), extra.get("point_colors"))
+        extra = {role: decoded[name].numpy(i) if name else None for role, name in (("normals", normals),
+                                                                                    ("colors", colors))}
+        if extra["colors"] is not None:
+            extra["colors"] = extra["colors"][:, :3]
+        write_ply(folder / f"{sample_id}.ply", points, extra["normals"], extra["colors"])
+        written += 1
         if on_file is not None:
             on_file()
-    return len(ids)
+    return written

@@ -9,10 +9,13 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from .features import Array, BoundingBoxes, ClassLabel, Features, Points, Text, feature_of
+from .features import Image as ImageFeature
+
 TILE = 160
 
 
-def _render_cloud(points: np.ndarray, colors: np.ndarray | None) -> Image.Image:
+def render_cloud(points: np.ndarray, colors: np.ndarray | None) -> Image.Image:
     """Orthographic view from an oblique angle, near points drawn last and brighter."""
     tile = Image.new("RGB", (TILE, TILE), (250, 250, 250))
     if len(points) == 0:
@@ -55,7 +58,7 @@ def grid(tiles: list[Image.Image], captions: list[str], path: Path, columns: int
 
 def point_cloud_grid(clouds: list[np.ndarray], colors: list[np.ndarray | None], captions: list[str],
                      path: Path) -> Path:
-    return grid([_render_cloud(p, c) for p, c in zip(clouds, colors)], captions, path)
+    return grid([render_cloud(p, c) for p, c in zip(clouds, colors)], captions, path)
 
 
 def pick_rows(labels: list, count: int = 16) -> list[int]:
@@ -72,20 +75,50 @@ def pick_rows(labels: list, count: int = 16) -> list[int]:
     return picks
 
 
-def write_preview(table: pa.Table, path: Path) -> Path | None:
-    """preview.png of a shard's rows; None when no column can be drawn yet."""
-    if "points" not in table.column_names:
-        return None
-    from .dataset import fixed_list_to_numpy
+def _fit(tile: Image.Image) -> tuple[Image.Image, tuple[float, float]]:
+    """The tile scaled to TILE x TILE (nearest-neighbour, so small images stay crisp), and the scale."""
+    scale = (TILE / tile.width, TILE / tile.height)
+    return tile.convert("RGB").resize((TILE, TILE), Image.NEAREST), scale
 
-    labels = table.column("label_name").to_pylist() if "label_name" in table.column_names else [""] * len(table)
-    rows = table.take(pick_rows(labels))
-    values, offsets = fixed_list_to_numpy(rows.column("points"))
-    clouds = [values[offsets[i]: offsets[i + 1]] for i in range(len(rows))]
-    colors: list = [None] * len(rows)
-    if "point_colors" in rows.column_names and rows.column("point_colors").null_count == 0:
-        color_values, color_offsets = fixed_list_to_numpy(rows.column("point_colors"))
-        colors = [color_values[color_offsets[i]: color_offsets[i + 1]] for i in range(len(rows))]
-    captions = [str(v) for v in rows.column("label_name").to_pylist()] if "label_name" in rows.column_names \
-        else [""] * len(rows)
-    return point_cloud_grid(clouds, colors, captions, path)
+
+def write_preview(table: pa.Table, path: Path, features: Features | None = None) -> Path | None:
+    """preview.png of a shard's rows, chosen by feature type: the first Image column (with its
+    BoundingBoxes drawn on it), else the first float Points column (coloured by a uint8 Points
+    column), else the first Array column; captions from the first ClassLabel (or Text) column.
+    None when no column can be drawn."""
+    features = features or Features.from_arrow_schema(table.schema)
+    drawn = (feature_of(features, ImageFeature)
+             or next((n for n in features.columns_of(Points) if features[n].dtype.startswith("float")), None)
+             or feature_of(features, Array))
+    if drawn is None or table.num_rows == 0:
+        return None
+    caption_column = feature_of(features, ClassLabel) or feature_of(features, Text)
+    captions_all = ([str(v) for v in _captions(table, features, caption_column)] if caption_column
+                    else [""] * table.num_rows)
+    picks = pick_rows(captions_all)
+    rows = table.take(picks)
+    colors_column = next((n for n in features.columns_of(Points)
+                          if features[n].dtype == "uint8" and isinstance(features[drawn], Points)), None)
+    boxes_column = feature_of(features, BoundingBoxes) if isinstance(features[drawn], ImageFeature) else None
+    decoded = {name: features[name].decode(rows.column(name))
+               for name in (drawn, colors_column, boxes_column) if name is not None}
+    tiles = []
+    for i in range(len(picks)):
+        value = decoded[drawn].numpy(i)
+        if colors_column is not None:
+            tile = features[drawn].preview_tile(value, colors=decoded[colors_column].numpy(i))
+        else:
+            tile = features[drawn].preview_tile(value)
+        tile, scale = _fit(tile if tile is not None else Image.new("RGB", (TILE, TILE), (250, 250, 250)))
+        if boxes_column is not None:
+            features[boxes_column].overlay(tile, decoded[boxes_column].numpy(i), scale)
+        tiles.append(tile)
+    return grid(tiles, [captions_all[i] for i in picks], path)
+
+
+def _captions(table: pa.Table, features: Features, column: str) -> list:
+    values = table.column(column).to_pylist()
+    feature = features[column]
+    if isinstance(feature, ClassLabel):
+        return [feature.names[v] if v is not None and 0 <= v < len(feature.names) else "" for v in values]
+    return ["" if v is None else v for v in values]

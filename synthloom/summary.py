@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from . import dataset as ds
+from .features import ClassLabel, feature_of
 
 
 def summarize(path: str | Path) -> dict[str, Any]:
@@ -16,26 +17,26 @@ def summarize(path: str | Path) -> dict[str, Any]:
     manifest = ds.read_manifest(version_dir)
     splits: dict[str, dict[str, Any]] = {}
     labels: dict[str, Counter] = {}
+    features = ds.read_features(pq.read_schema(version_dir / manifest["shards"][0]["file"]), manifest)
+    label_column = feature_of(features, ClassLabel)  # the histogram follows the type, not a column name
     for shard in manifest["shards"]:
         entry = splits.setdefault(shard["split"], {"rows": 0, "shards": 0, "bytes": 0})
         entry["rows"] += shard["rows"]
         entry["shards"] += 1
         entry["bytes"] += shard["bytes"]
-        file = version_dir / shard["file"]
-        columns = pq.read_schema(file).names
-        label_column = "label_name" if "label_name" in columns else ("label" if "label" in columns else None)
         if label_column:
-            values = pq.read_table(file, columns=[label_column]).column(label_column).to_pylist()
-            labels.setdefault(shard["split"], Counter()).update(str(v) for v in values)
-    first = version_dir / manifest["shards"][0]["file"]
-    schema = pq.read_schema(first)
+            names = features[label_column].names
+            values = pq.read_table(version_dir / shard["file"], columns=[label_column]).column(label_column)
+            labels.setdefault(shard["split"], Counter()).update(
+                names[v] if v is not None and 0 <= v < len(names) else "(none)" for v in values.to_pylist())
     return {
         "path": str(version_dir),
         "name": manifest["recipe"]["name"],
         "version": manifest["version"],
         "status": manifest.get("status", "accepted"),
         "splits": splits,
-        "columns": [(f.name, str(f.type)) for f in schema],
+        "columns": [(name, feature.describe()) for name, feature in features.items()],
+        "features": features.to_json(),
         "labels": {split: dict(sorted(c.items())) for split, c in labels.items()},
         "provenance": {
             "generator": manifest["generator"]["kind"],

@@ -1,11 +1,9 @@
 """Evaluation as users run it: after a build (recipe `evaluators` + `gates`) and via the CLI."""
 
-import io
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import synthloom
 from conftest import run_cli
@@ -95,18 +93,15 @@ def test_recipe_validates_evaluators_and_gates(recipe_factory, real_meshes):
 # -- images: real digits written as datasets, scored against sklearn's digits --------------------
 def write_image_dataset(folder, images: np.ndarray, labels: np.ndarray):
     """A committed synthloom dataset with an `image` column (PNG bytes), via the dataset writer."""
-    import pyarrow as pa
+    from synthloom import features as ft
 
-    schema = ds.dataset_schema(pa.schema([
-        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        ("label", pa.int64()), ("label_name", pa.string())]))
+    schema = ds.dataset_schema(ft.Features({"image": ft.Image(), "label": ft.ClassLabel([str(i) for i in range(10)]),
+                                            "label_name": ft.Value("string")}))
     rows = []
     for i, (image, label) in enumerate(zip(images, labels)):
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(image * 255, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
-        rows.append({"id": f"train-{i:08d}", "split": "train", "image": {"bytes": buffer.getvalue(), "path": None},
+        rows.append({"id": f"train-{i:08d}", "split": "train", "image": np.clip(image * 255, 0, 255).astype(np.uint8),
                      "label": int(label), "label_name": str(int(label)), "generator": "test",
-                     "recipe_sha256": "test"})
+                     "generation_sha256": "test"})
     version_dir = folder / "digits" / "1.0.0"
     record = ds.write_shard(ds.rows_to_table(rows, schema), version_dir / "data" / "train-00000-of-00001.parquet")
     from synthloom.provenance import package_versions

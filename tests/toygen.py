@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from synthloom.generators.base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, \
     input_fingerprint
+from synthloom.features import ClassLabel, Features, Value
 from synthloom.models import load_pretrained_state, save_pretrained
 
 
@@ -44,8 +44,8 @@ class ToyGenerator(Generator):
     name = "toy"
     Params = ToyParams
 
-    def schema(self) -> pa.Schema:
-        return pa.schema([("label", pa.int64()), ("value", pa.float64()), ("seed", pa.int64())])
+    def features(self) -> Features:
+        return Features({"label": ClassLabel(names=["a", "b"]), "value": Value("float64"), "seed": Value("int64")})
 
     def prepare(self, ctx: BuildContext) -> Prepared:
         log_event(self.params.events, "prepare")
