@@ -18,8 +18,10 @@ Thin orchestration only: model and format code live in generators/ and synthloom
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from synthloom.registry import make_generator
 from .evaluate import GateError, evaluate_dataset
 
 GENERATION_MARK = ".generation_sha256"
+RECORDS_DIR = ".records"  # one JSON record per finished shard, beside Prefect's result cache
 
 
 @dataclass
@@ -143,11 +146,9 @@ def loaded_generator(kind: str, params: dict[str, Any], prepared: Prepared, devi
     return _LOADED[key]
 
 
-@task(name="generate-shard", task_run_name="shard-{shard.split}-{shard.index:05d}-of-{shard.num_shards:05d}",
-      cache_key_fn=_shard_cache_key, persist_result=True)
-def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
-                   staging: str, device: str) -> dict[str, Any]:
-    """Generate one shard and write it into the staging folder; return its manifest record."""
+def _write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
+                 staging: str, device: str) -> dict[str, Any]:
+    """Generate one shard, write it into the staging folder, return its manifest record."""
     recipe = parse_recipe(recipe_json)
     generator = loaded_generator(recipe.generator.kind, recipe.generator.params, prepared, device)
     features = ds.dataset_schema(generator.features())
@@ -161,7 +162,48 @@ def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepa
             rows.append(row)
     table = ds.rows_to_table(rows, features)
     record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
-    return {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
+    record = {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
+    path = _record_path(staging, shard)
+    path.parent.mkdir(exist_ok=True)
+    ds.write_json_atomic(path, record)
+    return record
+
+
+def _record_path(staging: str | Path, shard: ShardSpec) -> Path:
+    return Path(staging) / RECORDS_DIR / (shard.filename + ".json")
+
+
+def _staged_record(staging: str | Path, shard: ShardSpec) -> dict[str, Any] | None:
+    """The record of a shard an earlier run finished, if its file is still the one recorded."""
+    path = _record_path(staging, shard)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    file = Path(staging) / record["file"]
+    return record if file.exists() and sha256_file(file) == record["sha256"] else None
+
+
+@task(name="generate-shard", task_run_name="shard-{shard.split}-{shard.index:05d}-of-{shard.num_shards:05d}",
+      cache_key_fn=_shard_cache_key, persist_result=True)
+def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
+                   staging: str, device: str) -> dict[str, Any]:
+    """Generate one shard and write it into the staging folder; return its manifest record. A shard an
+    earlier run finished inside a group task (no cached result of this task) is reused too."""
+    return _staged_record(staging, shard) or _write_shard(recipe_json, generation, prepared, shard, staging, device)
+
+
+def _group_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    keys = [_shard_cache_key(context, {**parameters, "shard": shard}) for shard in parameters["shards"]]
+    return "shards-" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:32]
+
+
+@task(name="generate-shards", task_run_name="{name}", cache_key_fn=_group_cache_key, persist_result=True)
+def generate_shard_group(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shards: list[ShardSpec],
+                         staging: str, device: str, name: str) -> list[dict[str, Any]]:
+    """Several cheap shards in one task. Each shard is still written and recorded on its own, so a
+    rerun that groups them differently reuses every finished one."""
+    return [_staged_record(staging, shard) or _write_shard(recipe_json, generation, prepared, shard, staging, device)
+            for shard in shards]
 
 
 SHARD_PARAMS = ("recipe_json", "generation", "prepared", "shard", "staging", "device")
@@ -199,6 +241,7 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
     shards = plan_shards(recipe)
     storage = (staging / ".results").resolve()
     shard_task = generate_shard.with_options(result_storage=storage)
+    group_task = generate_shard_group.with_options(result_storage=storage)
     bar = _progress_bar(progress, len(shards), f"{recipe.name} {recipe.version}")
     progress_id = create_progress_artifact(0.0, description=f"Shards of {recipe.name} {recipe.version}")
     records: list[dict[str, Any]] = []
@@ -206,7 +249,8 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
     started, last_update = time.time(), 0.0
     args = (recipe_json, plan.generation, prepared)
     try:
-        for done, record in enumerate(_run_shards(shard_task, args, shards, str(staging), plan.device, workers),
+        for done, record in enumerate(_run_shards(shard_task, group_task, args, shards, str(staging), plan.device,
+                                                                  workers),
                                       start=1):
             # A record written before this run started came from the task cache (an earlier run).
             (cached if record["written_at"] < started else records).append(record)
@@ -279,18 +323,41 @@ def _staging_for(final: Path, generation: str) -> Path:
     return staging
 
 
-def _run_shards(shard_task, args: tuple, shards: list[ShardSpec], staging: str, device: str, workers: int):
+# Per-task orchestration costs ~25 ms of API calls and result I/O: on shards of 0.2 s that was +40 %
+# wall time (benchmarks/RESULTS.md). Cheap shards are therefore grouped so that one task lasts about this long.
+MIN_TASK_SECONDS = 1.0
+MAX_SHARDS_PER_TASK = 64
+
+
+def _run_shards(shard_task, group_task, args: tuple, shards: list[ShardSpec], staging: str, device: str,
+                workers: int):
     """Yield shard records as shards finish.
 
     One worker: tasks run in this thread. On a worker thread, Python-heavy generators (Poisson
     elimination) fought Prefect's threads for the GIL: +15 to +27 % wall time over a plain loop,
-    against +3.6 % here (benchmarks/bench_orchestration.py, see benchmarks/RESULTS.md).
+    against +3.6 % here (benchmarks/bench_orchestration.py, see benchmarks/RESULTS.md). Shards run one
+    task each until one is generated (not reused) and timed; if shards are cheaper than
+    MIN_TASK_SECONDS, the rest run in groups that last about that long.
     More workers: a process pool (one loaded generator per process, as Kubric does), reporting to the
     same Prefect server through the propagated run context.
     """
     if workers <= 1:
-        for shard in shards:
-            yield shard_task(*args, shard, staging, device)
+        pending, group_size, started = list(shards), 1, time.time()
+        while pending:
+            batch, pending = pending[:group_size], pending[group_size:]
+            clock = time.perf_counter()
+            if len(batch) == 1:
+                records = [shard_task(*args, batch[0], staging, device)]
+            else:
+                first, last = batch[0], batch[-1]
+                name = (f"shards-{first.split}-{first.index:05d}-to-{last.index:05d}-of-{last.num_shards:05d}"
+                        if first.split == last.split else
+                        f"shards-{first.split}-{first.index:05d}-to-{last.split}-{last.index:05d}")
+                records = group_task(*args, batch, staging, device, name)
+            if any(r["written_at"] >= started for r in records):  # timed on generated shards, not reused ones
+                per_shard = (time.perf_counter() - clock) / len(batch)
+                group_size = max(1, min(MAX_SHARDS_PER_TASK, math.ceil(MIN_TASK_SECONDS / max(per_shard, 1e-3))))
+            yield from records
         return
     with ProcessPoolTaskRunner(max_workers=workers) as runner:
         futures = [runner.submit(shard_task, dict(zip(SHARD_PARAMS, (*args, shard, staging, device))))
