@@ -49,7 +49,7 @@ def collate(batch):
 def write_both(root: Path, clouds: int, points: int) -> tuple[Path, Path]:
     generator = PointCloudGenerator({"num_points": points, "rotation": "so3"})
     generator.prepare(BuildContext(cache_dir=root))
-    schema = ds.dataset_schema(generator.schema())
+    schema = ds.dataset_schema(generator.features())
     version_dir, npy_dir = root / "synth" / "1.0.0", root / "npy"
     npy_dir.mkdir(parents=True)
     shard_size = 500

@@ -64,7 +64,7 @@ def plain_loop(recipe_path: Path) -> None:
     recipe = load_recipe(recipe_path)
     generator = make_generator(recipe.generator.kind, recipe.generator.params)
     generator.prepare(BuildContext(cache_dir=recipe_path.parent))
-    schema = ds.dataset_schema(generator.schema())
+    schema = ds.dataset_schema(generator.features())
     out = Path(recipe.output) / "plain"
     for shard in plan_shards(recipe):
         rows = list(generator.generate(shard))
