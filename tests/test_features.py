@@ -346,3 +346,18 @@ def test_croissant_describes_images_boxes_and_arrays(squares):
     boxes = first["default/objects"]
     assert len(boxes) == 3 and all(b["default/objects/category"] == 0 for b in boxes)
     assert all(b["default/objects/bbox"] == {"shape": [4]} for b in boxes)
+
+
+def test_pointcloud_generator_declares_its_features_after_prepare(tmp_path):
+    from synthloom.errors import GeneratorError
+    from synthloom.generators.base import BuildContext
+    from synthloom.generators.pointcloud import PointCloudGenerator
+
+    generator = PointCloudGenerator({"num_points": 32, "shapes": ["box", "torus"]})
+    with pytest.raises(GeneratorError, match="features\\(\\) needs the class names, known only after prepare"):
+        generator.features()
+    generator.prepare(BuildContext(cache_dir=tmp_path))
+    features = generator.features()
+    assert features["label"] == ClassLabel(["box", "torus"])
+    assert features["points"] == Points(3, "float32", size=32) and features["point_colors"] == Points(3, "uint8", 32)
+    assert features["points"].hf_json() == {"shape": [32, 3], "dtype": "float32", "_type": "Array2D"}
