@@ -45,6 +45,7 @@ test-slow: install meshes fashion-mnist
 bench: install meshes
 	$(BIN)/python benchmarks/bench_sampling.py
 	$(BIN)/python benchmarks/bench_loading.py
+	$(BIN)/python benchmarks/bench_hf_loading.py
 	$(BIN)/python benchmarks/bench_orchestration.py
 	$(BIN)/python benchmarks/bench_fid_features.py
 

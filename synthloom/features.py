@@ -602,9 +602,9 @@ class BoundingBoxes(Feature):
         boxes, labels = np.asarray(value["boxes"]), np.asarray(value["labels"])
         for (x, y, w, h), label in zip(boxes, labels):
             corners = [x * scale[0], y * scale[1], (x + w) * scale[0], (y + h) * scale[1]]
-            draw.rectangle(corners, outline=(255, 40, 40), width=2)
+            draw.rectangle(corners, outline=(255, 220, 0), width=2)
             name = self.categories[label] if 0 <= label < len(self.categories) else str(label)
-            draw.text((corners[0] + 2, corners[1] + 1), name, fill=(255, 40, 40))
+            draw.text((corners[0] + 2, corners[1] + 1), name, fill=(255, 220, 0))
         return tile
 
     def describe(self) -> str:

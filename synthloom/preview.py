@@ -75,10 +75,18 @@ def pick_rows(labels: list, count: int = 16) -> list[int]:
     return picks
 
 
-def _fit(tile: Image.Image) -> tuple[Image.Image, tuple[float, float]]:
-    """The tile scaled to TILE x TILE (nearest-neighbour, so small images stay crisp), and the scale."""
-    scale = (TILE / tile.width, TILE / tile.height)
-    return tile.convert("RGB").resize((TILE, TILE), Image.NEAREST), scale
+def _fit(tile: Image.Image) -> tuple[Image.Image, float]:
+    """The tile scaled to fit TILE x TILE keeping its aspect (nearest-neighbour, so small images
+    stay crisp), and the scale."""
+    scale = min(TILE / tile.width, TILE / tile.height)
+    size = (max(1, round(tile.width * scale)), max(1, round(tile.height * scale)))
+    return tile.convert("RGB").resize(size, Image.NEAREST), scale
+
+
+def _centred(tile: Image.Image) -> Image.Image:
+    canvas = Image.new("RGB", (TILE, TILE), (250, 250, 250))
+    canvas.paste(tile, ((TILE - tile.width) // 2, (TILE - tile.height) // 2))
+    return canvas
 
 
 def write_preview(table: pa.Table, path: Path, features: Features | None = None) -> Path | None:
@@ -111,8 +119,8 @@ def write_preview(table: pa.Table, path: Path, features: Features | None = None)
             tile = features[drawn].preview_tile(value)
         tile, scale = _fit(tile if tile is not None else Image.new("RGB", (TILE, TILE), (250, 250, 250)))
         if boxes_column is not None:
-            features[boxes_column].overlay(tile, decoded[boxes_column].numpy(i), scale)
-        tiles.append(tile)
+            features[boxes_column].overlay(tile, decoded[boxes_column].numpy(i), (scale, scale))
+        tiles.append(_centred(tile))
     return grid(tiles, [captions_all[i] for i in picks], path)
 
 

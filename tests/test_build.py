@@ -102,8 +102,10 @@ def test_torch_dataset_pandas_and_hf_datasets_agree(built):
     assert item["points"].shape == (128, 3) and item["points"].dtype == torch.float32
     assert item["point_normals"].shape == (128, 3)
     assert item["label"].dtype == torch.int64 and int(item["label"]) == 5 % 6
-    loader = torch.utils.data.DataLoader(train, batch_size=8, collate_fn=lambda b: torch.stack([x["points"] for x in b]))
-    assert next(iter(loader)).shape == (8, 128, 3)
+    loader = torch.utils.data.DataLoader(train, batch_size=8, collate_fn=synthloom.collate_fn)
+    batch = next(iter(loader))
+    assert batch["points"].shape == (8, 128, 3) and batch["label"].tolist() == [0, 1, 2, 3, 4, 5, 0, 1]
+    assert batch["point_colors"] == [None] * 8  # procedural meshes have no colours: kept as a list
     frame = train.to_pandas()
     assert list(frame["id"][:2]) == ["train-00000000", "train-00000001"]
 
@@ -114,6 +116,11 @@ def test_torch_dataset_pandas_and_hf_datasets_agree(built):
     hf_points = np.asarray(hf["train"][5]["points"], dtype=np.float32)
     assert np.array_equal(hf_points, item["points"].numpy())
     assert hf["train"][5]["label_name"] == train.to_pandas()["label_name"][5]
+    # Typed for plain `datasets` users: class names, and clouds as Array2D (the fast torch path).
+    assert hf["train"].features["label"].names == train.class_names
+    assert hf["train"].features["points"] == datasets.Array2D(shape=(128, 3), dtype="float32")
+    hf_batch = hf["train"].with_format("torch")[:8]
+    assert hf_batch["points"].shape == (8, 128, 3) and torch.equal(hf_batch["points"], batch["points"])
 
 
 def test_load_resolves_latest_and_names_bad_split(built):

@@ -246,3 +246,118 @@ def test_hf_datasets_reads_every_feature_without_synthloom(tmp_path):
     assert np.array_equal(Features.from_arrow_schema(table.schema).decode_table(table)["points"].numpy(2),
                           rows[2]["points"])
     assert ds.schema_text(table.schema) == ds.schema_text(ds.rows_to_table(rows, features).schema)
+
+
+# -- an image dataset built through the real flow, read without and with synthloom ---------------
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory):
+    """The test generator `squares` (tests/squares_generator.py), registered in-process, built by
+    `build_dataset` from a recipe."""
+    from conftest import write_recipe
+    from synthloom.flows.build import build_dataset
+    from synthloom.recipe import load_recipe
+    from synthloom.registry import BUILTIN_GENERATORS
+
+    folder = tmp_path_factory.mktemp("squares")
+    path = write_recipe(folder, name="squares", generator={"kind": "squares", "params": {}},
+                        count={"train": 16, "test": 8}, shard_size=8)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(BUILTIN_GENERATORS, "squares", "squares_generator:SquaresGenerator")
+        result = build_dataset(str(path))
+    assert result["status"] == "built" and result["rows"] == 24
+    return load_recipe(path).version_dir()
+
+
+def test_image_build_records_features_everywhere(squares):
+    manifest = json.loads((squares / "manifest.json").read_text())
+    assert manifest["features"]["image"] == {"type": "Image"}
+    assert manifest["features"]["label"] == {"type": "ClassLabel", "names": ["red", "green", "blue"]}
+    assert ds.verify(squares)["rows"] == 24
+    card = (squares / "README.md").read_text()
+    assert "## Features" in card and "| `objects` | BoundingBoxes(COCO xywh; categories: red, green, blue) |" in card
+    assert "| `depth` | Array(24 x 20 float32) | Array2D(shape=(24, 20), dtype=float32) |" in card
+    with PILImage.open(squares / "preview.png") as preview:
+        # The first shard's 8 rows on a 4-column grid of 160-px tiles with captions.
+        assert preview.size == (4 * 160, 2 * (160 + 16))
+        pixels = np.asarray(preview.convert("RGB"))
+    assert ((pixels[..., 0] > 200) & (pixels[..., 1] < 80)).any()  # red squares
+    assert ((pixels[..., 0] == 255) & (pixels[..., 1] == 220) & (pixels[..., 2] == 0)).any()  # box outlines
+    from synthloom.summary import summarize
+
+    summary = summarize(squares)
+    assert summary["labels"]["train"] == {"blue": 5, "green": 5, "red": 6}
+    assert ("image", "Image(PNG)") in summary["columns"]
+    from synthloom.export import export_ply
+
+    with pytest.raises(ds.DatasetError, match="no Points column"):
+        export_ply(squares, squares.parent / "ply")
+
+
+def test_hf_datasets_reads_the_built_images_without_synthloom(squares):
+    import datasets
+
+    hf = datasets.load_dataset("parquet", data_dir=str(squares / "data"), cache_dir=str(squares.parent / ".hf"))
+    train = hf["train"]
+    assert train.features["label"].names == ["red", "green", "blue"]
+    assert isinstance(train[0]["image"], PILImage.Image) and train[0]["image"].size == (20, 24)
+    assert train.features["label"].int2str(train[4]["label"]) == "green"
+    objects = train[3]["objects"]  # sample 3 has 3 squares
+    assert len(objects) == 3 and all(o["score"] is None and o["category"] == 0 for o in objects)
+    torch_rows = train.with_format("torch")
+    assert torch_rows[1]["depth"].shape == (24, 20) and torch_rows[1]["segmentation"].shape == (24, 20)
+    assert tuple(torch_rows[2]["image"].shape) == (3, 24, 20)  # datasets 5 formats images CHW for torch
+
+
+def test_synthloom_load_gives_uint8_and_float_images_and_collates_boxes(squares):
+    import torch
+
+    import synthloom
+
+    train = synthloom.load(squares, split="train")
+    item = train[3]
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 24, 20)
+    assert item["objects"]["boxes"].shape == (3, 4) and item["objects"]["labels"].tolist() == [0, 0, 0]
+    assert int(item["label"]) == 0 and train.class_names == ["red", "green", "blue"]
+    as_float = synthloom.load(squares, split="train", image_format="float")[3]["image"]
+    assert as_float.dtype == torch.float32 and torch.allclose(as_float * 255, item["image"].float())
+    # A red square's pixels are the class colour in the decoded tensor, inside its box.
+    x, y, w, h = item["objects"]["boxes"][0].int().tolist()
+    assert item["image"][:, y + h // 2, x + w // 2].tolist() == [220, 40, 40]
+    seg = item["segmentation"]
+    assert seg.dtype == torch.uint16 and seg.shape == (24, 20) and int(seg[y + h // 2, x + w // 2]) >= 1
+    loader = torch.utils.data.DataLoader(train, batch_size=4, collate_fn=synthloom.collate_fn)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 3, 24, 20) and batch["label"].tolist() == [0, 1, 2, 0]
+    assert batch["depth"].shape == (4, 24, 20) and batch["seed"].dtype == torch.int64
+    assert [len(target["boxes"]) for target in batch["objects"]] == [0, 1, 2, 3]  # kept as a list
+    assert batch["caption"] == ["0 red squares", "1 green squares", "2 blue squares", "3 red squares"]
+
+
+def test_croissant_describes_images_boxes_and_arrays(squares):
+    from test_build import croissant_records
+
+    loaded = croissant_records(squares / "croissant.json")
+    records = loaded["records"]
+    assert len(records) == 24
+    first = next(r for r in records if r["default/caption"] == "3 red squares")
+    assert first["default/image"] == {"image": [20, 24, "RGB"]}
+    assert first["default/depth"] == {"shape": [24, 20]}
+    assert first["default/label"] == 0
+    boxes = first["default/objects"]
+    assert len(boxes) == 3 and all(b["default/objects/category"] == 0 for b in boxes)
+    assert all(b["default/objects/bbox"] == {"shape": [4]} for b in boxes)
+
+
+def test_pointcloud_generator_declares_its_features_after_prepare(tmp_path):
+    from synthloom.errors import GeneratorError
+    from synthloom.generators.base import BuildContext
+    from synthloom.generators.pointcloud import PointCloudGenerator
+
+    generator = PointCloudGenerator({"num_points": 32, "shapes": ["box", "torus"]})
+    with pytest.raises(GeneratorError, match="features\\(\\) needs the class names, known only after prepare"):
+        generator.features()
+    generator.prepare(BuildContext(cache_dir=tmp_path))
+    features = generator.features()
+    assert features["label"] == ClassLabel(["box", "torus"])
+    assert features["points"] == Points(3, "float32", size=32) and features["point_colors"] == Points(3, "uint8", 32)
+    assert features["points"].hf_json() == {"shape": [32, 3], "dtype": "float32", "_type": "Array2D"}
