@@ -94,14 +94,14 @@ def read_polygon_off(path: Path) -> trimesh.Trimesh:
         triangles += [[corners[0], corners[k], corners[k + 1]] for k in range(1, len(corners) - 1)]
     if len(vertices) != n_vertices or not triangles:
         raise ValueError("truncated OFF file")
-    return trimesh.Trimesh(vertices=vertices, faces=np.array(triangles), process=True)
+    return trimesh.Trimesh(vertices=vertices, faces=np.array(triangles), process=False)
 
 
 def load_mesh_file(path: Path) -> trimesh.Trimesh:
     """Load one mesh, or raise GeneratorError naming the file and what is wrong with it."""
     try:
         try:
-            mesh = trimesh.load(str(path), force="mesh")
+            mesh = trimesh.load(str(path), force="mesh", process=False)
         except TypeError:
             if path.suffix.lower() != ".off":
                 raise
@@ -110,8 +110,12 @@ def load_mesh_file(path: Path) -> trimesh.Trimesh:
         raise GeneratorError(f"{path}: cannot read mesh ({type(error).__name__}: {error})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise GeneratorError(f"{path}: mesh has no triangles")
-    if not np.all(np.isfinite(mesh.vertices)):
-        raise GeneratorError(f"{path}: mesh has non-finite vertex coordinates")
+    # Check the vertices as the file holds them: trimesh's processing drops the faces that touch
+    # a NaN vertex, which would hide the corruption. Then process as trimesh.load does by default.
+    bad = ~np.isfinite(mesh.vertices).all(axis=1)
+    if bad.any():
+        raise GeneratorError(f"{path}: mesh has non-finite vertex coordinates ({int(bad.sum())} of {len(bad)} vertices)")
+    mesh.process()
     if mesh.area <= 0:
         raise GeneratorError(f"{path}: mesh has zero surface area")
     return mesh
