@@ -60,11 +60,56 @@ class MeshSampler:
 
     def sample_poisson(self, count: int, rng: np.random.Generator, oversample: int = 4):
         """Blue-noise samples by weighted sample elimination (Yuksel 2015, 'Sample Elimination
-        for Generating Poisson Disk Sample Sets'), as in point-cloud-utils/cyCodeBase: draw
-        `oversample * count` uniform candidates, then repeatedly drop the most crowded one."""
+        for Generating Poisson Disk Sample Sets', the method of his cyCodeBase): draw
+        `oversample * count` uniform candidates, then drop the most crowded until `count` remain."""
         points, normals, colors = self.sample_uniform(count * oversample, rng)
         keep = weighted_sample_elimination(points, count, self.area)
         return points[keep], normals[keep], None if colors is None else colors[keep]
+
+    def sample_partial_scan(self, count: int, rng: np.random.Generator, poisson: bool = False,
+                            oversample: int = 4, max_candidates: int = 64, max_cameras: int = 8):
+        """`count` distinct points seen from one random camera: (points, normals, colors, info).
+
+        Candidates are drawn uniformly and kept where hidden point removal sees them from a camera
+        3 radii from the centre. Where too few are seen, more candidates are drawn for the same
+        camera (up to `max_candidates * count`); only when even that shows fewer than `count`
+        points is the camera drawn again (at most `max_cameras` times), so no point is ever
+        repeated. `poisson` thins the visible candidates by weighted sample elimination instead
+        of picking a uniform subset. Everything is drawn from `rng`: the same seed, the same scan.
+        """
+        want = count * oversample if poisson else count  # visible candidates we would like
+        cap = count * max_candidates
+        for draw in range(1, max_cameras + 1):
+            candidates = min(4 * want, cap)  # a camera typically sees 25-45 % of a closed surface
+            points, normals, colors = self.sample_uniform(candidates, rng)
+            direction = rng.standard_normal(3)
+            direction /= np.linalg.norm(direction)
+            camera = self.center + direction * self.radius * 3.0
+            visible = visible_from(points, camera)
+            while len(visible) < want and candidates < cap:
+                # Enough candidates for `want` at the fraction seen so far, with a 25 % margin.
+                fraction = max(len(visible), 1) / candidates
+                candidates = min(cap, math.ceil(1.25 * want / fraction))
+                points, normals, colors = self.sample_uniform(candidates, rng)
+                visible = visible_from(points, camera)
+            if len(visible) >= count:
+                break
+        else:
+            raise TooFewVisible(f"fewer than {count} of {cap} candidate points visible from "
+                                f"{max_cameras} random cameras (at most {len(visible)})")
+        fraction = len(visible) / candidates
+        if poisson:
+            # The visible share of the candidates estimates the visible share of the area.
+            chosen = visible[weighted_sample_elimination(points[visible], count, self.area * fraction)]
+        else:
+            chosen = rng.choice(visible, size=count, replace=False)
+        info = {"camera_direction": [round(float(x), 6) for x in direction], "camera_draws": draw,
+                "candidates": candidates, "visible_fraction": round(fraction, 4)}
+        return points[chosen], normals[chosen], None if colors is None else colors[chosen], info
+
+
+class TooFewVisible(ValueError):
+    """A partial scan found fewer visible points than asked for from every camera it tried."""
 
 
 def _corner_colors(mesh: trimesh.Trimesh, faces: np.ndarray) -> np.ndarray | None:

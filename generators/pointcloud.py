@@ -21,7 +21,7 @@ from synthloom.errors import GeneratorError
 from synthloom.provenance import sha256_file
 
 from .base import BuildContext, Generator, GeneratorParams, ShardSpec
-from .mesh_sampling import MeshSampler, random_rotation, visible_from
+from .mesh_sampling import MeshSampler, TooFewVisible, random_rotation
 
 MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb", "gltf")
 
@@ -199,6 +199,12 @@ class PointCloudGenerator(Generator):
             files = sorted(
                 p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in MESH_EXTENSIONS
             )
+            if not files:  # a class with no meshes would vanish from `classes` without a word
+                error = GeneratorError(f"{class_dir}: class folder has no mesh files "
+                                       f"({', '.join('.' + e for e in MESH_EXTENSIONS)})")
+                if ctx.on_error != "skip":
+                    raise error
+                skipped.append({"path": str(class_dir), "reason": str(error)})
             for path in files:
                 try:
                     load_mesh_file(path)
@@ -231,16 +237,12 @@ class PointCloudGenerator(Generator):
         sampler = mesh_sampler(asset["path"], asset["sha256"])
         extra: dict[str, Any] = {}
         if p.partial_scan:
-            points, normals, colors = sampler.sample_uniform(p.num_points * 4, rng)
-            direction = rng.standard_normal(3)
-            direction /= np.linalg.norm(direction)
-            camera = sampler.center + direction * sampler.radius * 3.0
-            visible = visible_from(points, camera)
-            chosen = rng.choice(visible, size=p.num_points, replace=len(visible) < p.num_points)
-            points, normals = points[chosen], normals[chosen]
-            colors = None if colors is None else colors[chosen]
-            extra["camera_direction"] = [round(float(x), 6) for x in direction]
-            extra["visible_fraction"] = round(len(visible) / (p.num_points * 4), 4)
+            try:
+                points, normals, colors, extra = sampler.sample_partial_scan(
+                    p.num_points, rng, poisson=p.sampler == "poisson")
+            except TooFewVisible as error:
+                raise GeneratorError(f"{asset['path']}: partial scan: {error}; lower num_points") from None
+            extra["partial_scan"] = True
         elif p.sampler == "poisson":
             points, normals, colors = sampler.sample_poisson(p.num_points, rng)
         else:
@@ -256,7 +258,7 @@ class PointCloudGenerator(Generator):
         if p.jitter > 0:
             points = points + np.clip(rng.normal(0.0, p.jitter, points.shape), -p.jitter_clip, p.jitter_clip)
         sample_params = {
-            "sampler": "partial_scan" if p.partial_scan else p.sampler,
+            "sampler": p.sampler,
             "num_points": p.num_points,
             "rotation": [[round(float(x), 6) for x in row] for row in rotation],
             "scale": [round(float(x), 6) for x in scale],

@@ -143,11 +143,10 @@ def test_partial_scan_honours_the_poisson_sampler(tmp_path):
         recorded = json.loads(p["params"])
         assert recorded["sampler"] == "poisson" and recorded["partial_scan"] is True
         assert p["points"].shape == (512, 3)
-        # Same camera (drawn from the same seed), so the same side of the sphere ...
-        assert recorded["camera_direction"] == json.loads(u["params"])["camera_direction"]
+        # One side of the sphere, as seen from the recorded camera ...
         direction = np.array(recorded["camera_direction"])
         assert (p["points"] @ direction > -0.05).mean() > 0.97
-        # ... but blue noise: no two points nearly coincide, unlike uniform draws.
+        # ... in blue noise: no two points nearly coincide, unlike uniform draws.
         nn_p, nn_u = nearest_neighbour(p["points"]), nearest_neighbour(u["points"])
         assert nn_p.min() / nn_p.mean() > 0.5 > 0.15 > nn_u.min() / nn_u.mean()
 

@@ -6,7 +6,7 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from synthloom.generators.mesh_sampling import MeshSampler, random_rotation, visible_from, \
+from synthloom.generators.mesh_sampling import MeshSampler, TooFewVisible, random_rotation, visible_from, \
     weighted_sample_elimination
 from synthloom.generators.pointcloud import load_mesh_file
 
@@ -142,6 +142,28 @@ def test_visible_points_face_the_camera():
     assert (np.einsum("ij,ij->i", normals[visible], towards) > 0).mean() > 0.93
     hidden = np.setdiff1d(np.arange(len(points)), visible)
     assert (np.einsum("ij,ij->i", normals[hidden], camera - points[hidden]) < 0).mean() > 0.99
+
+
+def test_partial_scan_redraws_the_camera_only_when_too_little_is_visible(cgal_meshes):
+    # From some directions this part shows < 1/3 of its surface; with at most 3x candidates those
+    # cameras cannot yield 300 distinct points, so the scan looks again from another direction.
+    sampler = MeshSampler(load_mesh_file(cgal_meshes / "mechanical" / "couplingdown.off"))
+    draws = []
+    for seed in range(40):
+        points, normals, _, info = sampler.sample_partial_scan(300, np.random.default_rng(seed), max_candidates=3)
+        assert points.shape == (300, 3) and len(np.unique(points, axis=0)) == 300
+        assert info["visible_fraction"] * info["candidates"] >= 300 and info["candidates"] <= 900
+        draws.append(info["camera_draws"])
+        again = sampler.sample_partial_scan(300, np.random.default_rng(seed), max_candidates=3)
+        assert np.array_equal(points, again[0]) and info == again[3]
+    assert draws.count(1) > 20 and max(draws) >= 2
+
+
+def test_partial_scan_gives_up_with_a_reason():
+    sampler = MeshSampler(trimesh.creation.icosphere(subdivisions=3))
+    # A camera 3 radii away sees about a third of a sphere: never half of the candidates.
+    with pytest.raises(TooFewVisible, match="fewer than 300 of 600 candidate points visible from 8 random cameras"):
+        sampler.sample_partial_scan(300, np.random.default_rng(0), max_candidates=2)
 
 
 @pytest.mark.parametrize("mode", ["none", "z", "so3"])
