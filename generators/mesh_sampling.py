@@ -79,6 +79,7 @@ class MeshSampler:
         """
         want = count * oversample if poisson else count  # visible candidates we would like
         cap = count * max_candidates
+        most_seen = 0
         for draw in range(1, max_cameras + 1):
             candidates = min(4 * want, cap)  # a camera typically sees 25-45 % of a closed surface
             points, normals, colors = self.sample_uniform(candidates, rng)
@@ -92,11 +93,12 @@ class MeshSampler:
                 candidates = min(cap, math.ceil(1.25 * want / fraction))
                 points, normals, colors = self.sample_uniform(candidates, rng)
                 visible = visible_from(points, camera)
+            most_seen = max(most_seen, len(visible))
             if len(visible) >= count:
                 break
         else:
             raise TooFewVisible(f"fewer than {count} of {cap} candidate points visible from "
-                                f"{max_cameras} random cameras (at most {len(visible)})")
+                                f"{max_cameras} random cameras (at most {most_seen})")
         fraction = len(visible) / candidates
         if poisson:
             # The visible share of the candidates estimates the visible share of the area.
