@@ -43,6 +43,7 @@ test-slow: install meshes fashion-mnist
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install meshes
+	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/bench_sampling.py
 	$(BIN)/python benchmarks/bench_loading.py
 	$(BIN)/python benchmarks/bench_hf_loading.py

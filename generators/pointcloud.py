@@ -21,7 +21,7 @@ from synthloom.features import ClassLabel, Features, Points, Value
 from synthloom.provenance import sha256_file
 
 from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, SkippedInput, input_fingerprint
-from .mesh_sampling import MeshSampler, random_rotation, visible_from
+from .mesh_sampling import MeshSampler, TooFewVisible, random_rotation
 
 MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb", "gltf")
 
@@ -94,14 +94,14 @@ def read_polygon_off(path: Path) -> trimesh.Trimesh:
         triangles += [[corners[0], corners[k], corners[k + 1]] for k in range(1, len(corners) - 1)]
     if len(vertices) != n_vertices or not triangles:
         raise ValueError("truncated OFF file")
-    return trimesh.Trimesh(vertices=vertices, faces=np.array(triangles), process=True)
+    return trimesh.Trimesh(vertices=vertices, faces=np.array(triangles), process=False)
 
 
 def load_mesh_file(path: Path) -> trimesh.Trimesh:
     """Load one mesh, or raise GeneratorError naming the file and what is wrong with it."""
     try:
         try:
-            mesh = trimesh.load(str(path), force="mesh")
+            mesh = trimesh.load(str(path), force="mesh", process=False)
         except TypeError:
             if path.suffix.lower() != ".off":
                 raise
@@ -110,8 +110,12 @@ def load_mesh_file(path: Path) -> trimesh.Trimesh:
         raise GeneratorError(f"{path}: cannot read mesh ({type(error).__name__}: {error})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise GeneratorError(f"{path}: mesh has no triangles")
-    if not np.all(np.isfinite(mesh.vertices)):
-        raise GeneratorError(f"{path}: mesh has non-finite vertex coordinates")
+    # Check the vertices as the file holds them: trimesh's processing drops the faces that touch
+    # a NaN vertex, which would hide the corruption. Then process as trimesh.load does by default.
+    bad = ~np.isfinite(mesh.vertices).all(axis=1)
+    if bad.any():
+        raise GeneratorError(f"{path}: mesh has non-finite vertex coordinates ({int(bad.sum())} of {len(bad)} vertices)")
+    mesh.process()
     if mesh.area <= 0:
         raise GeneratorError(f"{path}: mesh has zero surface area")
     return mesh
@@ -195,6 +199,12 @@ class PointCloudGenerator(Generator):
             files = sorted(
                 p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in MESH_EXTENSIONS
             )
+            if not files:  # a class with no meshes would vanish from `classes` without a word
+                error = GeneratorError(f"{class_dir}: class folder has no mesh files "
+                                       f"({', '.join('.' + e for e in MESH_EXTENSIONS)})")
+                if ctx.on_error != "skip":
+                    raise error
+                skipped.append(SkippedInput(path=str(class_dir), reason=str(error)))
             for path in files:
                 try:
                     load_mesh_file(path)
@@ -224,16 +234,12 @@ class PointCloudGenerator(Generator):
         sampler = mesh_sampler(asset.path, asset.sha256)
         extra: dict[str, Any] = {}
         if p.partial_scan:
-            points, normals, colors = sampler.sample_uniform(p.num_points * 4, rng)
-            direction = rng.standard_normal(3)
-            direction /= np.linalg.norm(direction)
-            camera = sampler.center + direction * sampler.radius * 3.0
-            visible = visible_from(points, camera)
-            chosen = rng.choice(visible, size=p.num_points, replace=len(visible) < p.num_points)
-            points, normals = points[chosen], normals[chosen]
-            colors = None if colors is None else colors[chosen]
-            extra["camera_direction"] = [round(float(x), 6) for x in direction]
-            extra["visible_fraction"] = round(len(visible) / (p.num_points * 4), 4)
+            try:
+                points, normals, colors, extra = sampler.sample_partial_scan(
+                    p.num_points, rng, poisson=p.sampler == "poisson")
+            except TooFewVisible as error:
+                raise GeneratorError(f"{asset.path}: partial scan: {error}; lower num_points") from None
+            extra["partial_scan"] = True
         elif p.sampler == "poisson":
             points, normals, colors = sampler.sample_poisson(p.num_points, rng)
         else:
@@ -249,7 +255,7 @@ class PointCloudGenerator(Generator):
         if p.jitter > 0:
             points = points + np.clip(rng.normal(0.0, p.jitter, points.shape), -p.jitter_clip, p.jitter_clip)
         sample_params = {
-            "sampler": "partial_scan" if p.partial_scan else p.sampler,
+            "sampler": p.sampler,
             "num_points": p.num_points,
             "rotation": [[round(float(x), 6) for x in row] for row in rotation],
             "scale": [round(float(x), 6) for x in scale],
