@@ -168,16 +168,35 @@ def apply_labeler(labeler: Labeler, table: pa.Table, shard: str = "<table>") -> 
     return _with_columns(table, features, declared, arrays)
 
 
-def _with_columns(table: pa.Table, features: Features, declared: Features, arrays: dict[str, pa.Array]) -> pa.Table:
-    """`table` with `arrays` replacing same-named columns in place and new ones inserted before the
-    provenance tail, and the schema metadata of the merged features."""
+def merge_features(features: Features, declared: Features) -> Features:
+    """The features after a labeler: declared columns replace same-named ones in place, new ones go
+    before the provenance tail (`generator`, `generation_sha256`)."""
     names = list(features)
     tail_at = next((i for i, n in enumerate(names) if n in COMMON_TAIL), len(names))
     order = names[:tail_at] + [n for n in declared if n not in features] + names[tail_at:]
-    merged = Features({n: declared[n] if n in declared else features[n] for n in order})
-    schema = merged.arrow_schema()
-    return pa.Table.from_arrays([_storage(arrays[n] if n in arrays else table.column(n), schema.field(n).type)
-                                 for n in order], schema=schema)
+    return Features({n: declared[n] if n in declared else features[n] for n in order})
+
+
+def check_chain(labelers: list[Labeler], features: Features) -> list[list[str]]:
+    """Check that each labeler, in order, finds what it reads (earlier labelers' columns included);
+    return the columns each declares. Raises LabelerError naming the labeler and what is missing."""
+    declared_by = []
+    for labeler in labelers:
+        labeler.check_inputs(features)
+        declared = labeler.features(features)
+        reserved = [name for name in declared if name in COMMON_HEAD + COMMON_TAIL]
+        if reserved:
+            raise LabelerError(f"labeler {labeler.name}: declares reserved column(s) {reserved}; the writer adds them")
+        declared_by.append(list(declared))
+        features = merge_features(features, declared)
+    return declared_by
+
+
+def _with_columns(table: pa.Table, features: Features, declared: Features, arrays: dict[str, pa.Array]) -> pa.Table:
+    """`table` with `arrays` as the declared columns, and the schema metadata of the merged features."""
+    schema = merge_features(features, declared).arrow_schema()
+    return pa.Table.from_arrays([_storage(arrays[f.name] if f.name in arrays else table.column(f.name), f.type)
+                                 for f in schema], schema=schema)
 
 
 def _storage(column: pa.Array | pa.ChunkedArray, arrow: pa.DataType) -> pa.ChunkedArray:
