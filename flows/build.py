@@ -10,6 +10,10 @@ Thin orchestration only: model and format code live in generators/ and synthloom
   regenerates the rest: same seeds, same bytes. Editing what does not make rows (description,
   evaluators, gates) regenerates nothing.
 - The generator is loaded once per worker process (`loaded_generator`) and serves all its shards.
+- With `labelers:`, generated shards go to `<staging>/.raw/` and one `label-shard` task per shard
+  writes the labelled shard to `data/`, cached by (the generated shard's sha256, the labelers'
+  fingerprint): editing labeler params relabels without regenerating, and a killed build reuses both
+  steps' finished shards. Labelers are loaded once per worker process too (`loaded_labelers`).
 - After the commit, `_finish_version` does every later step (clean-up, evaluation and gates, `latest`,
   artifacts); a rerun that finds the version committed runs it again, so a crash after the commit loses
   nothing.
@@ -44,11 +48,13 @@ from synthloom.devices import device_slots, resolve_device
 from synthloom.errors import DatasetError
 from synthloom.faults import crash_point
 from synthloom.generators.base import BuildContext, Generator, Prepared, ShardSpec
+from synthloom.labelers.base import Labeler, apply_labeler, chain_fingerprint, check_chain
+from synthloom.labelers.base import Prepared as LabelerPrepared
 from synthloom.planning import check_build_size, plan_shards
 from synthloom.preview import write_preview
 from synthloom.provenance import git_sha, package_versions, sha256_file
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
-from synthloom.registry import make_generator
+from synthloom.registry import make_generator, make_labeler
 
 from .evaluate import GateError, evaluate_dataset
 
@@ -86,6 +92,7 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
     generator = make_generator(recipe.generator.kind, recipe.generator.params)  # params are validated here
     check_build_size(recipe, generator.bytes_per_sample(), plan.final.parent)
     generator.check_inputs(plan.context())
+    _check_labelers_preflight(recipe, generator)
     plan.existing = _existing_version(plan, overwrite)
     if plan.existing is None:
         ds.check_writable(plan.final.parent)
@@ -109,7 +116,7 @@ def _existing_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None
         raise DatasetError(f"{final}: exists but is not a complete dataset; remove it or pass --overwrite") from None
     if overwrite:
         return None
-    if manifest.get("generation_sha256") == plan.generation:
+    if plan.recipe.same_rows(manifest):
         return manifest
     raise DatasetError(
         f"{final}: already built from a different recipe (sha256 {manifest.get('recipe_sha256', '?')[:12]}…); "
@@ -120,8 +127,10 @@ def _existing_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None
 # -- tasks -------------------------------------------------------------------------------------
 def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     shard: ShardSpec = parameters["shard"]
-    return "shard-{}-{}-{}-{:05d}".format(
-        parameters["generation"][:16], parameters["prepared"].input_fingerprint[:16], shard.split, shard.index
+    # With labelers the shard is written to .raw/ (and labelled later), else to data/: another file.
+    raw = "-raw" if parameters["recipe_json"].get("labelers") else ""
+    return "shard-{}-{}-{}-{:05d}{}".format(
+        parameters["generation"][:16], parameters["prepared"].input_fingerprint[:16], shard.split, shard.index, raw
     )
 
 
@@ -161,7 +170,8 @@ def _write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepare
             row["generation_sha256"] = generation
             rows.append(row)
     table = ds.rows_to_table(rows, features)
-    record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
+    folder = ds.RAW_DIR if recipe.labelers else ds.DATA_DIR  # labelled shards alone go to data/
+    record = ds.write_shard(table, Path(staging) / folder / shard.filename)
     record = {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
     path = _record_path(staging, shard)
     path.parent.mkdir(exist_ok=True)
@@ -209,6 +219,100 @@ def generate_shard_group(recipe_json: dict[str, Any], generation: str, prepared:
 SHARD_PARAMS = ("recipe_json", "generation", "prepared", "shard", "staging", "device")
 
 
+# -- labelling ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Labelling:
+    """The recipe's labeler chain, prepared: what every label-shard task needs (small, picklable)."""
+
+    specs: tuple[tuple[str, dict[str, Any]], ...]  # (kind, params), in recipe order
+    prepared: tuple[LabelerPrepared, ...]
+    code_versions: tuple[str, ...]
+    columns: tuple[tuple[str, ...], ...]  # the columns each labeler declares
+    fingerprint: str  # chain_fingerprint: kind, params, prepared input fingerprint, code version of each
+
+    def manifest_records(self) -> list[dict[str, Any]]:
+        return [{"kind": kind, "params": params, "code_version": code, "input_fingerprint": prep.input_fingerprint,
+                 "assets": [a.model_dump() for a in prep.assets], "outputs": [a.model_dump() for a in prep.outputs],
+                 "info": prep.info, "columns": list(columns)}
+                for (kind, params), prep, code, columns in zip(self.specs, self.prepared, self.code_versions,
+                                                               self.columns)]
+
+
+def _check_labelers_preflight(recipe: Recipe, generator: Generator) -> None:
+    """Validate labeler params, and what they read when the generator can name its columns before
+    `prepare` (one whose features need prepare, for class names, is checked right after it)."""
+    labelers = [make_labeler(spec.kind, spec.params) for spec in recipe.labelers]
+    if not labelers:
+        return
+    try:
+        features = ds.dataset_schema(generator.features())
+    except Exception:  # features() may need prepare(); prepare_labelers checks again after it
+        return
+    check_chain(labelers, features)
+
+
+@task(name="prepare-labelers")
+def prepare_labelers(plan: BuildPlan, generator_prepared: Prepared) -> Labelling:
+    """Check the chain against the generator's real columns and prepare each labeler (models go into
+    the model store), before any shard is generated."""
+    recipe = plan.recipe
+    generator = make_generator(recipe.generator.kind, recipe.generator.params)
+    generator.prepared = generator_prepared  # what load() sets; features() needs nothing more
+    labelers = [make_labeler(spec.kind, spec.params) for spec in recipe.labelers]
+    columns = check_chain(labelers, ds.dataset_schema(generator.features()))
+    prepared = tuple(labeler.prepare(plan.context()) for labeler in labelers)
+    specs = tuple((spec.kind, spec.params) for spec in recipe.labelers)
+    codes = tuple(labeler.code_version for labeler in labelers)
+    fingerprint = chain_fingerprint([(kind, params, prep.input_fingerprint, code)
+                                     for (kind, params), prep, code in zip(specs, prepared, codes)])
+    return Labelling(specs, prepared, codes, tuple(tuple(c) for c in columns), fingerprint)
+
+
+# One loaded labeler chain per worker process, like `loaded_generator`.
+_LOADED_LABELERS: dict[tuple[str, str], list[Labeler]] = {}
+
+
+def loaded_labelers(labelling: Labelling, device: str) -> list[Labeler]:
+    key = (labelling.fingerprint, device)
+    if key not in _LOADED_LABELERS:
+        _LOADED_LABELERS.clear()
+        _LOADED.clear()  # labelling comes after generating: free the generator's model first
+        labelers = []
+        for (kind, params), prepared in zip(labelling.specs, labelling.prepared):
+            labeler = make_labeler(kind, params)
+            labeler.load(prepared, device)
+            labelers.append(labeler)
+        _LOADED_LABELERS[key] = labelers
+    return _LOADED_LABELERS[key]
+
+
+def _label_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    shard: ShardSpec = parameters["shard"]
+    inputs = f"{parameters['generated']['sha256']}:{parameters['labelling'].fingerprint}"
+    return "label-{}-{:05d}-{}".format(shard.split, shard.index, hashlib.sha256(inputs.encode()).hexdigest()[:32])
+
+
+@task(name="label-shard", task_run_name="label-{shard.split}-{shard.index:05d}", cache_key_fn=_label_cache_key,
+      persist_result=True)
+def label_shard(labelling: Labelling, generated: dict[str, Any], shard: ShardSpec, staging: str,
+                device: str) -> dict[str, Any]:
+    """Run the labeler chain on one generated shard (`.raw/`); write the labelled shard to `data/`."""
+    raw = Path(staging) / generated["file"]
+    if not raw.exists() or sha256_file(raw) != generated["sha256"]:
+        raise DatasetError(f"{raw}: generated shard is missing or changed since it was generated; "
+                           "run the build again")
+    table = pq.read_table(raw)
+    for labeler in loaded_labelers(labelling, device):
+        with device_slots(labeler.resources, device):
+            table = apply_labeler(labeler, table, shard=shard.filename)
+    record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
+    return {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
+            "generated_sha256": generated["sha256"]}
+
+
+LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device")
+
+
 # -- the flow ----------------------------------------------------------------------------------
 @flow(name="build-dataset")
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
@@ -238,6 +342,7 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
     recipe = plan.recipe
     recipe_json = recipe.model_dump(mode="json")
     prepared = prepare_generator(plan)
+    labelling = prepare_labelers(plan, prepared) if recipe.labelers else None  # before any shard: fail fast
     shards = plan_shards(recipe)
     storage = (staging / ".results").resolve()
     shard_task = generate_shard.with_options(result_storage=storage)
@@ -264,9 +369,12 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
         logger.info("reused %d finished shards from an earlier run", len(cached))
     records += _recheck_staged(cached, shards, args, staging, storage, plan.device)
     records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
+    if labelling is not None:
+        crash_point("build:generated-before-labels")
+        records = _label_shards(labelling, records, shards, staging, storage, plan.device, workers, logger)
 
     crash_point("build:shards-done")
-    manifest = _manifest(plan, prepared, records, staging)
+    manifest = _manifest(plan, prepared, records, staging, labelling)
     write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
     ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
     (staging / "README.md").write_text(dataset_card(manifest))
@@ -381,11 +489,59 @@ def _recheck_staged(records, shards, args: tuple, staging: Path, storage: Path, 
     return checked
 
 
+def _label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: list[ShardSpec], staging: Path,
+                  storage: Path, device: str, workers: int, logger) -> list[dict[str, Any]]:
+    """One label-shard task per generated shard; returns the labelled shards' records, in order."""
+    by_key = {(s.split, s.index): s for s in shards}
+    jobs = [(record, by_key[(record["split"], record["index"])]) for record in generated]
+    label_task = label_shard.with_options(result_storage=storage)
+    started = time.time()
+    fresh, cached = [], []
+    for record in _run_label_tasks(label_task, labelling, jobs, str(staging), device, workers):
+        (cached if record["written_at"] < started else fresh).append(record)
+    if cached:
+        logger.info("reused %d labelled shards from an earlier run", len(cached))
+    logger.info("labelled %d shards with %s", len(fresh), ", ".join(kind for kind, _ in labelling.specs))
+    order = {(r["split"], r["index"]): i for i, r in enumerate(generated)}
+    checked = fresh + _recheck_labelled(cached, jobs, labelling, staging, storage, device)
+    return sorted(checked, key=lambda r: order[(r["split"], r["index"])])
+
+
+def _run_label_tasks(label_task, labelling: Labelling, jobs, staging: str, device: str, workers: int):
+    """Yield labelled records as shards finish: in this thread, or a process pool (one loaded chain
+    per process) with more workers, as `_run_shards` does for generation."""
+    if workers <= 1:
+        for generated, shard in jobs:
+            yield label_task(labelling, generated, shard, staging, device)
+        return
+    with ProcessPoolTaskRunner(max_workers=workers) as runner:
+        futures = [runner.submit(label_task, dict(zip(LABEL_PARAMS, (labelling, generated, shard, staging, device))))
+                   for generated, shard in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _recheck_labelled(records, jobs, labelling: Labelling, staging: Path, storage: Path, device: str):
+    """A labelled shard reused from the cache whose file went missing or changed is labelled again."""
+    by_key = {(shard.split, shard.index): (generated, shard) for generated, shard in jobs}
+    checked = []
+    for record in records:
+        path = staging / record["file"]
+        if path.exists() and sha256_file(path) == record["sha256"]:
+            checked.append(record)
+            continue
+        generated, shard = by_key[(record["split"], record["index"])]
+        fresh = label_shard.with_options(result_storage=storage, refresh_cache=True)
+        checked.append(fresh(labelling, generated, shard, str(staging), device))
+    return checked
+
+
 def _schema_of(folder: Path, records: list[dict[str, Any]]):
     return pq.read_schema(folder / records[0]["file"])
 
 
-def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]], staging: Path) -> dict[str, Any]:
+def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]], staging: Path,
+              labelling: "Labelling | None" = None) -> dict[str, Any]:
     recipe = plan.recipe
     return {
         "format": "synthloom-dataset/1",
@@ -408,11 +564,14 @@ def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]]
         },
         "classes": prepared.classes,
         "derived_from": sorted({a.path for a in prepared.assets}),
-        "labelers": [l.kind for l in recipe.labelers],
+        # What ran, not what the recipe lists: croissant's machineAnnotationTools is built from this.
+        "labelers": labelling.manifest_records() if labelling else [],
+        "labeling_sha256": labelling.fingerprint if labelling else None,
         "skipped": {"count": len(prepared.skipped), "items": [s.model_dump() for s in prepared.skipped]},
         "schema": ds.schema_text(_schema_of(staging, records)),
         "features": ds.read_features(_schema_of(staging, records)).to_json(),
-        "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256")} for r in records],
+        "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256", "generated_sha256") if k in r}
+                   for r in records],
         "metrics": {},
         # A version with evaluators or gates is not accepted until it has passed them.
         "status": "unevaluated" if (recipe.evaluators or recipe.gates) else "accepted",

@@ -77,6 +77,8 @@ def dataset_card(manifest: dict[str, Any], features: Features | None = None) -> 
         lines += [f"- {'pass' if r['passed'] else 'FAIL'}: {r['message']}" for r in gates["results"]]
     lines += ["", "## Provenance", "",
               f"- generator: `{manifest['generator']['kind']}`",
+              *[f"- labeler: `{r['kind']}` wrote {', '.join(f'`{c}`' for c in r.get('columns', []))}"
+                for r in manifest.get("labelers") or [] if isinstance(r, dict)],
               f"- recipe sha256: `{manifest['recipe_sha256']}`",
               f"- root seed: `{manifest['seed']}`",
               f"- synthloom git sha: `{manifest.get('git_sha')}`",

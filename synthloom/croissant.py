@@ -102,6 +102,25 @@ def feature_field(name: str, feature: Feature, record_set: str = "default") -> d
     return field
 
 
+def _labelers_run(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The labelers that ran on this version's shards, as the manifest records them (the build writes
+    a record only for a labeler whose label-shard tasks produced the shards)."""
+    return [record for record in manifest.get("labelers") or [] if isinstance(record, dict)]
+
+
+def _tool_name(record: dict[str, Any]) -> str:
+    return f"synthloom labeler '{record['kind']}' (code version {record.get('code_version', '?')})"
+
+
+def _annotation_protocol(manifest: dict[str, Any]) -> str:
+    text = "Labels come from the generator itself (the class of the source asset); "
+    ran = _labelers_run(manifest)
+    if not ran:
+        return text + "no machine annotation tools were run"
+    return text + "machine annotation, run on every generated shard: " + "; ".join(
+        f"{_tool_name(r)} wrote {', '.join(r.get('columns', [])) or 'no columns'}" for r in ran)
+
+
 def croissant_metadata(manifest: dict[str, Any], schema: pa.Schema | Features) -> dict[str, Any]:
     recipe = manifest["recipe"]
     name = recipe["name"]
@@ -127,12 +146,8 @@ def croissant_metadata(manifest: dict[str, Any], schema: pa.Schema | Features) -
             f"sha256 {manifest['recipe_sha256']} with root seed {manifest['seed']}; no data was collected from people."
         ),
         "rai:dataCollectionType": ["Synthetic data"],
-        "rai:dataAnnotationProtocol": (
-            "Labels come from the generator itself (the class of the source asset); "
-            + ("machine annotation: " + ", ".join(manifest.get("labelers", [])) if manifest.get("labelers")
-               else "no machine annotation tools were run")
-        ),
-        "rai:machineAnnotationTools": manifest.get("labelers", []),
+        "rai:dataAnnotationProtocol": _annotation_protocol(manifest),
+        "rai:machineAnnotationTools": [_tool_name(record) for record in _labelers_run(manifest)],
         "rai:dataLimitations": "Synthetic samples may be more uniform than real data; see the metrics in README.md.",
         "prov:wasGeneratedBy": {
             "@type": "prov:Activity",

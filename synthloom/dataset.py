@@ -8,7 +8,8 @@
 Commit protocol (every instant is resumable; docs/DESIGN.md states each step's invariant):
 
 1. shards are written into `<output>/<name>/.staging-<version>/data/` (temp name, fsync, rename), beside
-   the build's resume state (`.generation_sha256`, the Prefect result cache `.results/`);
+   the build's resume state (`.generation_sha256`, the Prefect result cache `.results/`, and with
+   labelers the generated shards they read, `.raw/`);
 2. the metadata files and `.manifest.pending.json` are written into the staging folder;
 3. the staging folder becomes the version folder by one rename (resume state travels with it);
 4. the pending manifest is renamed to `manifest.json`: from here the version is complete;
@@ -46,6 +47,8 @@ MANIFEST = "manifest.json"
 PENDING_MANIFEST = ".manifest.pending.json"
 LATEST = "latest"
 DATA_DIR = "data"
+# Generated shards waiting for their labelers: build state (hidden), never part of the dataset.
+RAW_DIR = ".raw"
 TARGET_ROW_GROUP_BYTES = 128 * 1024 * 1024
 
 COMMON_HEAD = ("id", "split")
@@ -110,7 +113,7 @@ def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return {"file": f"{DATA_DIR}/{path.name}", "rows": table.num_rows, "bytes": path.stat().st_size,
+    return {"file": f"{path.parent.name}/{path.name}", "rows": table.num_rows, "bytes": path.stat().st_size,
             "sha256": sha256_file(path)}
 
 
@@ -180,8 +183,9 @@ def remove_build_state(final: Path) -> None:
 
 
 def has_finished_shards(staging: Path) -> bool:
-    data = staging / DATA_DIR
-    return data.is_dir() and any(data.glob("*.parquet"))
+    """Whether a staging folder holds shards worth resuming from: generated or labelled."""
+    return any((staging / folder).is_dir() and any((staging / folder).glob("*.parquet"))
+               for folder in (DATA_DIR, RAW_DIR))
 
 
 @contextmanager

@@ -13,6 +13,10 @@ class GeneratorError(SynthloomError):
     """A generator cannot prepare or produce samples (bad asset, bad parameter)."""
 
 
+class LabelerError(SynthloomError):
+    """A labeler cannot run on a dataset (bad parameter, missing input column) or labelled nothing."""
+
+
 class DatasetError(SynthloomError):
     """A dataset on disk is absent, incomplete, corrupt or conflicts with a build."""
 

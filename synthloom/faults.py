@@ -14,6 +14,10 @@ POINTS = (
     "build:committed",        # manifest.json in place, resume state not yet removed
     "finish:before-latest",   # resume state removed, `latest` / evaluation not done
 )
+# Reached only by builds whose recipe has `labelers:`.
+LABEL_POINTS = (
+    "build:generated-before-labels",  # every shard generated into .raw/, none labelled yet
+)
 
 
 def crash_point(name: str) -> None:

@@ -152,15 +152,22 @@ class Recipe(StrictModel):
         `output` is left out: where a dataset is written does not change a byte of it."""
         return _sha256_json(self.model_dump(mode="json", exclude={"output"}))
 
-    # What decides the rows' bytes. Description, license, evaluators, gates, schedule, reference
-    # (unless a generator trains on it: then its hash is in the prepared input fingerprint), device and
-    # output do not, so editing them regenerates nothing.
-    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("generator", "seed", "count", "shard_size", "labelers",
-                                                    "on_error")
+    # What decides the generated rows' bytes. Description, license, evaluators, gates, schedule,
+    # reference (unless a generator trains on it: then its hash is in the prepared input fingerprint),
+    # device and output do not, so editing them regenerates nothing. Labelers do not either: they
+    # label generated shards in their own cached step, so editing them relabels without regenerating
+    # (a committed version compares its labelers separately, see `same_rows`).
+    GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("generator", "seed", "count", "shard_size", "on_error")
 
     def generation_fingerprint(self) -> str:
-        """sha256 of what makes the rows: generator kind and params, seed, counts, shard size, labelers."""
+        """sha256 of what makes the generated rows: generator kind and params, seed, counts, shard size."""
         return _sha256_json(self.model_dump(mode="json", include=set(self.GENERATION_FIELDS)))
+
+    def same_rows(self, manifest: dict[str, Any]) -> bool:
+        """Whether a committed version (its manifest) holds the rows this recipe makes: the same
+        generation and the same labelers with the same params, in the same order."""
+        return (manifest.get("generation_sha256") == self.generation_fingerprint()
+                and manifest.get("recipe", {}).get("labelers", []) == self.model_dump(mode="json")["labelers"])
 
     def total_samples(self) -> int:
         return sum(self.count.values())

@@ -27,7 +27,9 @@ BUILTINS: dict[str, dict[str, str]] = {
     "generators": {
         "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
     },
-    "labelers": {},
+    "labelers": {
+        "attributes": "synthloom.labelers.attributes:AttributesLabeler",
+    },
     "evaluators": {
         "fidelity": "synthloom.evaluators.evaluate:evaluate_version",
         "cas": "synthloom.evaluators.evaluate:evaluate_version",
@@ -82,3 +84,7 @@ def get_generator_class(kind: str):
 
 def make_generator(kind: str, params: dict):
     return get_generator_class(kind)(params)
+
+
+def make_labeler(kind: str, params: dict):
+    return load("labelers", kind)(params)

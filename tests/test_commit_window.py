@@ -59,8 +59,10 @@ def test_a_version_killed_before_evaluation_is_evaluated_by_the_rerun(tmp_path, 
     assert (final.parent / "latest").read_text().strip() == "1.0.0"
 
 
-def test_second_build_of_a_version_fails_at_once_naming_the_first(tmp_path):
-    path = write_recipe(tmp_path, generator=SLOW, count={"train": 48}, shard_size=4)
+def test_second_build_of_a_version_fails_at_once_naming_the_first(tmp_path, toy_generators):
+    # 0.5 s per shard, 12 shards: the first build is surely running when the second starts.
+    path = write_recipe(tmp_path, generator={"kind": "toy", "params": {"events": str(toy_generators), "sleep": 0.5}},
+                        count={"train": 48}, shard_size=4)
     final = load_recipe(path).version_dir()
     first = subprocess.Popen([SYNTHLOOM, "build", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=os.environ.copy())
