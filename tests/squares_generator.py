@@ -4,14 +4,13 @@ so the tests cover the generator -> features -> writer -> readers path for image
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Iterable
 
 import numpy as np
 
 from synthloom.features import Array, BoundingBoxes, ClassLabel, Features, Image, Text, Value
-from synthloom.generators.base import BuildContext, Generator, GeneratorParams, ShardSpec
+from synthloom.generators.base import BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, \
+    input_fingerprint
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230)}
 
@@ -28,20 +27,19 @@ class SquaresGenerator(Generator):
     Params = SquaresParams
     params: SquaresParams
 
-    def prepare(self, ctx: BuildContext) -> dict[str, Any]:
-        classes = list(self.params.classes)
-        self.prepared = {"classes": classes, "assets": [], "skipped": [],
-                         "assets_sha256": hashlib.sha256(json.dumps(classes).encode()).hexdigest()}
+    def prepare(self, ctx: BuildContext) -> Prepared:
+        self.prepared = Prepared(generator=self.name, classes=list(self.params.classes),
+                                 input_fingerprint=input_fingerprint(self.name, self.params, self.code_version, []))
         return self.prepared
 
     def features(self) -> Features:
-        classes = self.prepared["classes"]
+        classes = self.prepared.classes
         return Features({"image": Image(), "label": ClassLabel(classes), "objects": BoundingBoxes(classes),
                          "caption": Text(), "depth": Array((self.params.height, self.params.width), "float32"),
                          "segmentation": Array((None, None), "uint16"), "seed": Value("int64")})
 
     def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:
-        classes, h, w = self.prepared["classes"], self.params.height, self.params.width
+        classes, h, w = self.prepared.classes, self.params.height, self.params.width
         for offset in range(shard.size):
             index = shard.start + offset
             seed = shard.sample_seed(offset)

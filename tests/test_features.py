@@ -256,13 +256,14 @@ def squares(tmp_path_factory):
     from conftest import write_recipe
     from synthloom.flows.build import build_dataset
     from synthloom.recipe import load_recipe
-    from synthloom.registry import BUILTIN_GENERATORS
+    from synthloom.registry import REGISTER_ENV, register
 
     folder = tmp_path_factory.mktemp("squares")
     path = write_recipe(folder, name="squares", generator={"kind": "squares", "params": {}},
                         count={"train": 16, "test": 8}, shard_size=8)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(BUILTIN_GENERATORS, "squares", "squares_generator:SquaresGenerator")
+        patch.delenv(REGISTER_ENV, raising=False)
+        register("generators", "squares", "squares_generator:SquaresGenerator")
         result = build_dataset(str(path))
     assert result["status"] == "built" and result["rows"] == 24
     return load_recipe(path).version_dir()
