@@ -189,8 +189,13 @@ def _staged_record(staging: str | Path, shard: ShardSpec) -> dict[str, Any] | No
     if not path.exists():
         return None
     record = json.loads(path.read_text())
+    return record if _file_matches(staging, record) else None
+
+
+def _file_matches(staging: str | Path, record: dict[str, Any]) -> bool:
+    """Whether the shard file a record names is still there with the recorded sha256."""
     file = Path(staging) / record["file"]
-    return record if file.exists() and sha256_file(file) == record["sha256"] else None
+    return file.exists() and sha256_file(file) == record["sha256"]
 
 
 @task(name="generate-shard", task_run_name="shard-{shard.split}-{shard.index:05d}-of-{shard.num_shards:05d}",
@@ -479,8 +484,7 @@ def _recheck_staged(records, shards, args: tuple, staging: Path, storage: Path, 
     by_key = {(s.split, s.index): s for s in shards}
     checked = []
     for record in records:
-        path = staging / record["file"]
-        if path.exists() and sha256_file(path) == record["sha256"]:
+        if _file_matches(staging, record):
             checked.append(record)
             continue
         shard = by_key[(record["split"], record["index"])]
@@ -526,8 +530,7 @@ def _recheck_labelled(records, jobs, labelling: Labelling, staging: Path, storag
     by_key = {(shard.split, shard.index): (generated, shard) for generated, shard in jobs}
     checked = []
     for record in records:
-        path = staging / record["file"]
-        if path.exists() and sha256_file(path) == record["sha256"]:
+        if _file_matches(staging, record):
             checked.append(record)
             continue
         generated, shard = by_key[(record["split"], record["index"])]
