@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 import socket
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -125,12 +126,11 @@ def check_writable(folder: Path) -> None:
     """Fail early, naming the folder, when the output cannot be written (read-only, full, not a folder)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".synthloom-write-test"
-        with open(probe, "wb") as handle:
+        # A unique probe name: two builds checking the same folder at once must not delete each other's.
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".synthloom-write-test-") as handle:
             handle.write(b"\0" * 4096)
             handle.flush()
             os.fsync(handle.fileno())
-        probe.unlink()
     except OSError as error:
         raise DatasetError(f"{folder}: output is not writable ({error.strerror or error})") from None
 
