@@ -118,6 +118,9 @@ def _existing_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None
         return None
     if plan.recipe.same_rows(manifest):
         return manifest
+    if "generation_sha256" not in manifest:
+        raise DatasetError(f"{final}: built by an older synthloom whose manifest has no generation fingerprint, "
+                           "so its rows cannot be matched to this recipe; bump `version` or pass --overwrite")
     raise DatasetError(
         f"{final}: already built from a different recipe (sha256 {manifest.get('recipe_sha256', '?')[:12]}…); "
         "bump `version` in the recipe or pass --overwrite"

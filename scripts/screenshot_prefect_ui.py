@@ -85,9 +85,9 @@ def main() -> None:
         ui = f"http://127.0.0.1:{port}"
         screenshot(chromium, f"{ui}/runs/flow-run/{run.id}", out / "flow-run.png")
         screenshot(chromium, f"{ui}/runs/flow-run/{run.id}?tab=Logs", out / "logs.png")
-        screenshot(chromium, f"{ui}/runs/flow-run/{run.id}?tab=Artifacts", out / "artifacts.png")
         if summary:
-            screenshot(chromium, f"{ui}/artifacts/artifact/{summary[0].id}", out / "summary-artifact.png")
+            # read_latest_artifacts returns the key's collection; its page is the newest artifact's id.
+            screenshot(chromium, f"{ui}/artifacts/artifact/{summary[0].latest_id}", out / "summary-artifact.png")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -92,6 +92,27 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           env={**os.environ, **(env or {})})
 
 
+def build_runs(recipe_prefix: Path | str) -> list:
+    """The `build-dataset` flow runs whose recipe lies under `recipe_prefix`, newest first.
+
+    Filtered by recipe path, not by counting all runs: other tests (or another pytest worker) share
+    the server, and a count capped by a page limit stops changing once the server holds that many."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    prefix = str(recipe_prefix)
+    with get_client(sync_client=True) as client:
+        runs, offset = [], 0
+        while True:
+            page = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["build-dataset"])),
+                                         sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=offset)
+            runs += [r for r in page if str(r.parameters.get("recipe_path", "")).startswith(prefix)]
+            if len(page) < 200:
+                return runs
+            offset += 200
+
+
 @pytest.fixture
 def copy_meshes(tmp_path, cgal_meshes):
     """A writable copy of the CGAL class folders, for tests that add broken files."""

@@ -186,6 +186,20 @@ def test_rebuild_is_a_no_op_and_a_changed_recipe_is_refused(built, tmp_path):
     assert ds.verify(recipe.version_dir())["rows"] == 36
 
 
+def test_a_version_from_an_older_synthloom_is_named_not_matched(built):
+    path, _ = built
+    manifest_path = load_recipe(path).version_dir() / ds.MANIFEST
+    original = manifest_path.read_text()
+    manifest = json.loads(original)
+    del manifest["generation_sha256"]  # what manifests written before the generation fingerprint look like
+    manifest_path.write_text(json.dumps(manifest))
+    try:
+        with pytest.raises(DatasetError, match="older synthloom.*bump `version` or pass --overwrite"):
+            build_dataset(str(path))
+    finally:
+        manifest_path.write_text(original)
+
+
 def test_overwrite_replaces_a_version(recipe_factory):
     path = recipe_factory()
     build_dataset(str(path))

@@ -5,11 +5,9 @@ finds nothing, provenance of what ran. Real flows against the session Prefect se
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, write_recipe
+from conftest import build_runs, run_cli, write_recipe
 from synthloom import dataset as ds
 from synthloom.errors import LabelerError
 from synthloom.evaluators.attributes import image_attributes
@@ -37,13 +35,12 @@ def _table(version_dir, split=None):
     return ds.read_table(version_dir, manifest, split)
 
 
-def _task_names():
+def _task_names(recipe_prefix):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter
-    from prefect.client.schemas.sorting import FlowRunSort
 
+    run = build_runs(recipe_prefix)[0]
     with get_client(sync_client=True) as client:
-        run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
     return sorted(t.name for t in tasks)
 
@@ -143,7 +140,7 @@ def test_pointcloud_build_gets_attribute_columns_that_hf_datasets_reads(tmp_path
     assert "attr_radius" in croissant["rai:dataAnnotationProtocol"]
     assert {"attr_radius", "attr_extent_x"} <= {f["name"] for f in croissant["recordSet"][0]["field"]}
     assert "labeler: `attributes`" in (final / "README.md").read_text()
-    assert [n for n in _task_names() if n.startswith("label-")] == [
+    assert [n for n in _task_names(tmp_path) if n.startswith("label-")] == [
         "label-test-00000", "label-train-00000", "label-train-00001"]
 
 
@@ -267,8 +264,6 @@ def test_labelers_are_loaded_once_per_worker_process(tmp_path, toy_parts):
 
 
 def test_labeler_mistakes_fail_before_any_flow_run(recipe_factory, toy_parts, tmp_path):
-    from prefect.client.orchestration import get_client
-
     events = str(toy_parts)
     toy = {"kind": "toy", "params": {"events": events}}
     cases = {
@@ -281,14 +276,11 @@ def test_labeler_mistakes_fail_before_any_flow_run(recipe_factory, toy_parts, tm
         "labeler toy-score: needs a float Value column":
             dict(generator={"kind": "toy-images"}, labelers=[{"kind": "toy-score", "params": {"events": events}}]),
     }
-    with get_client(sync_client=True) as client:
-        runs_before = len(client.read_flow_runs(limit=200))
     for message, recipe in cases.items():
         out = run_cli("build", str(recipe_factory(**recipe)))
         assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert message in out.stderr, (message, out.stderr)
-    with get_client(sync_client=True) as client:
-        assert len(client.read_flow_runs(limit=200)) == runs_before, "no flow run was started"
+    assert build_runs(tmp_path) == [], "no flow run was started"
 
     # The point-cloud generator names its classes only in prepare(): its labelers are checked right
     # after it, still one line and before any shard is generated.
