@@ -28,13 +28,42 @@ CGAL_EXTRA = REPO / "data" / "cgal-extra"
 SYNTHLOOM = str(Path(sys.executable).with_name("synthloom"))
 
 
+SHARED_SERVER = "SYNTHLOOM_TEST_SHARED_PREFECT_API_URL"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`) the controller starts the one test server before the workers
+    start, and the workers inherit its URL: one server for the session, not one per worker."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    config._synthloom_harness = prefect_test_harness(server_startup_timeout=120)
+    config._synthloom_harness.__enter__()
+    os.environ[SHARED_SERVER] = PREFECT_API_URL.value()
+
+
+def pytest_unconfigure(config):
+    harness = getattr(config, "_synthloom_harness", None)
+    if harness is not None:
+        os.environ.pop(SHARED_SERVER, None)
+        harness.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server():
     """One Prefect server for the whole session; CLI subprocesses reuse it through PREFECT_API_URL
     instead of each starting an ephemeral server."""
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
+    shared = os.environ.get(SHARED_SERVER)
+    if shared:  # an xdist worker: the controller's server
+        os.environ["PREFECT_API_URL"] = shared
+        with temporary_settings(updates={PREFECT_API_URL: shared}):
+            yield shared
+        return
     with prefect_test_harness(server_startup_timeout=120):
         url = PREFECT_API_URL.value()
         previous = os.environ.get("PREFECT_API_URL")

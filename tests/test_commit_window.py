@@ -11,6 +11,7 @@ from conftest import SYNTHLOOM, run_cli, write_recipe
 from synthloom import dataset as ds
 from synthloom.faults import POINTS
 from synthloom.recipe import load_recipe
+from toygen import read_events
 
 # Poisson shards of ~0.1-0.3 s: slow enough to kill a build half way, fast enough for CI.
 SLOW = {"kind": "pointcloud", "params": {"num_points": 1024, "sampler": "poisson"}}
@@ -60,15 +61,17 @@ def test_a_version_killed_before_evaluation_is_evaluated_by_the_rerun(tmp_path, 
 
 
 def test_second_build_of_a_version_fails_at_once_naming_the_first(tmp_path, toy_generators):
-    # 0.5 s per shard, 12 shards: the first build is surely running when the second starts.
-    path = write_recipe(tmp_path, generator={"kind": "toy", "params": {"events": str(toy_generators), "sleep": 0.5}},
+    # The first build's shards wait while `hold` exists: it is surely running when the second starts.
+    hold = tmp_path / "hold"
+    hold.touch()
+    path = write_recipe(tmp_path, generator={"kind": "toy", "params": {"events": str(toy_generators),
+                                                                       "hold_while": str(hold)}},
                         count={"train": 48}, shard_size=4)
     final = load_recipe(path).version_dir()
     first = subprocess.Popen([SYNTHLOOM, "build", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=os.environ.copy())
-    staged = ds.staging_dir(final) / "data"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(staged.glob("*.parquet")):
+    while time.monotonic() < deadline and not any(e["event"] == "start" for e in read_events(toy_generators)):
         assert first.poll() is None, first.stderr.read()
         time.sleep(0.05)
 
@@ -77,6 +80,7 @@ def test_second_build_of_a_version_fails_at_once_naming_the_first(tmp_path, toy_
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and f"being built by process {first.pid} on host " in lines[0] and " since " in lines[0]
     assert first.poll() is None, "the second build must fail while the first is still running"
+    hold.unlink()
 
     assert first.wait(timeout=300) == 0, first.stderr.read()
     assert ds.verify(final)["rows"] == 48

@@ -26,6 +26,7 @@ class ToyParams(GeneratorParams):
     events: str  # a file each lifecycle event is appended to, as one JSON line
     sleep: float = 0.0  # seconds per shard, to make overlap visible
     fail_on_shard: int | None = None
+    hold_while: str | None = None  # shards wait while this file exists: a build that is surely running
 
 
 def log_event(path: str, kind: str, **fields: Any) -> None:
@@ -61,6 +62,8 @@ class ToyGenerator(Generator):
             raise RuntimeError(f"toy generator fails on shard {shard.index}")
         log_event(self.params.events, "start", shard=f"{shard.split}-{shard.index}")
         time.sleep(self.params.sleep)
+        while self.params.hold_while and Path(self.params.hold_while).exists():
+            time.sleep(0.05)
         for offset in range(shard.size):
             seed = shard.sample_seed(offset)
             yield {"label": (shard.start + offset) % 2, "value": float(np.random.default_rng(seed).normal()),
