@@ -33,8 +33,9 @@ demo: install
 	$(BIN)/synthloom verify datasets/demo-pointclouds/1.0.0
 	$(BIN)/synthloom inspect datasets/demo-pointclouds/1.0.0
 
+# Two workers share one Prefect test server (tests/conftest.py): most tests wait on subprocesses and the API.
 test: install meshes
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 fashion-mnist:
 	bash scripts/fetch_fashion_mnist.sh
