@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from synthloom import dataset as ds
 from synthloom.card import dataset_card
 from synthloom.croissant import croissant_metadata
 from synthloom.devices import device_slots, resolve_device
-from synthloom.errors import DatasetError
+from synthloom.errors import DatasetError, SynthloomError
 from synthloom.faults import crash_point
 from synthloom.generators.base import BuildContext, Generator, Prepared, ShardSpec
 from synthloom.labelers.base import Labeler, apply_labeler, chain_fingerprint, check_chain
@@ -441,8 +442,17 @@ def _staging_for(final: Path, generation: str) -> Path:
 
 # Per-task orchestration costs ~25 ms of API calls and result I/O: on shards of 0.2 s that was +40 %
 # wall time (benchmarks/RESULTS.md). Cheap shards are therefore grouped so that one task lasts about this long.
+# SYNTHLOOM_MIN_TASK_SECONDS overrides it: 0 gives one task per shard (every shard its own row in the UI).
 MIN_TASK_SECONDS = 1.0
 MAX_SHARDS_PER_TASK = 64
+
+
+def _min_task_seconds() -> float:
+    value = os.environ.get("SYNTHLOOM_MIN_TASK_SECONDS")
+    try:
+        return MIN_TASK_SECONDS if value is None else max(0.0, float(value))
+    except ValueError:
+        raise SynthloomError(f"SYNTHLOOM_MIN_TASK_SECONDS={value!r} is not a number of seconds") from None
 
 
 def _run_shards(shard_task, group_task, args: tuple, shards: list[ShardSpec], staging: str, device: str,
@@ -458,7 +468,7 @@ def _run_shards(shard_task, group_task, args: tuple, shards: list[ShardSpec], st
     same Prefect server through the propagated run context.
     """
     if workers <= 1:
-        pending, group_size, started = list(shards), 1, time.time()
+        pending, group_size, started, min_seconds = list(shards), 1, time.time(), _min_task_seconds()
         while pending:
             batch, pending = pending[:group_size], pending[group_size:]
             clock = time.perf_counter()
@@ -472,7 +482,7 @@ def _run_shards(shard_task, group_task, args: tuple, shards: list[ShardSpec], st
                 records = group_task(*args, batch, staging, device, name)
             if any(r["written_at"] >= started for r in records):  # timed on generated shards, not reused ones
                 per_shard = (time.perf_counter() - clock) / len(batch)
-                group_size = max(1, min(MAX_SHARDS_PER_TASK, math.ceil(MIN_TASK_SECONDS / max(per_shard, 1e-3))))
+                group_size = max(1, min(MAX_SHARDS_PER_TASK, math.ceil(min_seconds / max(per_shard, 1e-3))))
             yield from records
         return
     with ProcessPoolTaskRunner(max_workers=workers) as runner:
