@@ -29,6 +29,8 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "labelers": {
         "attributes": "synthloom.labelers.attributes:AttributesLabeler",
+        "owlv2": "synthloom.labelers.owlv2:Owlv2Labeler",
+        "blip": "synthloom.labelers.blip:BlipLabeler",
     },
     "evaluators": {
         "fidelity": "synthloom.evaluators.evaluate:evaluate_version",
