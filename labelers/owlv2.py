@@ -5,7 +5,7 @@ An ontology maps text prompts to class names (`{"a photo of a sneaker": "sneaker
 "sneaker"}`); each detected box takes the prompt it scores highest on, and the class that prompt maps
 to. Boxes above `threshold` go through per-class non-maximum suppression (several prompts of one class
 compete as one class), then the `max_boxes` best are kept, written as `BoundingBoxes` (COCO xywh in
-the original image's pixels, category = class name, score).
+the original image's pixels, category = class name, score). Categories are the class names, sorted.
 
 Geometry: OWLv2's processor pads every image at the bottom and right to a square of side
 max(height, width), then resizes it to the model's input size; predicted boxes are (cx, cy, w, h)
@@ -102,14 +102,17 @@ class Owlv2Labeler(Labeler):
     name = "owlv2"
     Params = Owlv2Params
     params: Owlv2Params
-    resources = {"gpu": 1}
+    # A device slot only on a GPU (set in load): on CPU the Prefect concurrency lease cost ~1.7 s per
+    # shard here and protects nothing.
+    resources: dict[str, int] = {}
     code_version = "1"
 
     def __init__(self, params: dict[str, Any] | Owlv2Params | None = None):
         super().__init__(params)
         self.batch_size = self.params.batch_size
         prompts = list(self.params.ontology)
-        self.classes = list(dict.fromkeys(self.params.ontology.values()))  # in ontology order, unique
+        # Sorted, so category indices do not depend on the order of the ontology's keys (YAML dumps sort them).
+        self.classes = sorted(set(self.params.ontology.values()))
         # prompt index -> class index
         self.prompt_class = np.array([self.classes.index(self.params.ontology[p]) for p in prompts], dtype=np.int64)
         self.prompts = prompts
@@ -140,6 +143,7 @@ class Owlv2Labeler(Labeler):
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
         super().load(prepared, device)
+        self.resources = {"gpu": 1} if device.startswith("cuda") else {}
         folder = Path(prepared.info["model_dir"])
         self.processor, self.model = load_pretrained(self.name, folder, Owlv2ForObjectDetection, Owlv2Processor,
                                                      device)
