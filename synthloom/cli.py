@@ -81,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a dataset to another format")
     export.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
-    export.add_argument("--format", required=True, choices=["ply"], help="ply: one PLY file per point cloud")
+    export.add_argument("--format", required=True, choices=["ply", "coco", "yolo", "imagefolder"],
+                        help="ply: one PLY file per point cloud; coco: COCO detection JSON + images; yolo: "
+                             "Ultralytics labels + images + data.yaml; imagefolder: one folder per class")
     export.add_argument("--out", required=True, help="output folder (created)")
     export.add_argument("--split", help="only this split")
+    export.add_argument("--column", help="coco/yolo: the boxes column (default: the first BoundingBoxes column, "
+                                         "e.g. ground truth rather than auto-labels); imagefolder: the class column")
 
     label = sub.add_parser("label", help="auto-label a dataset version into a new version (owlv2 boxes, blip "
                                          "captions, attributes)",
@@ -281,15 +285,22 @@ def cmd_export(args) -> int:
     from rich.progress import Progress
 
     from . import dataset as ds
-    from .export import export_ply
+    from .registry import load
 
+    exporter = load("exporters", args.format)
     version_dir = ds.resolve_version_dir(args.dataset)
     manifest = ds.read_manifest(version_dir)
     total = sum(s["rows"] for s in manifest["shards"] if args.split in (None, s["split"]))
+    options = {} if args.column is None else {"column": args.column}
+    if args.format == "ply" and options:
+        from .errors import SynthloomError
+
+        raise SynthloomError("--column applies to --format coco, yolo and imagefolder")
     with Progress(disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task("export ply", total=total)
-        count = export_ply(version_dir, args.out, split=args.split, on_file=lambda: progress.advance(task))
-    print(f"{args.out}: wrote {count} PLY files")
+        task = progress.add_task(f"export {args.format}", total=total)
+        count = exporter(version_dir, args.out, split=args.split, on_file=lambda: progress.advance(task), **options)
+    what = "PLY files" if args.format == "ply" else f"images ({args.format})"
+    print(f"{args.out}: wrote {count} {what}")
     return 0
 
 

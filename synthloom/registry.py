@@ -41,6 +41,9 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "exporters": {
         "ply": "synthloom.export:export_ply",
+        "coco": "synthloom.export:export_coco",
+        "yolo": "synthloom.export:export_yolo",
+        "imagefolder": "synthloom.export:export_imagefolder",
     },
 }
 
