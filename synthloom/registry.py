@@ -38,6 +38,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "memorization": "synthloom.evaluators.evaluate:evaluate_version",
         "diversity": "synthloom.evaluators.evaluate:evaluate_version",
         "attributes": "synthloom.evaluators.evaluate:evaluate_version",
+        "labels": "synthloom.evaluators.evaluate:evaluate_version",
     },
     "exporters": {
         "ply": "synthloom.export:export_ply",

@@ -123,3 +123,24 @@ def test_label_command_refuses_bad_input_in_one_line(setup, capsys):
     with pytest.raises(SystemExit):
         main(["label", source, "--param", "threshold=1", "--labeler", "owlv2"])
     assert "--param threshold=1: comes before any --labeler" in capsys.readouterr().err
+
+
+def test_evaluate_reports_label_agreement_of_the_auto_labels_without_a_reference(setup, capsys):
+    from pycocotools.coco import COCO  # noqa: F401  (the library the numbers come from)
+    from synthloom.evaluators.label_agreement import label_agreement
+
+    final = setup["labelled"]
+    assert main(["evaluate", str(final)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    manifest = ds.read_manifest(final)
+    labels = manifest["metrics"]["details"]["labels"]
+    assert labels["ground_truth_column"] == "objects" and labels["predicted_column"] == "auto_objects"
+    table = _table(final, "train")
+    expected = label_agreement(table, ds.read_features(table, manifest), "objects", "auto_objects")
+    assert labels["label_map"] == pytest.approx(expected["label_map"]) and 0.0 <= labels["label_map"] <= 1.0
+    assert f"label_map: {labels['label_map']:.6g}" in out and manifest["status"] == "accepted"
+    assert labels["predicted_boxes"] == sum(len(v) for v in table.column("auto_objects").to_pylist())
+
+    # A version without auto-labels has nothing to agree with: one line when asked by name.
+    assert main(["evaluate", str(setup["plain"]), "--only", "labels"]) == 1
+    assert "label agreement needs ground-truth boxes and boxes a labeler wrote" in capsys.readouterr().err
