@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
         register("generators", "squares", "squares_generator:SquaresGenerator")
         plain = write_recipe(root, name="squares", **common)
         build_dataset(str(plain))
-        labelled = write_recipe(root, name="squares-labelled", **common,
+        labelled = write_recipe(root, name="squares-labelled", **common, evaluators=[{"kind": "labels"}],
                                 labelers=[{"kind": "owlv2", "params": owlv2}, {"kind": "blip", "params": blip}])
         build_dataset(str(labelled))
         yield {"models": models, "owlv2": owlv2, "blip": blip, "plain": load_recipe(plain).version_dir(),
@@ -130,6 +130,8 @@ def test_evaluate_reports_label_agreement_of_the_auto_labels_without_a_reference
     from synthloom.evaluators.label_agreement import label_agreement
 
     final = setup["labelled"]
+    built = ds.read_manifest(final)["metrics"]
+    assert built["evaluators"] == ["labels"], "the recipe's `labels` evaluator ran after the build, no reference"
     assert main(["evaluate", str(final)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     manifest = ds.read_manifest(final)
@@ -144,3 +146,10 @@ def test_evaluate_reports_label_agreement_of_the_auto_labels_without_a_reference
     # A version without auto-labels has nothing to agree with: one line when asked by name.
     assert main(["evaluate", str(setup["plain"]), "--only", "labels"]) == 1
     assert "label agreement needs ground-truth boxes and boxes a labeler wrote" in capsys.readouterr().err
+
+    # A gate on it: random weights agree with nothing, so a demanding gate rejects the version.
+    from synthloom.flows.evaluate import GateError, evaluate_dataset
+
+    with pytest.raises(GateError, match=r"label_map_min: label_map = [0-9.e-]+, must be >= 0.9"):
+        evaluate_dataset(str(final), gates={"label_map_min": 0.9})
+    assert ds.read_manifest(final)["status"] == "rejected"
