@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
+from scipy.special import expit
 
 from synthloom.errors import LabelerError
 from synthloom.features import BoundingBoxes, Features
@@ -175,7 +176,7 @@ class Owlv2Labeler(Labeler):
     def detections(self, logits: np.ndarray, boxes: np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
         """One image's boxes: best prompt per box, threshold, clip to the image, per-class NMS, max_boxes."""
         best = logits.argmax(axis=1)
-        scores = 1.0 / (1.0 + np.exp(-logits[np.arange(len(best)), best]))
+        scores = expit(logits[np.arange(len(best)), best])  # sigmoid, without overflow at large |logit|
         classes = self.prompt_class[best]
         xywh, has_area = padded_square_to_xywh(boxes, height, width)
         keep = np.nonzero((scores > self.params.threshold) & has_area)[0]
