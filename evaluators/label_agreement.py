@@ -55,8 +55,11 @@ def _image_sizes(table: pa.Table, features: Features) -> list[tuple[int, int] | 
 
 def label_agreement(table: pa.Table, features: Features, truth: str, predicted: str) -> dict[str, Any]:
     """COCO box mAP of `predicted` against `truth` over every row of `table`."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise DatasetError("label agreement needs pycocotools; pip install 'synthloom[models]'") from None
 
     truth_feature, pred_feature = features[truth], features[predicted]
     truth_rows = truth_feature.decode(table.column(truth))

@@ -74,6 +74,9 @@ def plan_label(dataset: str, specs: list[tuple[str, dict[str, Any]]], version: s
     labelers = [make_labeler(kind, params) for kind, params in specs]  # params validated here
     first = source / manifest["shards"][0]["file"]
     check_chain(labelers, ds.read_features(pq.read_schema(first), manifest))
+    for labeler in labelers:  # model labelers: the folder exists and holds the right architecture
+        if hasattr(labeler, "check_model"):
+            labeler.check_model(Path.cwd())
     version = version or "+".join([str(manifest["version"])] + [kind for kind, _ in specs])
     if not FOLDER_NAME.match(version):
         raise DatasetError(f"--version {version!r}: not a valid folder name (letters, digits, . _ + -)")

@@ -18,7 +18,7 @@ from synthloom.generators.base import BuildContext
 
 from .base import Labeler, LabelerParams, Prepared, labeler_fingerprint
 from .hf_models import check_architecture, check_output_column, image_column, load_pretrained, \
-    resolve_model_dir, rgb_images, weight_assets, weights_sha256
+    require_transformers, resolve_model_dir, rgb_images, weight_assets, weights_sha256
 
 
 class BlipParams(LabelerParams):
@@ -54,9 +54,16 @@ class BlipLabeler(Labeler):
     def features(self, input_features: Features) -> Features:
         return Features({self.params.column: Text()})
 
-    def prepare(self, ctx: BuildContext) -> Prepared:
-        folder = resolve_model_dir(self.name, self.params.model, ctx.recipe_dir)
+    def check_model(self, base: Path | None = None) -> Path:
+        """The model folder, checked to hold the right architecture: cheap (reads config.json), so the
+        `label` preflight runs it before any flow run. `base`: where relative paths may also be found."""
+        folder = resolve_model_dir(self.name, self.params.model, base)
         check_architecture(self.name, folder, ("blip",), "a BLIP captioner (BlipForConditionalGeneration)")
+        return folder
+
+    def prepare(self, ctx: BuildContext) -> Prepared:
+        folder = self.check_model(ctx.recipe_dir)
+        require_transformers(self.name)
         assets = weight_assets(self.name, folder)
         info = {"model": self.params.model, "model_dir": str(folder), "weights_sha256": weights_sha256(assets),
                 "prompt": self.params.prompt, "max_new_tokens": self.params.max_new_tokens,

@@ -93,6 +93,14 @@ def weights_sha256(assets: Sequence[Asset]) -> str:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
+def require_transformers(labeler: str) -> None:
+    """One line instead of an ImportError when the `models` extra is not installed."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise LabelerError(f"labeler {labeler}: needs transformers; pip install 'synthloom[models]'") from None
+
+
 def load_pretrained(labeler: str, folder: Path, model_class, processor_class, device: str):
     """(processor, model in eval mode on `device`), loaded offline from `folder`."""
     try:

@@ -3,6 +3,7 @@ version into a new one: same labels both ways, provenance of which labelers ran 
 one-line errors. Real flows against the session Prefect server, tiny random models."""
 
 import json
+import time
 
 import pytest
 
@@ -115,9 +116,15 @@ def test_label_command_refuses_bad_input_in_one_line(setup, capsys):
             "labeler owlv2: labeler param 'ontology': Value error, empty ontology",
         ("--labeler", "owlv2", "--param", "model=x", "--param", "ontology={a: b}", "--param", "thresold=1"):
             "labeler owlv2: unknown labeler param 'thresold'",
+        ("--labeler", "owlv2", "--param", "model=./no/owlv2", "--param", "ontology={a: b}", "--param", "column=o"):
+            "labeler owlv2: model directory './no/owlv2' does not exist",
+        ("--labeler", "owlv2", "--param", f"model={setup['blip']['model']}", "--param", "ontology={a: b}",
+         "--param", "column=o"): "holds a 'blip' model (BlipForConditionalGeneration); owlv2 needs an OWLv2",
     }
     for args, message in cases.items():
+        started = time.monotonic()
         assert main(["label", source, *args]) == 1
+        assert time.monotonic() - started < 2, "refused in the preflight, before any flow run"
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (args, err)
     with pytest.raises(SystemExit):
