@@ -57,7 +57,19 @@ def measure(kind: str, folder: Path, params: dict, table, batch_size: int, repea
     labeler.load(labeler.prepare(BuildContext(cache_dir=None)), device)
     apply_labeler(labeler, table.slice(0, min(2, table.num_rows)))  # warm-up
     seconds = best_of(repeats, lambda: apply_labeler(labeler, table))
-    return table.num_rows / seconds
+    return table.num_rows / seconds, labeler
+
+
+def preprocessing_seconds(labeler, table, repeats: int) -> float:
+    """Seconds per image of PNG decoding + the image processor alone (batching cannot speed it up)."""
+    from synthloom.features import Image
+    from synthloom.labelers.hf_models import rgb_images
+
+    def run():
+        images = rgb_images(labeler.name, table, {"image": Image()}, "image", 1)
+        labeler.processor.image_processor(images=images, return_tensors="pt")
+
+    return best_of(repeats, run) / table.num_rows
 
 
 def main() -> None:
@@ -90,12 +102,15 @@ def main() -> None:
             if args.only and kind != args.only:
                 continue
             folder = build()
-            one = measure(kind, folder, params, table, 1, args.repeats, args.device)
-            batched = measure(kind, folder, params, table, args.batch_size, args.repeats, args.device)
+            one, _ = measure(kind, folder, params, table, 1, args.repeats, args.device)
+            batched, labeler = measure(kind, folder, params, table, args.batch_size, args.repeats, args.device)
+            preprocessing = preprocessing_seconds(labeler, table, args.repeats)
             print(f"{kind}: {description}; {args.images} images (640x480 / 480x640 PNG), device {args.device}, "
                   f"torch threads {torch.get_num_threads()}")
             print(f"  one at a time: {one:.2f} images/s   batched ({args.batch_size}): {batched:.2f} images/s   "
                   f"ratio batched / one: {batched / one:.2f}")
+            print(f"  of which PNG decode + image processor: {preprocessing * 1000:.0f} ms/image "
+                  f"({preprocessing * batched:.0%} of the batched time)")
 
 
 if __name__ == "__main__":
