@@ -49,9 +49,10 @@ def resolve_model_dir(labeler: str, model: str, base: Path | None = None) -> Pat
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception:  # not in the cache (offline), or not a valid id
-        raise LabelerError(f"labeler {labeler}: model '{model}' is neither a local directory nor in the Hugging "
-                           f"Face cache (offline); run `huggingface-cli download {model}` on a connected machine "
-                           "or pass a local directory") from None
+        looked = " or ".join(str(path.resolve()) for path in candidates)
+        raise LabelerError(f"labeler {labeler}: model '{model}' is no local directory ({looked}) and not in the "
+                           f"Hugging Face cache (offline); run `huggingface-cli download {model}` on a connected "
+                           "machine or pass a local directory") from None
 
 
 def check_architecture(labeler: str, folder: Path, model_types: Sequence[str], needs: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ one-line errors. Real flows against the session Prefect server, tiny random mode
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,21 @@ def test_evaluate_reports_label_agreement_of_the_auto_labels_without_a_reference
     with pytest.raises(GateError, match=r"label_map_min: label_map = [0-9.e-]+, must be >= 0.9"):
         evaluate_dataset(str(final), gates={"label_map_min": 0.9})
     assert ds.read_manifest(final)["status"] == "rejected"
+
+
+def test_a_build_with_a_missing_model_fails_in_its_preflight(setup, tmp_path, capsys, monkeypatch):
+    from synthloom.registry import REGISTER_ENV, register
+
+    monkeypatch.delenv(REGISTER_ENV, raising=False)
+    register("generators", "squares", "squares_generator:SquaresGenerator")
+    path = write_recipe(tmp_path, name="missing", generator={"kind": "squares", "params": {}}, count={"train": 4},
+                        labelers=[{"kind": "blip", "params": {"model": "models/blip", "column": "c2"}}])
+    started = time.monotonic()
+    assert main(["build", str(path)]) == 1
+    # `models/blip` may be a hub id (owner/name) too: the line says where it looked, both ways.
+    assert capsys.readouterr().err.strip() == (
+        f"synthloom: error: labeler blip: model 'models/blip' is no local directory ({Path.cwd() / 'models/blip'} "
+        f"or {tmp_path / 'models/blip'}) and not in the Hugging Face cache (offline); run `huggingface-cli "
+        "download models/blip` on a connected machine or pass a local directory")
+    # A hub-cache lookup too (huggingface_hub), on a shared 2-core machine: a little more than the 2 s of a path.
+    assert time.monotonic() - started < 3 and not (tmp_path / "out" / "missing").exists()

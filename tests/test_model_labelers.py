@@ -202,7 +202,8 @@ def test_bad_models_ontologies_and_images_fail_in_one_line(models, tmp_path):
     assert missing == f"labeler blip: model directory '{tmp_path / 'nowhere'}' does not exist"
     hub = _one_line(lambda: make_labeler("owlv2", {"model": "google/owlv2-base-patch16-ensemble",
                                                    "ontology": ONTOLOGY}).prepare(ctx))
-    assert "model 'google/owlv2-base-patch16-ensemble' is neither a local directory nor in the Hugging Face" in hub
+    assert hub.startswith("labeler owlv2: model 'google/owlv2-base-patch16-ensemble' is no local directory (")
+    assert "and not in the Hugging Face cache (offline); run `huggingface-cli download google/owlv2-base" in hub
     assert time.monotonic() - started < 4, "an absent model fails at once (no download retries)"
 
     no_config = tmp_path / "empty-model"
