@@ -94,6 +94,12 @@ def test_label_command_labels_a_committed_version_into_a_new_one(setup, capsys):
     assert [s["generated_sha256"] for s in manifest["shards"]] == [s["sha256"] for s in
                                                                     ds.read_manifest(source)["shards"]]
 
+    assert main(["inspect", str(final), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    kinds = dict(summary["columns"])
+    assert summary["version"] == "1.0.0+owlv2+blip" and kinds["auto_objects"].startswith("BoundingBoxes")
+    assert kinds["auto_caption"].startswith("Text")
+
     # The same labels as the recipe's label step gave the same generated rows.
     table, recipe_built = _table(final), _table(setup["labelled"])
     for column in ("id", "image", "objects", "auto_objects", "auto_caption"):
