@@ -55,8 +55,11 @@ def resolve_model_dir(labeler: str, model: str, base: Path | None = None) -> Pat
                            "machine or pass a local directory") from None
 
 
-def check_architecture(labeler: str, folder: Path, model_types: Sequence[str], needs: str) -> dict[str, Any]:
-    """The folder's config.json, after checking its `model_type` is one of `model_types`."""
+def check_architecture(labeler: str, folder: Path, model_types: Sequence[str], needs: str,
+                       architecture: str | None = None) -> dict[str, Any]:
+    """The folder's config.json, after checking its `model_type` is one of `model_types` and, when the
+    config lists its architectures, that `architecture` is among them (BLIP captioning and VQA models
+    share a model_type; loading one as the other would silently initialise missing heads at random)."""
     config_path = folder / "config.json"
     try:
         config = json.loads(config_path.read_text())
@@ -70,6 +73,9 @@ def check_architecture(labeler: str, folder: Path, model_types: Sequence[str], n
         architectures = ", ".join(config.get("architectures") or []) or "no architectures listed"
         raise LabelerError(f"labeler {labeler}: {folder} holds a '{found}' model ({architectures}); "
                            f"{labeler} needs {needs} (model_type '{model_types[0]}')")
+    listed = config.get("architectures") or []
+    if architecture is not None and listed and architecture not in listed:
+        raise LabelerError(f"labeler {labeler}: {folder} holds a {', '.join(listed)}; {labeler} needs {needs}")
     return config
 
 

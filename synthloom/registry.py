@@ -31,6 +31,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "attributes": "synthloom.labelers.attributes:AttributesLabeler",
         "owlv2": "synthloom.labelers.owlv2:Owlv2Labeler",
         "blip": "synthloom.labelers.blip:BlipLabeler",
+        "blip-vqa": "synthloom.labelers.blip:BlipVqaLabeler",
     },
     "evaluators": {
         "fidelity": "synthloom.evaluators.evaluate:evaluate_version",

@@ -24,7 +24,8 @@ ONTOLOGY = {"a red square": "red", "a blue square": "blue", "a crimson box": "re
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {"owlv2": tiny_owlv2(root / "owlv2"), "blip": tiny_blip(root / "blip")}
+    return {"owlv2": tiny_owlv2(root / "owlv2"), "blip": tiny_blip(root / "blip"),
+            "blip-vqa": tiny_blip(root / "vqa", vqa=True)}
 
 
 def squares_table(rows=8, height=24, width=20):
@@ -178,6 +179,22 @@ def test_blip_captions_unconditional_and_prompted_batched_as_one_at_a_time(model
     assert prepared.info["prompt"] == "a photo of" and prepared.info["max_new_tokens"] == 30
 
 
+def test_blip_vqa_answers_one_column_per_question_batched_as_one_at_a_time(models):
+    table = squares_table(rows=5)
+    questions = {"attr_colour": "what color is the square?", "attr_count": "how many squares?"}
+    batched = apply_labeler(loaded("blip-vqa", models, questions=questions, batch_size=5, max_new_tokens=4), table)
+    single = apply_labeler(loaded("blip-vqa", models, questions=questions, batch_size=1, max_new_tokens=4), table)
+    for column in questions:
+        answers = batched.column(column).to_pylist()
+        assert answers == single.column(column).to_pylist() and any(answers), column
+    assert batched.column("attr_colour").to_pylist() != batched.column("attr_count").to_pylist(), \
+        "each column answers its own question"
+    prepared = make_labeler("blip-vqa", {"model": str(models["blip-vqa"]), "questions": questions}).prepare(
+        BuildContext(cache_dir=None))
+    assert prepared.info["questions"] == questions
+    assert prepared.info["weights_sha256"] == sha256_file(models["blip-vqa"] / "model.safetensors")
+
+
 # -- bad input ---------------------------------------------------------------------------------
 def _one_line(call) -> str:
     with pytest.raises(LabelerError) as error:
@@ -193,6 +210,14 @@ def test_bad_models_ontologies_and_images_fail_in_one_line(models, tmp_path):
     assert f"{models['blip']} holds a 'blip' model (BlipForConditionalGeneration); owlv2 needs an OWLv2" in wrong
     wrong = _one_line(lambda: make_labeler("blip", {"model": str(models["owlv2"])}).prepare(ctx))
     assert "holds a 'owlv2' model" in wrong and "blip needs a BLIP captioner" in wrong
+
+    # BLIP captioning and VQA share model_type 'blip': the architecture tells them apart.
+    vqa_as_captioner = _one_line(lambda: make_labeler("blip", {"model": str(models["blip-vqa"])}).prepare(ctx))
+    assert vqa_as_captioner == (f"labeler blip: {models['blip-vqa']} holds a BlipForQuestionAnswering; blip needs "
+                                "a BLIP captioner (BlipForConditionalGeneration)")
+    assert "needs a BLIP VQA model" in _one_line(lambda: make_labeler(
+        "blip-vqa", {"model": str(models["blip"]), "questions": {"a": "b?"}}).prepare(ctx))
+    assert "no questions" in _one_line(lambda: make_labeler("blip-vqa", {"model": "x", "questions": {}}))
 
     empty = _one_line(lambda: make_labeler("owlv2", {"model": str(models["owlv2"]), "ontology": {}}))
     assert empty.startswith("labeler owlv2: labeler param 'ontology': Value error, empty ontology")

@@ -67,10 +67,11 @@ def tiny_owlv2(folder: Path, image_size: int = 64, patch_size: int = 16, hidden:
 
 
 def tiny_blip(folder: Path, image_size: int = 32, patch_size: int = 8, hidden: int = 32, layers: int = 2,
-              seed: int = 0, init_range: float = 0.2) -> Path:
-    """A BlipForConditionalGeneration; a wide `init_range` so that random captions depend on the image."""
+              seed: int = 0, init_range: float = 0.2, vqa: bool = False) -> Path:
+    """A BlipForConditionalGeneration (BlipForQuestionAnswering with `vqa`); a wide `init_range` so that
+    random captions depend on the image."""
     import torch
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering, BlipProcessor
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
     tokenizer = bert_tokenizer()
@@ -85,7 +86,7 @@ def tiny_blip(folder: Path, image_size: int = 32, patch_size: int = 8, hidden: i
                            initializer_range=init_range),
         projection_dim=hidden, initializer_range=init_range)
     torch.manual_seed(seed)
-    model = BlipForConditionalGeneration(config).eval()
+    model = (BlipForQuestionAnswering if vqa else BlipForConditionalGeneration)(config).eval()
     processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": image_size, "width": image_size}),
                               tokenizer=tokenizer)
     model.save_pretrained(folder)
