@@ -37,11 +37,21 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
     """Run `evaluators` ({kind: params}; default: all) on one split; write plots into `out_dir`."""
     version_dir = ds.resolve_version_dir(version_dir)
     manifest = ds.read_manifest(version_dir)
-    evaluators = {kind: {} for kind in EVALUATORS} if not evaluators else evaluators
+    asked_for_labels = bool(evaluators) and "labels" in evaluators
+    evaluators = {kind: {} for kind in EVALUATORS} if not evaluators else dict(evaluators)
+    evaluators.pop("labels", None)
     out_dir = Path(out_dir) if out_dir else version_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     table = ds.read_table(version_dir, manifest, split)
     features = ds.read_features(table, manifest)  # the pipeline follows the feature type, not a column name
+    # Label agreement (auto-labels vs ground truth) needs no reference: run it first, alone if asked alone.
+    labels = _label_agreement(table, features, manifest, version_dir, required=asked_for_labels)
+    if not evaluators:
+        result = {"modality": "labels", "summary": {}, "details": {}, "notes": []}
+        _add_label_agreement(result, labels)
+        result.update(reference=str(reference) if reference else "none (label agreement scores against the "
+                      "generator's own ground truth)", split=split, evaluators=["labels"])
+        return result
     clouds = next((n for n in features.columns_of(Points) if features[n].dtype.startswith("float")), None)
     images = feature_of(features, Image)
     if clouds is not None:
@@ -51,8 +61,37 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
                                   version_dir.parent / ".cache")
     else:
         raise DatasetError(f"{version_dir}: nothing to evaluate (no Points or Image column)")
-    result.update(reference=str(reference), split=split, evaluators=sorted(evaluators))
+    _add_label_agreement(result, labels)
+    result.update(reference=str(reference), split=split,
+                  evaluators=sorted(evaluators) + (["labels"] if labels is not None else []))
     return result
+
+
+def _label_agreement(table, features, manifest, version_dir: Path, required: bool) -> dict[str, Any] | None:
+    """mAP of the auto-labelled boxes against the generator's ground truth (evaluators/label_agreement.py);
+    None when the dataset lacks either and `labels` was not asked for by name."""
+    from .label_agreement import agreement_columns, label_agreement
+
+    columns = agreement_columns(features, manifest)
+    if columns is None:
+        if required:
+            raise DatasetError(f"{version_dir}: label agreement needs ground-truth boxes and boxes a labeler wrote "
+                               "(a BoundingBoxes column of the generator and one of a labeler such as owlv2)")
+        return None
+    return label_agreement(table, features, *columns)
+
+
+def _add_label_agreement(result: dict[str, Any], labels: dict[str, Any] | None) -> None:
+    if labels is None:
+        return
+    result["details"]["labels"] = labels
+    result["summary"].update({k: labels[k] for k in ("label_map", "label_map_50", "label_map_75", "label_recall_100")})
+    result["notes"].append(f"label agreement: COCO box mAP (pycocotools) of '{labels['predicted_column']}' "
+                           f"(auto-labels) against '{labels['ground_truth_column']}' (generator ground truth) "
+                           f"over {labels['images']} images")
+    if labels["unscored_predicted_classes"]:
+        result["notes"].append("label agreement cannot score predicted classes the ground truth lacks: "
+                               + ", ".join(labels["unscored_predicted_classes"]))
 
 
 def _feature_audits(evaluators, feature_name: str, synth_feats, synth_labels, train_feats, test_feats, real_labels,

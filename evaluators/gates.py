@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 # Evaluator kinds a recipe's `evaluators:` may list (see synthloom.evaluators.evaluate).
-EVALUATORS = ("fidelity", "cas", "memorization", "diversity", "attributes")
+EVALUATORS = ("fidelity", "cas", "memorization", "diversity", "attributes", "labels")
 
 # gate name -> (metric in the evaluation summary, comparison the metric must satisfy)
 GATES: dict[str, tuple[str, str]] = {
@@ -25,6 +25,7 @@ GATES: dict[str, tuple[str, str]] = {
     "mmd_max": ("mmd_cd", "<="),
     "cov_min": ("cov_cd", ">="),
     "one_nna_max": ("one_nna_cd", "<="),
+    "label_map_min": ("label_map", ">="),
 }
 
 

@@ -93,7 +93,7 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
     generator = make_generator(recipe.generator.kind, recipe.generator.params)  # params are validated here
     check_build_size(recipe, generator.bytes_per_sample(), plan.final.parent)
     generator.check_inputs(plan.context())
-    _check_labelers_preflight(recipe, generator)
+    _check_labelers_preflight(recipe, generator, plan.context().recipe_dir)
     plan.existing = _existing_version(plan, overwrite)
     if plan.existing is None:
         ds.check_writable(plan.final.parent)
@@ -247,12 +247,16 @@ class Labelling:
                                                                self.columns)]
 
 
-def _check_labelers_preflight(recipe: Recipe, generator: Generator) -> None:
-    """Validate labeler params, and what they read when the generator can name its columns before
-    `prepare` (one whose features need prepare, for class names, is checked right after it)."""
+def _check_labelers_preflight(recipe: Recipe, generator: Generator, recipe_dir: Path) -> None:
+    """Validate labeler params, model folders (labelers with `check_model`: owlv2, blip), and what they
+    read when the generator can name its columns before `prepare` (one whose features need prepare,
+    for class names, is checked right after it)."""
     labelers = [make_labeler(spec.kind, spec.params) for spec in recipe.labelers]
     if not labelers:
         return
+    for labeler in labelers:
+        if hasattr(labeler, "check_model"):
+            labeler.check_model(recipe_dir)
     try:
         features = ds.dataset_schema(generator.features())
     except Exception:  # features() may need prepare(); prepare_labelers checks again after it

@@ -21,6 +21,16 @@ class GateError(SynthloomError):
     """A dataset version missed a quality gate."""
 
 
+def _has_auto_labels(version_dir, manifest) -> bool:
+    """Whether the version has both ground-truth boxes and boxes a labeler wrote (label agreement)."""
+    import pyarrow.parquet as pq
+
+    from synthloom.evaluators.label_agreement import agreement_columns
+
+    schema = pq.read_schema(version_dir / manifest["shards"][0]["file"])
+    return agreement_columns(ds.read_features(schema, manifest), manifest) is not None
+
+
 @task(name="evaluate-version")
 def evaluate_task(version_dir: str, reference: str, evaluators: dict[str, dict], split: str) -> dict[str, Any]:
     from synthloom.evaluators.evaluate import evaluate_version
@@ -39,10 +49,13 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
     manifest = ds.read_manifest(version_dir)
     recipe = manifest["recipe"]
     reference = reference or recipe.get("reference")
-    if not reference:
-        raise SynthloomError(f"{version_dir}: no reference to evaluate against; pass --reference")
     if evaluators is None:
         evaluators = {spec["kind"]: spec.get("params", {}) for spec in recipe.get("evaluators", [])} or None
+    if not reference:
+        if evaluators is None and _has_auto_labels(version_dir, manifest):
+            evaluators = {"labels": {}}  # label agreement alone needs no reference
+        if not evaluators or set(evaluators) - {"labels"}:
+            raise SynthloomError(f"{version_dir}: no reference to evaluate against; pass --reference")
     result = evaluate_task(str(version_dir), reference, evaluators or {}, split)
     gates = recipe.get("gates", {}) if gates is None else gates
     verdict = check_gates(gates, result["summary"]) if gates else None
@@ -54,7 +67,7 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
     create_table_artifact(
         table=[{"metric": k, "value": v} for k, v in result["summary"].items() if isinstance(v, (int, float))],
         key="metrics-" + "".join(c if c.isalnum() else "-" for c in recipe["name"].lower()),
-        description=f"Metrics of {version_dir} against {reference} ({status})",
+        description=f"Metrics of {version_dir} against {reference or 'its own ground truth'} ({status})",
     )
     if status == "rejected":
         raise GateError(f"{version_dir} rejected by quality gates: " + "; ".join(verdict["failures"]))

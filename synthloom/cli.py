@@ -25,6 +25,8 @@ EPILOG = """examples:
   synthloom verify datasets/demo-pointclouds/1.0.0
   synthloom evaluate datasets/cgal-meshes/1.0.0 --reference data/cgal-meshes
   synthloom export datasets/demo-pointclouds/1.0.0 --format ply --out exported/
+  synthloom label datasets/shoes/1.0.0 --labeler owlv2 --param model=models/owlv2 \
+      --param 'ontology={"a photo of a sneaker": sneaker}' --labeler blip --param model=models/blip
   synthloom serve configs/demo-pointclouds.yaml --cron "0 3 * * *"
 """
 
@@ -79,9 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a dataset to another format")
     export.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
-    export.add_argument("--format", required=True, choices=["ply"], help="ply: one PLY file per point cloud")
+    export.add_argument("--format", required=True, choices=["ply", "coco", "yolo", "imagefolder"],
+                        help="ply: one PLY file per point cloud; coco: COCO detection JSON + images; yolo: "
+                             "Ultralytics labels + images + data.yaml; imagefolder: one folder per class")
     export.add_argument("--out", required=True, help="output folder (created)")
     export.add_argument("--split", help="only this split")
+    export.add_argument("--column", help="coco/yolo: the boxes column (default: the first BoundingBoxes column, "
+                                         "e.g. ground truth rather than auto-labels); imagefolder: the class column")
+
+    label = sub.add_parser("label", help="auto-label a dataset version into a new version (owlv2 boxes, blip "
+                                         "captions, attributes)",
+                           description="Run labelers on every shard of a committed version and commit the result "
+                                       "as a new version beside it (default name <version>+<labelers>); the "
+                                       "source is not changed. Each --param KEY=VALUE (VALUE read as YAML) "
+                                       "belongs to the --labeler before it.")
+    label.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
+    label.add_argument("--labeler", action=_LabelerAction, dest="labelers", metavar="KIND", required=True,
+                       help="a registered labeler: owlv2, blip, attributes, ... (repeat for a chain)")
+    label.add_argument("--param", action=_LabelerAction, dest="labelers", metavar="KEY=VALUE",
+                       help="a param of the preceding --labeler, e.g. threshold=0.2")
+    label.add_argument("--version", help="name of the new version (default: <source version>+<labelers>)")
+    label.add_argument("--overwrite", action="store_true", help="replace that version if it exists")
+    label.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    label.add_argument("--workers", type=int, default=1, help="shards labelled in parallel, one process each")
 
     serve = sub.add_parser("serve", help="run scheduled builds of recipes (each run writes a new version)",
                            description="Register each recipe as a Prefect deployment with a schedule and run it "
@@ -94,6 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=4200, help="port of the local Prefect server (default 4200)")
     serve.add_argument("--limit", type=int, default=1, help="max concurrent runs (default 1)")
     return parser
+
+
+class _LabelerAction(argparse.Action):
+    """`--labeler KIND` starts a labeler spec; `--param KEY=VALUE` adds to the last one (VALUE parsed as
+    YAML, so numbers, booleans, lists and mappings work)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        specs = getattr(namespace, self.dest, None) or []
+        if option_string == "--labeler":
+            specs.append((value, {}))
+        else:
+            import yaml
+
+            if not specs:
+                parser.error(f"--param {value}: comes before any --labeler")
+            key, sep, text = value.partition("=")
+            if not sep or not key:
+                parser.error(f"--param {value}: expected KEY=VALUE")
+            try:
+                specs[-1][1][key.strip()] = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                parser.error(f"--param {value}: VALUE is not valid YAML ({str(error).splitlines()[0]})")
+        setattr(namespace, self.dest, specs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,15 +285,38 @@ def cmd_export(args) -> int:
     from rich.progress import Progress
 
     from . import dataset as ds
-    from .export import export_ply
+    from .registry import load
 
+    exporter = load("exporters", args.format)
     version_dir = ds.resolve_version_dir(args.dataset)
     manifest = ds.read_manifest(version_dir)
     total = sum(s["rows"] for s in manifest["shards"] if args.split in (None, s["split"]))
+    options = {} if args.column is None else {"column": args.column}
+    if args.format == "ply" and options:
+        from .errors import SynthloomError
+
+        raise SynthloomError("--column applies to --format coco, yolo and imagefolder")
     with Progress(disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task("export ply", total=total)
-        count = export_ply(version_dir, args.out, split=args.split, on_file=lambda: progress.advance(task))
-    print(f"{args.out}: wrote {count} PLY files")
+        task = progress.add_task(f"export {args.format}", total=total)
+        count = exporter(version_dir, args.out, split=args.split, on_file=lambda: progress.advance(task), **options)
+    what = "PLY files" if args.format == "ply" else f"images ({args.format})"
+    print(f"{args.out}: wrote {count} {what}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from synthloom.flows.label import label_dataset, plan_label
+
+    if args.workers < 1:
+        from .errors import SynthloomError
+
+        raise SynthloomError(f"--workers must be at least 1, got {args.workers}")
+    # Bad labeler params, columns a labeler needs, a taken version name: one line before any flow run.
+    plan_label(args.dataset, args.labelers, args.version, args.device, args.overwrite)
+    result = label_dataset(args.dataset, args.labelers, version=args.version, device=args.device,
+                           overwrite=args.overwrite, workers=args.workers)
+    print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards labelled by "
+          f"{', '.join(result['labelers'])} from {result['source']}, verified")
     return 0
 
 
@@ -312,6 +380,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "evaluate": cmd_evaluate,
     "export": cmd_export,
+    "label": cmd_label,
     "serve": cmd_serve,
 }
 

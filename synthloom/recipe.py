@@ -112,7 +112,10 @@ class Recipe(StrictModel):
 
     @model_validator(mode="after")
     def _evaluation_needs_reference(self) -> "Recipe":
-        if (self.evaluators or self.gates) and not self.reference:
+        # Label agreement (`labels`, gate `label_map_min`) scores auto-labels against the generator's own
+        # ground truth: it alone needs no reference.
+        needs = [e for e in self.evaluators if e.kind != "labels"] + [g for g in self.gates if g != "label_map_min"]
+        if needs and not self.reference:
             raise ValueError("`evaluators` and `gates` need `reference` (the real data to compare against)")
         return self
 

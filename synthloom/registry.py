@@ -29,6 +29,9 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "labelers": {
         "attributes": "synthloom.labelers.attributes:AttributesLabeler",
+        "owlv2": "synthloom.labelers.owlv2:Owlv2Labeler",
+        "blip": "synthloom.labelers.blip:BlipLabeler",
+        "blip-vqa": "synthloom.labelers.blip:BlipVqaLabeler",
     },
     "evaluators": {
         "fidelity": "synthloom.evaluators.evaluate:evaluate_version",
@@ -36,9 +39,13 @@ BUILTINS: dict[str, dict[str, str]] = {
         "memorization": "synthloom.evaluators.evaluate:evaluate_version",
         "diversity": "synthloom.evaluators.evaluate:evaluate_version",
         "attributes": "synthloom.evaluators.evaluate:evaluate_version",
+        "labels": "synthloom.evaluators.evaluate:evaluate_version",
     },
     "exporters": {
         "ply": "synthloom.export:export_ply",
+        "coco": "synthloom.export:export_coco",
+        "yolo": "synthloom.export:export_yolo",
+        "imagefolder": "synthloom.export:export_imagefolder",
     },
 }
 

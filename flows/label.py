@@ -1,0 +1,192 @@
+"""The label flow: run labelers on a committed dataset version and commit the result as a NEW version.
+
+`synthloom label DATASET --labeler owlv2 --param ...` is the way to auto-label data that already
+exists (a build without labelers, or one labelled with older weights). It reuses the build's parts:
+
+- the preflight (`plan_label`) validates labeler params and what they read against the source's
+  columns, the new version's name and the output folder, before any flow run: one line on bad input;
+- the source shards are hard-linked (copied across file systems) into the new version's staging
+  `.raw/` and labelled by the build's own cached `label-shard` tasks, so a killed run resumes;
+- the commit protocol, verify, Croissant metadata, card and preview are the build's.
+
+The new version's manifest is the source's with: the new `version`, the labelers that ran appended to
+`labelers` (each marked with the source version it ran on), `labelled_from` (source path, version,
+manifest sha256), and a recipe with those labelers appended, which rebuilds the same rows.
+The source version is never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from prefect import flow, get_run_logger, task
+
+from synthloom import dataset as ds
+from synthloom.card import dataset_card
+from synthloom.croissant import croissant_metadata
+from synthloom.devices import resolve_device
+from synthloom.errors import DatasetError, LabelerError
+from synthloom.generators.base import BuildContext, ShardSpec
+from synthloom.labelers.base import chain_fingerprint, check_chain
+from synthloom.preview import write_preview
+from synthloom.provenance import git_sha, package_versions, sha256_file
+from synthloom.recipe import FOLDER_NAME, parse_recipe
+from synthloom.registry import make_labeler
+
+from .build import Labelling, _label_shards, _staging_for
+
+SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
+
+
+@dataclass
+class LabelPlan:
+    source: Path
+    manifest: dict[str, Any]
+    final: Path
+    specs: list[tuple[str, dict[str, Any]]]
+    device: str
+
+    def context(self) -> BuildContext:
+        return BuildContext(cache_dir=self.source.parent / ".cache", recipe_dir=Path.cwd(), device=self.device)
+
+    @property
+    def key(self) -> str:
+        """What the staged shards depend on: the source manifest and the labelers asked for."""
+        listing = json.dumps([self.manifest.get("shards"), self.specs], sort_keys=True, default=str)
+        return chain_fingerprint([("label", {"source": listing}, "", "1")])
+
+
+def plan_label(dataset: str, specs: list[tuple[str, dict[str, Any]]], version: str | None = None,
+               device: str | None = None, overwrite: bool = False) -> LabelPlan:
+    """The preflight: everything `label` can refuse before it starts, in well under a second."""
+    if not specs:
+        raise LabelerError("name at least one labeler (--labeler KIND)")
+    source = ds.resolve_version_dir(dataset)
+    manifest = ds.read_manifest(source)
+    labelers = [make_labeler(kind, params) for kind, params in specs]  # params validated here
+    first = source / manifest["shards"][0]["file"]
+    check_chain(labelers, ds.read_features(pq.read_schema(first), manifest))
+    for labeler in labelers:  # model labelers: the folder exists and holds the right architecture
+        if hasattr(labeler, "check_model"):
+            labeler.check_model(Path.cwd())
+    version = version or "+".join([str(manifest["version"])] + [kind for kind, _ in specs])
+    if not FOLDER_NAME.match(version):
+        raise DatasetError(f"--version {version!r}: not a valid folder name (letters, digits, . _ + -)")
+    final = source.parent / version
+    if final.resolve() == source.resolve():
+        raise DatasetError(f"{final}: is the source version; label into a new version")
+    if final.exists() and not overwrite:
+        raise DatasetError(f"{final}: already exists; pass --version NAME or --overwrite")
+    ds.check_writable(source.parent)
+    ds.check_not_locked(final)
+    return LabelPlan(source, manifest, final, list(specs), resolve_device(device or "auto"))
+
+
+@task(name="prepare-labelers")
+def prepare_chain(plan: LabelPlan) -> Labelling:
+    """Prepare each labeler (model lookup, weights hashes) once, before any shard is labelled."""
+    labelers = [make_labeler(kind, params) for kind, params in plan.specs]
+    first = plan.source / plan.manifest["shards"][0]["file"]
+    columns = check_chain(labelers, ds.read_features(pq.read_schema(first), plan.manifest))
+    prepared = tuple(labeler.prepare(plan.context()) for labeler in labelers)
+    codes = tuple(labeler.code_version for labeler in labelers)
+    fingerprint = chain_fingerprint([(kind, params, prep.input_fingerprint, code)
+                                     for (kind, params), prep, code in zip(plan.specs, prepared, codes)])
+    return Labelling(tuple((k, p) for k, p in plan.specs), prepared, codes, tuple(tuple(c) for c in columns),
+                     fingerprint)
+
+
+def _link_source_shards(plan: LabelPlan, staging: Path) -> tuple[list[dict[str, Any]], list[ShardSpec]]:
+    """Source shards in `<staging>/.raw/` (hard links: no copy of the data) as generated-shard records."""
+    raw = staging / ds.RAW_DIR
+    raw.mkdir(parents=True, exist_ok=True)
+    records, shards, starts = [], [], {}
+    for shard in plan.manifest["shards"]:
+        name = Path(shard["file"]).name
+        match = SHARD_NAME.match(name)
+        if match is None or match["split"] != shard["split"]:
+            raise DatasetError(f"{plan.source / shard['file']}: shard name is not <split>-NNNNN-of-NNNNN.parquet")
+        target = raw / name
+        if not (target.exists() and sha256_file(target) == shard["sha256"]):
+            target.unlink(missing_ok=True)
+            try:
+                os.link(plan.source / shard["file"], target)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(plan.source / shard["file"], target)
+        start = starts.get(shard["split"], 0)
+        starts[shard["split"]] = start + shard["rows"]
+        spec = ShardSpec(shard["split"], int(match["index"]), int(match["total"]), start, shard["rows"],
+                         int(plan.manifest.get("seed") or 0))
+        shards.append(spec)
+        records.append({"file": f"{ds.RAW_DIR}/{name}", "sha256": shard["sha256"], "rows": shard["rows"],
+                        "split": spec.split, "index": spec.index})
+    return records, shards
+
+
+def _manifest(plan: LabelPlan, labelling: Labelling, records: list[dict[str, Any]], staging: Path) -> dict[str, Any]:
+    source = plan.manifest
+    recipe = parse_recipe({**source["recipe"], "version": plan.final.name,
+                           "labelers": list(source["recipe"].get("labelers", []))
+                           + [{"kind": kind, "params": params} for kind, params in plan.specs]},
+                          str(plan.source / ds.MANIFEST))
+    schema = pq.read_schema(staging / records[0]["file"])
+    ran = [{**record, "source_version": str(source["version"])} for record in labelling.manifest_records()]
+    evaluated = bool(recipe.evaluators or recipe.gates)
+    return {
+        **source,
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_sha256": recipe.fingerprint(),
+        "version": plan.final.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "packages": package_versions(),
+        "git_sha": git_sha(),
+        "device": plan.device,
+        "labelers": list(source.get("labelers") or []) + ran,
+        "labeling_sha256": labelling.fingerprint,
+        "labelled_from": {"path": str(plan.source), "version": str(source["version"]),
+                          "manifest_sha256": sha256_file(plan.source / ds.MANIFEST)},
+        "derived_from": sorted(set(source.get("derived_from") or []) | {str(plan.source)}),
+        "schema": ds.schema_text(schema),
+        "features": ds.read_features(schema).to_json(),
+        "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256", "generated_sha256") if k in r}
+                   for r in records],
+        "metrics": {},
+        "gates": None,
+        "status": "unevaluated" if evaluated else "accepted",
+    }
+
+
+@flow(name="label-dataset")
+def label_dataset(dataset: str, labelers: list[tuple[str, dict[str, Any]]], version: str | None = None,
+                  device: str | None = None, overwrite: bool = False, workers: int = 1) -> dict[str, Any]:
+    """Label every shard of a committed version with `labelers` ([(kind, params)], in order) and commit
+    the result as a new version next to it; returns a summary."""
+    logger = get_run_logger()
+    plan = plan_label(dataset, labelers, version, device, overwrite)
+    with ds.version_lock(plan.final):
+        staging = _staging_for(plan.final, plan.key)
+        labelling = prepare_chain(plan)
+        generated, shards = _link_source_shards(plan, staging)
+        storage = (staging / ".results").resolve()
+        records = _label_shards(labelling, generated, shards, staging, storage, plan.device, workers, logger)
+        manifest = _manifest(plan, labelling, records, staging)
+        write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
+        ds.write_json_atomic(staging / "croissant.json",
+                             croissant_metadata(manifest, pq.read_schema(staging / records[0]["file"])))
+        (staging / "README.md").write_text(dataset_card(manifest))
+        ds.commit(staging, plan.final, manifest, overwrite=overwrite)
+        ds.remove_build_state(plan.final)
+        report = ds.verify(plan.final)
+        if manifest["status"] == "accepted":
+            ds.set_latest(plan.final.parent, plan.final.name)
+    logger.info("labelled %s into %s", plan.source, plan.final)
+    return {"path": str(plan.final), "source": str(plan.source), "rows": report["rows"], "shards": report["shards"],
+            "labelers": [kind for kind, _ in plan.specs]}
