@@ -1,0 +1,147 @@
+"""The `diffusion` generator on a tiny random Stable Diffusion pipeline built from configs, saved with
+save_pretrained and loaded back by the generator's own from_pretrained path."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthloom.errors import GeneratorError
+from synthloom.generators.base import BuildContext, ShardSpec
+from synthloom.generators.diffusion import DiffusionGenerator
+from synthloom.generators.prompts import PromptSampler
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from synthloom.generators.diffusion_configs import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+def params(model: Path, **overrides) -> dict:
+    base = {"model": str(model), "classes": ["dog", "cat", "car"], "steps": 2, "batch_size": 2,
+            "templates": ["a photo of a {colour} {class}, {background}"],
+            "attributes": {"colour": ["red", "blue"], "background": ["on grass", "on a beach", "in a studio"]}}
+    return {**base, **overrides}
+
+
+def ready(model: Path, tmp_path: Path, **overrides) -> DiffusionGenerator:
+    generator = DiffusionGenerator(params(model, **overrides))
+    prepared = generator.prepare(BuildContext(cache_dir=tmp_path))
+    generator.load(prepared, "cpu")
+    return generator
+
+
+# -- bad input: one line, fast ------------------------------------------------------------------------
+@pytest.mark.parametrize("model, message", [
+    ("{tmp}/nowhere", "no such directory"),
+    ("{tmp}/not-a-pipeline", "not a diffusers pipeline (no model_index.json)"),
+    ("nobody-here/no-such-model", "not in the local Hugging Face cache and downloads are off"),
+])
+def test_a_missing_or_wrong_model_fails_in_under_two_seconds_naming_it(tmp_path, monkeypatch, model, message):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    (tmp_path / "not-a-pipeline").mkdir()
+    (tmp_path / "not-a-pipeline" / "config.json").write_text("{}")
+    model = model.format(tmp=tmp_path)
+    generator = DiffusionGenerator({"model": model, "classes": ["dog"]})
+    start = time.perf_counter()
+    with pytest.raises(GeneratorError) as error:
+        generator.check_inputs(BuildContext(cache_dir=tmp_path, recipe_dir=tmp_path))
+    assert time.perf_counter() - start < 2.0
+    assert f"'{model}'" in str(error.value) and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_half_precision_on_cpu_and_empty_prompt_lists_are_refused(tiny_model, tmp_path):
+    ctx = BuildContext(cache_dir=tmp_path)
+    with pytest.raises(GeneratorError, match="dtype 'fp16' needs a GPU"):
+        DiffusionGenerator(params(tiny_model, dtype="fp16")).check_inputs(ctx)
+    with pytest.raises(GeneratorError, match=r"prompt list is empty \(classes: \[\]\)"):
+        DiffusionGenerator(params(tiny_model, classes=[])).check_inputs(ctx)
+    with pytest.raises(GeneratorError, match=r"prompt list is empty \(templates: \[\]\)"):
+        DiffusionGenerator(params(tiny_model, templates=[])).check_inputs(ctx)
+    with pytest.raises(GeneratorError, match=r"unknown attribute\(s\) \['lighting'\]"):
+        DiffusionGenerator(params(tiny_model, templates=["a {class} {lighting}"])).check_inputs(ctx)
+    with pytest.raises(GeneratorError, match="height must be a multiple of 8"):
+        DiffusionGenerator(params(tiny_model, height=30))
+
+
+# -- prompting at scale ---------------------------------------------------------------------------------
+def test_prompts_are_class_balanced_spread_over_attributes_and_fixed_by_the_seed():
+    from synthloom.generators.prompts import DEFAULT_ATTRIBUTES, DEFAULT_TEMPLATES
+
+    sampler = PromptSampler(["dog", "cat", "t-shirt"], DEFAULT_TEMPLATES, DEFAULT_ATTRIBUTES)
+    shard = ShardSpec("train", 0, 1, 0, 240, root_seed=5)
+    choices = [sampler.choose(i, shard.sample_seed(i)) for i in range(240)]
+    assert np.bincount([c.label for c in choices]).tolist() == [80, 80, 80]
+    for name, values in DEFAULT_ATTRIBUTES.items():
+        seen = {c.attributes[name] for c in choices}
+        assert seen == set(values), f"{name}: not every value was drawn"
+    first = choices[8]
+    assert first.class_name == "t-shirt" and "t-shirt" in first.prompt
+    for name, value in first.attributes.items():
+        assert value in first.prompt
+    again = PromptSampler(["dog", "cat", "t-shirt"], DEFAULT_TEMPLATES, DEFAULT_ATTRIBUTES).choose(8, shard.sample_seed(8))
+    assert again == first
+    assert len({c.prompt for c in choices}) > 200  # not one sentence per class
+
+
+# -- generation -------------------------------------------------------------------------------------------
+def test_rows_carry_image_label_prompt_and_seed_and_an_image_depends_on_its_seed_only(tiny_model, tmp_path):
+    generator = ready(tiny_model, tmp_path)
+    shard = ShardSpec("train", 0, 1, 0, 5, root_seed=11)
+    rows = list(generator.generate(shard))  # batches of 2, 2, 1
+    assert [r["seed"] for r in rows] == [shard.sample_seed(i) for i in range(5)]
+    assert [r["label"] for r in rows] == [0, 1, 2, 0, 1]
+    assert all(r["image"].shape == (32, 32, 3) and r["image"].dtype == np.uint8 for r in rows)
+    assert "cat" in rows[1]["prompt"] and json.loads(rows[1]["attributes"])["colour"] in rows[1]["prompt"]
+    assert not np.array_equal(rows[0]["image"], rows[3]["image"])  # same class, other seed
+
+    one_at_a_time = ready(tiny_model, tmp_path, batch_size=1)
+    alone = list(one_at_a_time.generate(shard))
+    for batched, single in zip(rows, alone):
+        assert batched["prompt"] == single["prompt"]
+        # Same seed, same prompt: the same image whatever the batch (up to float rounding of batched kernels).
+        assert np.abs(batched["image"].astype(int) - single["image"].astype(int)).max() <= 2
+
+
+def test_scheduler_and_negative_prompt_options_change_the_pipeline(tiny_model, tmp_path):
+    base = ready(tiny_model, tmp_path)
+    euler = ready(tiny_model, tmp_path, scheduler="euler", negative_prompt="blurry", attention="eager")
+    assert type(base.pipe.scheduler).__name__ == "DDIMScheduler"
+    assert type(euler.pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert type(next(iter(euler.pipe.unet.attn_processors.values()))).__name__ == "AttnProcessor"
+    shard = ShardSpec("train", 0, 1, 0, 2, root_seed=1)
+    a, b = list(base.generate(shard)), list(euler.generate(shard))
+    assert not np.array_equal(a[0]["image"], b[0]["image"])
+
+
+def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, tmp_path):
+    import datasets
+
+    from conftest import write_recipe
+    from synthloom import load
+    from synthloom.flows.build import build_dataset
+    from synthloom.recipe import load_recipe
+
+    path = write_recipe(tmp_path, name="tiny-diffusion", generator={"kind": "diffusion", "params": params(tiny_model)},
+                        count={"train": 6}, shard_size=3)
+    result = build_dataset(str(path))
+    assert result["status"] == "built" and result["rows"] == 6
+    version = load_recipe(path).version_dir()
+    manifest = json.loads((version / "manifest.json").read_text())
+    base = manifest["generator"]["assets"][0]
+    assert base["role"] == "base-model" and len(base["sha256"]) == 64
+    assert manifest["features"]["prompt"] == {"type": "Text"}
+    hf = datasets.load_dataset("parquet", data_dir=str(version / "data"), cache_dir=str(tmp_path / "hf"))["train"]
+    assert hf.features["label"].names == ["dog", "cat", "car"]
+    assert hf[1]["image"].size == (32, 32) and "cat" in hf[1]["prompt"]
+    ours = load(version)
+    assert ours[0]["image"].shape[-1] == 3 or ours[0]["image"].shape[0] == 3
