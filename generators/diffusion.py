@@ -28,6 +28,7 @@ from synthloom.errors import GeneratorError
 from synthloom.features import ClassLabel, Features, Image, Text, Value
 
 from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
+from .diffusion_adapters import AdapterTrainer, DreamBoothParams, LoraParams, apply_adapters
 from .diffusion_pipeline import DTYPES, SCHEDULERS, load_pipeline, model_sha256, resolve_model
 from .prompts import DEFAULT_ATTRIBUTES, DEFAULT_TEMPLATES, PromptSampler
 
@@ -49,6 +50,10 @@ class DiffusionParams(GeneratorParams):
     dtype: Literal[tuple(DTYPES)] = "float32"
     attention: Literal["sdpa", "eager"] = "sdpa"
     channels_last: bool = False
+    lora: list[LoraParams] = Field(default_factory=list, description="LoRA adapters to train or load.")
+    dreambooth: DreamBoothParams | None = None
+    lora_scale: float = Field(default=1.0, description="Multiplies every adapter's scale.")
+    fuse_lora: bool = Field(default=False, description="Fuse the adapters into the weights after loading.")
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -81,17 +86,43 @@ class DiffusionGenerator(Generator):
         if DTYPES[self.params.dtype] != "float32" and ctx.device == "cpu":
             raise GeneratorError(f"diffusion: dtype '{self.params.dtype}' needs a GPU (device is cpu); "
                                  f"use dtype: float32")
+        names = [a.name for a in self.params.lora] + ([self.params.dreambooth.name] if self.params.dreambooth else [])
+        if len(set(names)) != len(names):
+            raise GeneratorError(f"diffusion: adapter names must differ (got {names})")
+        for adapter in self.params.lora:
+            source = ctx.resolve_path(adapter.data or adapter.weights)
+            if not source.exists():
+                raise GeneratorError(f"adapter '{adapter.name}': {source} not found")
+        if self.params.dreambooth and not ctx.resolve_path(self.params.dreambooth.instance_dir).is_dir():
+            raise GeneratorError(f"dreambooth: instance folder {self.params.dreambooth.instance_dir} not found")
 
     def prepare(self, ctx: BuildContext) -> Prepared:
         self.check_inputs(ctx)
         model_dir = resolve_model(self.params.model, ctx.recipe_dir, self.params.allow_download)
         base = Asset(path=str(model_dir), sha256=model_sha256(model_dir), role="base-model")
+        adapters, inputs = self._prepare_adapters(model_dir, base, ctx)
         info = {"model": self.params.model, "model_dir": str(model_dir),
-                "pipeline": json.loads((model_dir / "model_index.json").read_text()).get("_class_name")}
+                "pipeline": json.loads((model_dir / "model_index.json").read_text()).get("_class_name"),
+                "adapters": adapters}
+        outputs = [Asset(path=a["path"], sha256=a["sha256"], role="lora-adapter") for a in adapters]
+        # Adapter *files* given by path are inputs: their hashes belong in the fingerprint; trained ones
+        # are a function of the inputs already hashed (data, params, base model).
+        given = [Asset(path=a["path"], sha256=a["sha256"], role="lora-file") for a in adapters if a["kind"] == "file"]
+        assets = [base, *given, *inputs]
         self.prepared = Prepared(
-            generator=self.name, classes=self._prompts().names, assets=[base], info=info,
-            input_fingerprint=input_fingerprint(self.name, self.params, self.code_version, [base]))
+            generator=self.name, classes=self._prompts().names, assets=assets, outputs=outputs, info=info,
+            input_fingerprint=input_fingerprint(self.name, self.params, self.code_version, assets))
         return self.prepared
+
+    def _prepare_adapters(self, model_dir: Path, base: Asset, ctx: BuildContext):
+        p = self.params
+        if not p.lora and p.dreambooth is None:
+            return [], []
+        trainer = AdapterTrainer(model_dir, base, ctx, p.steps, p.guidance_scale, p.batch_size)
+        results = [trainer.lora(spec) for spec in p.lora]
+        if p.dreambooth is not None:
+            results.append(trainer.dreambooth(p.dreambooth))
+        return [record for record, _ in results], [asset for _, assets in results for asset in assets]
 
     def features(self) -> Features:
         if self.prepared is None:
@@ -109,6 +140,8 @@ class DiffusionGenerator(Generator):
         p = self.params
         model_dir = Path(prepared.info["model_dir"])
         self.pipe = load_pipeline(model_dir, p.dtype, device, p.scheduler, p.attention, p.channels_last)
+        base_sha256 = next(a.sha256 for a in prepared.assets if a.role == "base-model")
+        apply_adapters(self.pipe, prepared.info.get("adapters", []), base_sha256, p.lora_scale, p.fuse_lora)
         self.sampler = self._prompts()
 
     def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:

@@ -18,25 +18,7 @@ from synthloom.generators.prompts import PromptSampler
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    from synthloom.generators.diffusion_configs import save_tiny_pipeline
-
-    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
-
-
-def params(model: Path, **overrides) -> dict:
-    base = {"model": str(model), "classes": ["dog", "cat", "car"], "steps": 2, "batch_size": 2,
-            "templates": ["a photo of a {colour} {class}, {background}"],
-            "attributes": {"colour": ["red", "blue"], "background": ["on grass", "on a beach", "in a studio"]}}
-    return {**base, **overrides}
-
-
-def ready(model: Path, tmp_path: Path, **overrides) -> DiffusionGenerator:
-    generator = DiffusionGenerator(params(model, **overrides))
-    prepared = generator.prepare(BuildContext(cache_dir=tmp_path))
-    generator.load(prepared, "cpu")
-    return generator
+from diffusion_helpers import params, ready, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
 
 # -- bad input: one line, fast ------------------------------------------------------------------------
