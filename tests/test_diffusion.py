@@ -18,7 +18,7 @@ from synthloom.generators.prompts import PromptSampler
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-from diffusion_helpers import params, ready, tiny_model  # noqa: F401  (tiny_model is a fixture)
+from diffusion_helpers import captioned_folder, params, ready, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
 
 # -- bad input: one line, fast ------------------------------------------------------------------------
@@ -113,7 +113,10 @@ def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, 
     from synthloom.flows.build import build_dataset
     from synthloom.recipe import load_recipe
 
-    path = write_recipe(tmp_path, name="tiny-diffusion", generator={"kind": "diffusion", "params": params(tiny_model)},
+    data = captioned_folder(tmp_path / "lora-data")
+    adapter = {"name": "red_squares", "data": str(data), "steps": 3, "rank": 2}
+    path = write_recipe(tmp_path, name="tiny-diffusion",
+                        generator={"kind": "diffusion", "params": params(tiny_model, lora=[adapter])},
                         count={"train": 6}, shard_size=3)
     result = build_dataset(str(path))
     assert result["status"] == "built" and result["rows"] == 6
@@ -121,6 +124,15 @@ def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, 
     manifest = json.loads((version / "manifest.json").read_text())
     base = manifest["generator"]["assets"][0]
     assert base["role"] == "base-model" and len(base["sha256"]) == 64
+    [weights] = manifest["generator"]["outputs"]  # the adapter's hash, for provenance
+    assert weights["role"] == "lora-adapter" and weights["sha256"] == manifest["generator"]["info"]["adapters"][0]["sha256"]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["adapter-red-squares"])),
+                                           limit=1)
+    assert artifact.data.count("data:image/png;base64,") == 2 and "loss: first" in artifact.data
     assert manifest["features"]["prompt"] == {"type": "Text"}
     hf = datasets.load_dataset("parquet", data_dir=str(version / "data"), cache_dir=str(tmp_path / "hf"))["train"]
     assert hf.features["label"].names == ["dog", "cat", "car"]
