@@ -29,7 +29,7 @@ from synthloom.features import ClassLabel, Features, Image, Text, Value
 
 from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
 from .diffusion_adapters import AdapterTrainer, DreamBoothParams, LoraParams, apply_adapters
-from .diffusion_pipeline import DTYPES, SCHEDULERS, load_pipeline, model_sha256, resolve_model
+from .diffusion_pipeline import DTYPES, SCHEDULERS, load_pipeline, model_sha256, resolve_model, speed_up
 from .prompts import DEFAULT_ATTRIBUTES, DEFAULT_TEMPLATES, PromptSampler
 
 
@@ -49,7 +49,9 @@ class DiffusionParams(GeneratorParams):
     batch_size: int = Field(default=4, ge=1, le=256)
     dtype: Literal[tuple(DTYPES)] = "float32"
     attention: Literal["sdpa", "eager"] = "sdpa"
-    channels_last: bool = False
+    channels_last: bool = Field(default=False, description="channels_last memory format for UNet and VAE (GPU).")
+    fuse_qkv: bool = Field(default=False, description="Fuse the Q/K/V projections of attention into one matmul.")
+    compile: bool = Field(default=False, description="torch.compile the denoiser (compiled on the first batch).")
     lora: list[LoraParams] = Field(default_factory=list, description="LoRA adapters to train or load.")
     dreambooth: DreamBoothParams | None = None
     lora_scale: float = Field(default=1.0, description="Multiplies every adapter's scale.")
@@ -86,6 +88,9 @@ class DiffusionGenerator(Generator):
         if DTYPES[self.params.dtype] != "float32" and ctx.device == "cpu":
             raise GeneratorError(f"diffusion: dtype '{self.params.dtype}' needs a GPU (device is cpu); "
                                  f"use dtype: float32")
+        if self.params.fuse_qkv and (self.params.lora or self.params.dreambooth) and not self.params.fuse_lora:
+            raise GeneratorError("diffusion: fuse_qkv with LoRA adapters needs fuse_lora: true (LoRA targets the "
+                                 "separate Q/K/V projections)")
         names = [a.name for a in self.params.lora] + ([self.params.dreambooth.name] if self.params.dreambooth else [])
         if len(set(names)) != len(names):
             raise GeneratorError(f"diffusion: adapter names must differ (got {names})")
@@ -142,6 +147,7 @@ class DiffusionGenerator(Generator):
         self.pipe = load_pipeline(model_dir, p.dtype, device, p.scheduler, p.attention, p.channels_last)
         base_sha256 = next(a.sha256 for a in prepared.assets if a.role == "base-model")
         apply_adapters(self.pipe, prepared.info.get("adapters", []), base_sha256, p.lora_scale, p.fuse_lora)
+        speed_up(self.pipe, device, p.fuse_qkv, p.compile)
         self.sampler = self._prompts()
 
     def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:

@@ -103,6 +103,10 @@ def test_scheduler_and_negative_prompt_options_change_the_pipeline(tiny_model, t
     shard = ShardSpec("train", 0, 1, 0, 2, root_seed=1)
     a, b = list(base.generate(shard)), list(euler.generate(shard))
     assert not np.array_equal(a[0]["image"], b[0]["image"])
+    fused = ready(tiny_model, tmp_path, fuse_qkv=True)  # one QKV matmul: same images, other kernels
+    assert any("to_qkv" in name for name, _ in fused.pipe.unet.named_modules())
+    for x, y in zip(a, fused.generate(shard)):
+        assert np.abs(x["image"].astype(int) - y["image"].astype(int)).max() <= 2
 
 
 def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, tmp_path):
