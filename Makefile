@@ -49,6 +49,7 @@ bench: install meshes
 	$(BIN)/python benchmarks/bench_hf_loading.py
 	$(BIN)/python benchmarks/bench_orchestration.py
 	$(BIN)/python benchmarks/bench_fid_features.py
+	$(BIN)/python benchmarks/bench_diffusion.py --threads 1 --images 16 --steps 10 --variants fp32:1 fp32:4 fp32:8
 
 bench-fashion-mnist: install fashion-mnist
 	$(BIN)/python benchmarks/bench_fashion_mnist.py

@@ -111,7 +111,7 @@ def tiny_pipeline(work: str | Path, size: int = 32, seed: int = 0, channels: tup
                norm_num_groups=4, sample_size=size)
     text = dict(hidden_size=cross_attention_dim, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
                 projection_dim=cross_attention_dim)
-    return _pipeline(unet, vae, text, work, seed, max_length=32)
+    return _pipeline(unet, vae, text, work, seed, max_length=77)
 
 
 def sd15_pipeline(work: str | Path, seed: int = 0):
