@@ -134,3 +134,33 @@ def save_tiny_pipeline(folder: str | Path, **options) -> Path:
     folder = Path(folder)
     tiny_pipeline(folder.parent / (folder.name + ".work"), **options).save_pretrained(folder)
     return folder
+
+
+def save_tiny_clip(folder: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A random CLIPModel + CLIPProcessor (our tokenizer, a PIL image processor) saved for CLIP-score tests."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    try:
+        from transformers import CLIPImageProcessorPil as ImageProcessor  # transformers 5 without torchvision
+    except ImportError:
+        from transformers import CLIPImageProcessor as ImageProcessor
+
+    folder = Path(folder)
+    tokenizer = clip_tokenizer(folder.parent / (folder.name + ".tokenizer"))
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                         num_hidden_layers=2, max_position_embeddings=77, bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
+                         eos_token_id=eos, pad_token_id=eos),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                           image_size=image_size, patch_size=8),
+        projection_dim=16)
+    model = CLIPModel(config)
+    processor = CLIPProcessor(image_processor=ImageProcessor(size={"shortest_edge": image_size},
+                                                             crop_size={"height": image_size, "width": image_size}),
+                              tokenizer=tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthloom.errors import GeneratorError
+from synthloom.errors import GeneratorError, ModelError
 from synthloom.generators.base import BuildContext, ShardSpec
 from synthloom.generators.diffusion import DiffusionGenerator
 from synthloom.generators.prompts import PromptSampler
@@ -143,3 +143,27 @@ def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, 
     assert hf[1]["image"].size == (32, 32) and "cat" in hf[1]["prompt"]
     ours = load(version)
     assert ours[0]["image"].shape[-1] == 3 or ours[0]["image"].shape[0] == 3
+
+    # CLIP score (torchmetrics CLIPScore with a local CLIP folder) equals 100 x cos of the embeddings.
+    import torch
+
+    from synthloom.evaluators.clip_score import clip_score_of_dataset, load_clip
+    from synthloom.generators.diffusion_configs import save_tiny_clip
+
+    clip_dir = save_tiny_clip(tmp_path / "clip")
+    scored = clip_score_of_dataset(version, clip_dir)
+    assert scored["num_images"] == 6 and (scored["image_column"], scored["text_column"]) == ("image", "prompt")
+    model, processor = load_clip(clip_dir)
+    with torch.no_grad():
+        expected = []
+        for i in range(6):
+            pixels = processor(images=[torch.from_numpy(np.array(hf[i]["image"])).permute(2, 0, 1)],
+                               return_tensors="pt")["pixel_values"]
+            tokens = processor(text=[hf[i]["prompt"]], return_tensors="pt", padding=True)
+            a = model.get_image_features(pixel_values=pixels).pooler_output
+            b = model.get_text_features(**tokens).pooler_output
+            expected.append(max(100 * float(torch.nn.functional.cosine_similarity(a, b)), 0.0))
+    assert scored["clip_score"] == pytest.approx(np.mean(expected), abs=1e-3)
+    assert scored["clip_score_per_image"] == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ModelError, match="not a CLIP model folder"):
+        clip_score_of_dataset(version, tmp_path / "no-clip")
