@@ -1,0 +1,229 @@
+"""The diffusion generator's adapters: what the recipe asks for, how `prepare` trains or finds them (in
+the model store, keyed by their inputs), and how `load` puts them on the pipeline.
+
+    lora:                               # text-to-image LoRA on captioned folders, or ready files
+      - {name: style, data: my-captioned-images/, steps: 300, rank: 8, scale: 0.8}
+      - {name: other, weights: some/pytorch_lora_weights.safetensors}
+    dreambooth:                         # LoRA-DreamBooth with prior preservation
+      {instance_dir: my-dog/, instance_prompt: "a photo of sks dog", class_prompt: "a photo of a dog"}
+    lora_scale: 1.0                     # multiplies every adapter's scale
+    fuse_lora: false                    # fuse into the weights (faster generation; scales fixed)
+
+A store entry holds `pytorch_lora_weights.safetensors` (diffusers LoRA format, base-model sha256 in
+its metadata), `training.json` (losses, timings, data), `loss_curve.png` and `samples.png` (before
+training on the top row, after on the bottom, same prompts and seeds).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from synthloom.errors import GeneratorError
+from synthloom.provenance import sha256_file
+
+from .base import Asset, BuildContext
+from .lora_training import LORA_FILE, Example, TrainConfig, check_adapter_fits, image_grid, native_resolution, \
+    plot_losses, read_captioned_folder, read_instance_folder, save_adapter, save_png, train_lora
+
+ADAPTER_CODE_VERSION = "1"
+PREVIEWS = 4
+
+
+class TrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(default=4, ge=1, le=256)
+    alpha: float | None = Field(default=None, gt=0, description="LoRA alpha; None: equal to rank.")
+    steps: int = Field(default=200, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=1, ge=1)
+    resolution: int | None = Field(default=None, ge=8, description="None: the model's native size.")
+    train_text_encoder: bool = False
+    seed: int = 0
+    checkpoint_every: int = Field(default=50, ge=0, description="Steps between resume checkpoints (0: none).")
+    scale: float = Field(default=1.0, description="This adapter's weight when several are combined.")
+
+    def train_config(self, **extra) -> TrainConfig:
+        fields = {k: getattr(self, k) for k in ("rank", "alpha", "steps", "learning_rate", "batch_size",
+                                                 "resolution", "train_text_encoder", "seed", "checkpoint_every")}
+        return TrainConfig(**fields, **extra)
+
+    def training_inputs(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"scale", "checkpoint_every"})  # neither changes the trained weights
+
+
+class LoraParams(TrainingParams):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    data: str | None = Field(default=None, description="Folder of images with captions to train on.")
+    weights: str | None = Field(default=None, description="A ready LoRA safetensors file (or its folder).")
+    allow_other_base: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.data is None) == (self.weights is None):
+            raise ValueError(f"adapter '{self.name}': give exactly one of data (to train) or weights (a file)")
+        return self
+
+
+class DreamBoothParams(TrainingParams):
+    name: str = Field(default="dreambooth", pattern=r"^[A-Za-z0-9_-]+$")
+    instance_dir: str
+    instance_prompt: str = Field(min_length=1)
+    class_prompt: str | None = Field(default=None, description="Prior preservation on this class's images.")
+    num_class_images: int = Field(default=50, ge=1)
+    prior_loss_weight: float = Field(default=1.0, ge=0)
+    steps: int = 400
+
+
+def _publish(name: str, entry: Path, summary: dict[str, Any]) -> None:
+    """Loss curve and before/after samples as a Prefect artifact (data: URIs: the UI cannot load files)."""
+    try:
+        from prefect.artifacts import create_markdown_artifact
+        from prefect.context import get_run_context
+
+        get_run_context()
+    except Exception:  # not inside a flow or task run: nothing to attach the artifact to
+        return
+
+    def embed(png: Path) -> str:
+        return f"![{png.stem}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
+
+    losses = summary["losses"]
+    markdown = (f"**Adapter `{name}`** ({summary['kind']}, {len(losses)} steps, {summary['seconds']:.1f} s"
+                f"{', reused from the model store' if summary.get('reused') else ''})\n\n"
+                f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, mean of last 10% "
+                f"{np.mean(losses[-max(1, len(losses) // 10):]):.4f}\n\n"
+                f"{embed(entry / 'loss_curve.png')}\n\nSamples before (top) and after (bottom) fine-tuning, "
+                f"same prompts and seeds:\n\n{embed(entry / 'samples.png')}")
+    create_markdown_artifact(markdown=markdown, key=f"adapter-{name.lower().replace('_', '-')}",
+                             description=f"Fine-tuning of adapter {name}")
+
+
+class AdapterTrainer:
+    """Trains (or finds in the store) every adapter a recipe asks for, on one fp32 copy of the base pipeline."""
+
+    def __init__(self, model_dir: Path, base: Asset, ctx: BuildContext, steps: int, guidance_scale: float,
+                 batch_size: int):
+        self.model_dir, self.base, self.ctx = model_dir, base, ctx
+        self.steps, self.guidance_scale, self.batch_size = steps, guidance_scale, batch_size
+        self._pipe = None
+
+    def pipe(self):
+        from .diffusion_pipeline import load_pipeline
+
+        if self._pipe is None:
+            self._pipe = load_pipeline(self.model_dir, "float32", self.ctx.device)
+        elif getattr(self._pipe.unet, "peft_config", None):  # a previous adapter's layers: start clean
+            self._pipe = load_pipeline(self.model_dir, "float32", self.ctx.device)
+        return self._pipe
+
+    def sample(self, pipe, prompts: list[str], seeds: list[int], resolution: int) -> list[np.ndarray]:
+        import torch
+
+        images = []
+        for start in range(0, len(prompts), self.batch_size):
+            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[start:start + self.batch_size]]
+            with torch.inference_mode():
+                out = pipe(prompts[start:start + self.batch_size], num_inference_steps=self.steps,
+                           guidance_scale=self.guidance_scale, height=resolution, width=resolution,
+                           generator=gens, output_type="np")
+            images += list((np.clip(out.images, 0, 1) * 255).round().astype(np.uint8))
+        return images
+
+    # -- one adapter ----------------------------------------------------------------------------------
+    def lora(self, spec: LoraParams) -> tuple[dict[str, Any], list[Asset]]:
+        if spec.weights is not None:
+            path = self.ctx.resolve_path(spec.weights)
+            path = path / LORA_FILE if path.is_dir() else path
+            if not path.is_file():
+                raise GeneratorError(f"adapter '{spec.name}': weights file {path} not found")
+            check_adapter_fits(self.pipe(), path, self.base.sha256, spec.allow_other_base)
+            record = {"name": spec.name, "kind": "file", "path": str(path), "sha256": sha256_file(path),
+                      "scale": spec.scale, "allow_other_base": spec.allow_other_base}
+            return record, []
+        examples = read_captioned_folder(self.ctx.resolve_path(spec.data))
+        return self._train(spec, "lora", examples, class_prompt=None)
+
+    def dreambooth(self, spec: DreamBoothParams) -> tuple[dict[str, Any], list[Asset]]:
+        examples = read_instance_folder(self.ctx.resolve_path(spec.instance_dir), spec.instance_prompt)
+        return self._train(spec, "dreambooth-lora", examples, class_prompt=spec.class_prompt)
+
+    def _train(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompt: str | None):
+        inputs = {"kind": kind, "code": ADAPTER_CODE_VERSION, "base_model_sha256": self.base.sha256,
+                  "data": [[Path(e.path).name, e.sha256, e.caption] for e in examples],
+                  "training": spec.training_inputs(), "preview": [self.steps, self.guidance_scale]}
+        if isinstance(spec, DreamBoothParams):
+            inputs["prior"] = {"class_prompt": class_prompt, "num_class_images": spec.num_class_images,
+                               "prior_loss_weight": spec.prior_loss_weight, "class_image_steps": self.steps}
+        stored = self.ctx.models.get_or_build(inputs, lambda work: self._build(spec, kind, examples, class_prompt, work))
+        summary = json.loads((stored.path / "training.json").read_text())
+        _publish(spec.name, stored.path, {**summary, "reused": stored.reused})
+        weights = stored.path / LORA_FILE
+        record = {"name": spec.name, "kind": kind, "path": str(weights), "sha256": stored.files[LORA_FILE],
+                  "scale": spec.scale, "store_key": stored.key, "reused": stored.reused,
+                  "loss_first": summary["losses"][0], "loss_last": summary["losses"][-1],
+                  "train_seconds": summary["seconds"], "loss_curve": str(stored.path / "loss_curve.png"),
+                  "samples": str(stored.path / "samples.png")}
+        role = "dreambooth-instance" if kind == "dreambooth-lora" else "lora-data"
+        return record, [Asset(path=e.path, sha256=e.sha256, role=role) for e in examples]
+
+    def _build(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompt: str | None,
+               work: Path) -> None:
+        pipe = self.pipe()
+        resolution = spec.resolution or native_resolution(pipe)
+        prompts = [examples[i % len(examples)].caption for i in range(PREVIEWS)]
+        seeds = list(range(PREVIEWS))
+        before = self.sample(pipe, prompts, seeds, resolution)
+        class_examples = None
+        extra: dict[str, Any] = {}
+        if isinstance(spec, DreamBoothParams) and class_prompt:
+            class_examples = self._class_images(pipe, spec, class_prompt, resolution, work)
+            extra["prior_loss_weight"] = spec.prior_loss_weight
+        config = spec.train_config(**extra)
+        result = train_lora(pipe, examples, config, work, class_examples)
+        after = self.sample(pipe, prompts, seeds, resolution)
+        save_adapter(pipe, work, self.base.sha256, spec.train_text_encoder)
+        plot_losses(result.losses, work / "loss_curve.png", f"{kind} {spec.name}")
+        save_png(image_grid(before + after, PREVIEWS), work / "samples.png")
+        summary = {"kind": kind, "losses": result.losses, "seconds": result.seconds, "resumed_from": result.resumed_from,
+                   "resolution": resolution, "preview_prompts": prompts, "preview_seeds": seeds,
+                   "examples": [Path(e.path).name for e in examples],
+                   "class_images": len(class_examples or [])}
+        (work / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+        self._pipe = None  # its UNet now carries this adapter's layers
+
+    def _class_images(self, pipe, spec: DreamBoothParams, prompt: str, resolution: int, work: Path):
+        """The base model's own images of the class (kept in the work dir, so a resumed run reuses them)."""
+        from PIL import Image
+
+        folder = work / ".class-images"
+        folder.mkdir(exist_ok=True)
+        have = sorted(folder.glob("*.png"))
+        missing = list(range(len(have), spec.num_class_images))
+        if missing:
+            seeds = [1_000_003 * (spec.seed + 1) + i for i in missing]  # apart from the preview seeds
+            for i, image in zip(missing, self.sample(pipe, [prompt] * len(missing), seeds, resolution)):
+                Image.fromarray(image).save(folder / f"{i:05d}.png")
+        return [(np.asarray(Image.open(p).convert("RGB")), prompt) for p in sorted(folder.glob("*.png"))]
+
+
+def apply_adapters(pipe, adapters: list[dict[str, Any]], base_sha256: str, lora_scale: float, fuse: bool) -> None:
+    """Load each adapter with `load_lora_weights` (after checking it fits this base model), combine them
+    with their scales, and optionally fuse them into the weights."""
+    if not adapters:
+        return
+    for adapter in adapters:
+        path = Path(adapter["path"])
+        check_adapter_fits(pipe, path, base_sha256, adapter.get("allow_other_base", False))
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter["name"])
+    names = [a["name"] for a in adapters]
+    pipe.set_adapters(names, adapter_weights=[a["scale"] * lora_scale for a in adapters])
+    if fuse:
+        pipe.fuse_lora(adapter_names=names, lora_scale=1.0)  # scales were set by set_adapters
+
