@@ -165,7 +165,11 @@ def _write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepare
     recipe = parse_recipe(recipe_json)
     generator = loaded_generator(recipe.generator.kind, recipe.generator.params, prepared, device)
     features = ds.dataset_schema(generator.features())
-    with device_slots(generator.resources, device):
+    # Shards of a one-worker CPU build run one after another in the flow's thread: nothing else can use
+    # the device, and taking a Prefect concurrency slot cost ~1.7 s per shard here. GPUs always take one
+    # (another build may share the card).
+    resources = {} if (_SOLE_WORKER and device == "cpu") else generator.resources
+    with device_slots(resources, device):
         rows = []
         for offset, row in enumerate(generator.generate(shard)):
             row["id"] = f"{shard.split}-{shard.start + offset:08d}"
@@ -471,29 +475,43 @@ def _run_shards(shard_task, group_task, args: tuple, shards: list[ShardSpec], st
     More workers: a process pool (one loaded generator per process, as Kubric does), reporting to the
     same Prefect server through the propagated run context.
     """
+    global _SOLE_WORKER
     if workers <= 1:
-        pending, group_size, started, min_seconds = list(shards), 1, time.time(), _min_task_seconds()
-        while pending:
-            batch, pending = pending[:group_size], pending[group_size:]
-            clock = time.perf_counter()
-            if len(batch) == 1:
-                records = [shard_task(*args, batch[0], staging, device)]
-            else:
-                first, last = batch[0], batch[-1]
-                name = (f"shards-{first.split}-{first.index:05d}-to-{last.index:05d}-of-{last.num_shards:05d}"
-                        if first.split == last.split else
-                        f"shards-{first.split}-{first.index:05d}-to-{last.split}-{last.index:05d}")
-                records = group_task(*args, batch, staging, device, name)
-            if any(r["written_at"] >= started for r in records):  # timed on generated shards, not reused ones
-                per_shard = (time.perf_counter() - clock) / len(batch)
-                group_size = max(1, min(MAX_SHARDS_PER_TASK, math.ceil(min_seconds / max(per_shard, 1e-3))))
-            yield from records
+        _SOLE_WORKER = True
+        try:
+            yield from _run_shards_here(shard_task, group_task, args, shards, staging, device)
+        finally:
+            _SOLE_WORKER = False
         return
     with ProcessPoolTaskRunner(max_workers=workers) as runner:
         futures = [runner.submit(shard_task, dict(zip(SHARD_PARAMS, (*args, shard, staging, device))))
                    for shard in shards]
         for future in as_completed(futures):
             yield future.result()
+
+
+# True while this process runs a build's shards one at a time in the flow's thread (see _write_shard).
+_SOLE_WORKER = False
+
+
+def _run_shards_here(shard_task, group_task, args: tuple, shards: list[ShardSpec], staging: str, device: str):
+    """One worker: run shards in this thread, cheap ones grouped (see _run_shards)."""
+    pending, group_size, started, min_seconds = list(shards), 1, time.time(), _min_task_seconds()
+    while pending:
+        batch, pending = pending[:group_size], pending[group_size:]
+        clock = time.perf_counter()
+        if len(batch) == 1:
+            records = [shard_task(*args, batch[0], staging, device)]
+        else:
+            first, last = batch[0], batch[-1]
+            name = (f"shards-{first.split}-{first.index:05d}-to-{last.index:05d}-of-{last.num_shards:05d}"
+                    if first.split == last.split else
+                    f"shards-{first.split}-{first.index:05d}-to-{last.split}-{last.index:05d}")
+            records = group_task(*args, batch, staging, device, name)
+        if any(r["written_at"] >= started for r in records):  # timed on generated shards, not reused ones
+            per_shard = (time.perf_counter() - clock) / len(batch)
+            group_size = max(1, min(MAX_SHARDS_PER_TASK, math.ceil(min_seconds / max(per_shard, 1e-3))))
+        yield from records
 
 
 def _recheck_staged(records, shards, args: tuple, staging: Path, storage: Path, device: str):
