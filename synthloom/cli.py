@@ -25,7 +25,7 @@ EPILOG = """examples:
   synthloom verify datasets/demo-pointclouds/1.0.0
   synthloom evaluate datasets/cgal-meshes/1.0.0 --reference data/cgal-meshes
   synthloom export datasets/demo-pointclouds/1.0.0 --format ply --out exported/
-  synthloom label datasets/shoes/1.0.0 --labeler owlv2 --param model=models/owlv2 \
+  synthloom label datasets/shoes/1.0.0 --labeler owlv2 --param model=models/owlv2 \\
       --param 'ontology={"a photo of a sneaker": sneaker}' --labeler blip --param model=models/blip
   synthloom serve configs/demo-pointclouds.yaml --cron "0 3 * * *"
 """
