@@ -26,6 +26,7 @@ REGISTER_ENV = "SYNTHLOOM_REGISTER"
 BUILTINS: dict[str, dict[str, str]] = {
     "generators": {
         "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
+        "dcgan": "synthloom.generators.dcgan:DCGAN",
     },
     "labelers": {
         "attributes": "synthloom.labelers.attributes:AttributesLabeler",
