@@ -170,3 +170,40 @@ def test_bad_references_are_one_line(tmp_path):
         DCGAN(TINY).check_inputs(context(tmp_path, reference=str(root)))
     with pytest.raises(GeneratorError, match="label_smoothing applies to loss: bce only"):
         DCGAN({**TINY, "loss": "hinge", "label_smoothing": 0.1})
+
+
+def test_build_writes_scored_labelled_rows_with_acceptance_and_reuses_the_model(recipe_factory, tmp_path,
+                                                                                 one_torch_thread, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    import synthloom
+    from synthloom import dataset as ds
+    from synthloom.flows.build import build_dataset
+
+    monkeypatch.setenv("SYNTHLOOM_MODEL_STORE", str(tmp_path / "store"))
+    generator = {"kind": "dcgan", "params": {**TINY, "epochs": 1, "min_quality": 0.3}}
+    recipe = recipe_factory(name="gan", generator=generator, reference="sklearn:digits",
+                            count={"train": 30}, shard_size=15)
+    final = Path(build_dataset(str(recipe))["path"])
+    manifest = ds.read_manifest(final)
+    table = ds.read_table(final, manifest, "train")
+    assert {"image", "label", "quality", "attempts", "seed"} <= set(table.column_names)
+    assert min(table.column("quality").to_pylist()) >= 0.3
+    stats = manifest["generator"]["stats"]
+    assert sum(c["accepted"] for c in stats["per_class"].values()) == 30
+    assert set(stats["acceptance_rate"]) == {str(i) for i in range(10)}
+    assert all("stats" in shard for shard in manifest["shards"])
+    assert manifest["generator"]["info"]["reused"] is False
+    assert manifest["generator"]["assets"][0]["role"] == "reference"
+    item = synthloom.load(str(final))[0]
+    assert tuple(item["image"].shape) == (1, 8, 8)
+    with get_client(sync_client=True) as client:  # the per-epoch artifact: loss curve and grid embedded
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dcgan-training"])))
+    assert artifacts and "data:image/png;base64," in artifacts[0].data and "epoch 1" in artifacts[0].data
+
+    second = recipe_factory(name="gan", version="2.0.0", generator=generator, reference="sklearn:digits",
+                            count={"train": 30}, shard_size=15)
+    manifest2 = ds.read_manifest(Path(build_dataset(str(second))["path"]))
+    assert manifest2["generator"]["info"]["reused"] is True  # the second build trained nothing
+    assert len(list((tmp_path / "store").glob("??/*/store.json"))) == 1
