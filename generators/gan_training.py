@@ -171,7 +171,9 @@ class Trainer:
         self.cfg, self.data, self.work, self.device = cfg, data, Path(work), torch.device(device)
         self.on_epoch = on_epoch
 
-    def run(self, progress: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+    def run(self, progress: Callable[[int, int, dict], None] | None = None,
+            time_limit_s: float | None = None) -> dict[str, Any]:
+        """Train to `cfg.epochs`, or stop after the epoch that passes `time_limit_s` (benchmarks)."""
         cfg, work = self.cfg, self.work
         (work / "samples").mkdir(parents=True, exist_ok=True)
         g, d = cfg.nets()
@@ -199,7 +201,10 @@ class Trainer:
         images, labels = self.data.images.to(self.device), self.data.labels.to(self.device)
         mon_z, mon_y = monitor_batch(cfg, cfg.num_classes)
         real_mon, real_mon_y = monitor_real(self.data, cfg.monitor_per_class, cfg.seed)
+        run_started = time.perf_counter()
         for epoch in range(start_epoch, cfg.epochs):
+            if time_limit_s is not None and time.perf_counter() - run_started > time_limit_s:
+                break
             started = time.perf_counter()
             order = batch_order(self.data.labels, cfg.balanced, data_gen).to(self.device)
             sums = torch.zeros(2, device=self.device)
