@@ -207,3 +207,14 @@ def test_build_writes_scored_labelled_rows_with_acceptance_and_reuses_the_model(
     manifest2 = ds.read_manifest(Path(build_dataset(str(second))["path"]))
     assert manifest2["generator"]["info"]["reused"] is True  # the second build trained nothing
     assert len(list((tmp_path / "store").glob("??/*/store.json"))) == 1
+
+
+def test_unconditional_rows_have_no_label(tmp_path, one_torch_thread):
+    generator = DCGAN({**TINY, "epochs": 1, "conditional": False, "min_quality": 0.1})
+    prepared = generator.prepare(context(tmp_path))
+    assert prepared.classes == []
+    generator.load(prepared)
+    assert list(generator.features()) == ["image", "quality", "attempts", "seed"]  # Features is a mapping
+    rows = list(generator.generate(ShardSpec("train", 0, 1, 0, 6, root_seed=2)))
+    assert len(rows) == 6 and all("label" not in r and r["quality"] >= 0.1 for r in rows)
+    assert set(generator.shard_stats()["per_class"]) == {"(all)"}
