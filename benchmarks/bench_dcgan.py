@@ -127,7 +127,7 @@ def generate(g, d, nz: int, per_class: int, classes: int, min_quality: float | N
         x = torch.cat([a for a, _ in kept])[:per_class]
         q = torch.cat([b for _, b in kept])[:per_class]
         images.append(x), labels.append(torch.full((per_class,), c)), quality.append(q)
-        drawn[c] = per_class / tries
+        drawn[c] = k / tries  # accepted / drawn (the last batch's surplus counts as accepted, not rejected)
     return (torch.cat(images), torch.cat(labels), torch.cat(quality), drawn), None
 
 
