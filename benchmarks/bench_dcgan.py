@@ -167,7 +167,6 @@ def fashion(args) -> None:
     f_te, f_tr = feats(x_te), feats(x_tr)
     print(f"  extractor {ext.name} (trained on {args.extractor_size} train images, 2 epochs, "
           f"{time.perf_counter() - t:.0f}s; test accuracy {ext.accuracy(x_te, y_te):.3f})")
-    trtr = None
     for threshold in [None] + [float(v) for v in args.thresholds.split(",") if v]:
         t = time.perf_counter()
         out, problem = generate(g, d, cfg.nz, args.count // 10, 10, threshold, args.max_tries, seed=1)
@@ -178,7 +177,6 @@ def fashion(args) -> None:
         x, y, q, acceptance = out
         cas = classification_accuracy_score(x, y, x_tr, y_tr, x_te, y_te, num_classes=10, classifier="cnn",
                                             cnn_epochs=args.cnn_epochs, seed=0)
-        trtr = cas["trtr"]
         f_x = feats(x)
         fid = FID(ext)
         fid.update_features(f_te, real=True), fid.update_features(f_x, real=False)

@@ -3,7 +3,6 @@ store reuse, resume after a SIGKILL, the quality column and filter, collapse and
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
