@@ -29,9 +29,7 @@ name is printed), never with published (Inception) FIDs.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
-import struct
 import sys
 import time
 import warnings
@@ -56,21 +54,8 @@ BLUR_LEVELS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 # ----------------------------------------------------------------------------- data
 
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (LeCun's MNIST format; gzipped if the name ends in .gz) into a numpy array."""
-    with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (magic {data[:4].hex()})")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    arr = np.frombuffer(data, dtype=_IDX_DTYPES[data[2]], offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} = {int(np.prod(shape))} values, file holds {arr.size}")
-    return arr.reshape(shape).astype(arr.dtype.newbyteorder("="))  # native byte order, writable copy
+# The one IDX reader of synthloom (references.py): what `reference: idx:<folder>` recipes read too.
+from synthloom.references import read_idx  # noqa: E402
 
 
 def load_fashion_mnist(split: str = "train", root=DATA_DIR) -> Tuple[np.ndarray, np.ndarray]:

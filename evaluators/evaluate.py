@@ -8,7 +8,8 @@ returns one JSON-able result: a flat `summary` (what gates read), per-evaluator
 References:
 - point clouds: a synthloom dataset (its train/test splits), or a folder of real
   meshes `<folder>/<class>/<mesh>` that is sampled uniformly here;
-- images: a synthloom dataset with an `image` column, or `sklearn:digits`.
+- images: anything `synthloom.references` reads: a synthloom dataset with an `Image` column,
+  `sklearn:digits`, `idx:<folder>` (MNIST-format files) or a folder of class folders of images.
 """
 
 from __future__ import annotations
@@ -278,15 +279,12 @@ def _images(table, limit: int | None = None, seed: int = 0) -> tuple[torch.Tenso
 
 
 def load_reference_images(reference: str):
-    """(train_images, train_labels, test_images, test_labels); images float NCHW in [0, 1]."""
-    if reference == "sklearn:digits":
-        from .features import sklearn_digits
+    """(train_images, train_labels, test_images, test_labels); images float NCHW in [0, 1]. Read by
+    `synthloom.references`, the one reader generators train on too (sklearn:digits, idx:<folder>, a
+    folder of class folders, a synthloom dataset)."""
+    from synthloom.references import read_reference_images
 
-        images, labels = sklearn_digits()
-        names = [str(int(v)) for v in labels]
-        return images[0::2], names[0::2], images[1::2], names[1::2]
-    version_dir = ds.resolve_version_dir(reference)
-    return _split_reference(version_dir, ds.read_manifest(version_dir), _images)
+    return read_reference_images(reference).as_tuple()
 
 
 def _split_reference(version_dir: Path, manifest: dict[str, Any], decode):

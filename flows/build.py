@@ -55,7 +55,7 @@ from synthloom.planning import check_build_size, plan_shards
 from synthloom.preview import write_preview
 from synthloom.provenance import git_sha, package_versions, sha256_file
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
-from synthloom.registry import make_generator, make_labeler
+from synthloom.registry import get_generator_class, make_generator, make_labeler
 
 from .evaluate import GateError, evaluate_dataset
 
@@ -177,10 +177,12 @@ def _write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepare
             row["generator"] = recipe.generator.kind
             row["generation_sha256"] = generation
             rows.append(row)
+        stats = generator.shard_stats()  # e.g. a quality filter's acceptance per class
     table = ds.rows_to_table(rows, features)
     folder = ds.RAW_DIR if recipe.labelers else ds.DATA_DIR  # labelled shards alone go to data/
     record = ds.write_shard(table, Path(staging) / folder / shard.filename)
-    record = {**record, "split": shard.split, "index": shard.index, "written_at": time.time()}
+    record = {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
+              **({"stats": stats} if stats is not None else {})}
     path = _record_path(staging, shard)
     path.parent.mkdir(exist_ok=True)
     ds.write_json_atomic(path, record)
@@ -324,7 +326,7 @@ def label_shard(labelling: Labelling, generated: dict[str, Any], shard: ShardSpe
             table = apply_labeler(labeler, table, shard=shard.filename)
     record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
     return {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
-            "generated_sha256": generated["sha256"]}
+            "generated_sha256": generated["sha256"], **{k: generated[k] for k in ("stats",) if k in generated}}
 
 
 LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device")
@@ -599,6 +601,8 @@ def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]]
             "assets": [a.model_dump() for a in prepared.assets],
             "outputs": [a.model_dump() for a in prepared.outputs],
             "info": prepared.info,
+            "stats": get_generator_class(recipe.generator.kind).merge_stats([r["stats"] for r in records
+                                                                             if "stats" in r]),
         },
         "classes": prepared.classes,
         "derived_from": sorted({a.path for a in prepared.assets}),
@@ -608,7 +612,7 @@ def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]]
         "skipped": {"count": len(prepared.skipped), "items": [s.model_dump() for s in prepared.skipped]},
         "schema": ds.schema_text(_schema_of(staging, records)),
         "features": ds.read_features(_schema_of(staging, records)).to_json(),
-        "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256", "generated_sha256") if k in r}
+        "shards": [{k: r[k] for k in ("file", "split", "rows", "bytes", "sha256", "generated_sha256", "stats") if k in r}
                    for r in records],
         "metrics": {},
         # A version with evaluators or gates is not accepted until it has passed them.

@@ -182,5 +182,15 @@ class Generator:
         """Yield one row per sample of the shard, in order."""
         raise NotImplementedError
 
+    def shard_stats(self) -> dict[str, Any] | None:
+        """JSON-able statistics of the shard `generate` last finished (e.g. a filter's acceptance per
+        class), or None. The build flow stores them in the shard's record and the manifest."""
+        return None
+
+    @classmethod
+    def merge_stats(cls, shard_stats: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The build's statistics from its shards' (`shard_stats`); default: none."""
+        return None
+
     def class_names(self) -> list[str]:
         return list(self.prepared.classes) if self.prepared else []

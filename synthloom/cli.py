@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "card and eval/report.html; the recipe's gates decide whether the "
                                           "version is accepted (and becomes `latest`) or rejected (exit 1).")
     evaluate.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
-    evaluate.add_argument("--reference", help="real data: a synthloom dataset, a folder of mesh classes, or "
-                                              "sklearn:digits (default: the recipe's `reference`)")
+    evaluate.add_argument("--reference", help="real data: a synthloom dataset, a folder of mesh classes, a folder of "
+                                              "image classes, idx:<folder> (MNIST format) or sklearn:digits "
+                                              "(default: the recipe's `reference`)")
     evaluate.add_argument("--split", default="train", help="which synthetic split to score (default train)")
     evaluate.add_argument("--extractor", help="image features: inception (comparable with published FIDs), "
                                               "domain (a CNN trained on the reference; default), or a saved "

@@ -23,3 +23,9 @@ LABEL_POINTS = (
 def crash_point(name: str) -> None:
     if os.environ.get("SYNTHLOOM_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def injected(name: str) -> bool:
+    """Whether the test asked for the named fault (not a kill: e.g. `dcgan:nan-loss-epoch-2` makes that
+    epoch's loss NaN, to test that a diverged training stops and keeps its last good checkpoint)."""
+    return os.environ.get("SYNTHLOOM_CRASH_AT") == name

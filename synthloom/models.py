@@ -108,9 +108,10 @@ class ModelStore:
             return self._commit(key, inputs, work)
 
     def _commit(self, key: str, inputs: dict[str, Any], work: Path) -> StoredModel:
+        # Hidden files and folders (resume checkpoints: `.checkpoint/last.pt`) are not part of the entry.
         files = {str(p.relative_to(work)): sha256_file(p) for p in sorted(work.rglob("*"))
                  if p.is_file() and p.name != ENTRY_RECORD
-             and not any(part.startswith(".") for part in p.relative_to(work).parts)}  # nor inside .dirs
+                 and not any(part.startswith(".") for part in p.relative_to(work).parts)}
         if not files:
             raise ModelError(f"{work}: building the model wrote no files")
         for leftover in work.glob(".*"):  # resume checkpoints are not part of the entry

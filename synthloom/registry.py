@@ -27,6 +27,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     "generators": {
         "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
         "diffusion": "synthloom.generators.diffusion:DiffusionGenerator",
+        "dcgan": "synthloom.generators.dcgan:DCGAN",
     },
     "labelers": {
         "attributes": "synthloom.labelers.attributes:AttributesLabeler",

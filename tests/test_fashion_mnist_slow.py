@@ -20,6 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_fashion_mnist as fm  # noqa: E402
+from synthloom.errors import DatasetError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,7 @@ def test_idx_reader(data, tmp_path):
     (tmp_path / "a.idx").write_bytes(b"\0\0\x0c\x02" + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + arr.tobytes())
     assert np.array_equal(fm.read_idx(tmp_path / "a.idx"), arr)
     (tmp_path / "b.idx").write_bytes(b"\x01\x02\x03\x04")
-    with pytest.raises(ValueError, match="not an IDX file"):
+    with pytest.raises(DatasetError, match="not an IDX file"):
         fm.read_idx(tmp_path / "b.idx")
 
 

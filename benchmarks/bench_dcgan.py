@@ -1,0 +1,226 @@
+"""DCGAN: training throughput against the classic PyTorch example loop, and usefulness on Fashion-MNIST.
+
+(1) throughput: the same networks and batch size trained by our loop (synthloom.generators.gan_training:
+    preloaded tensor, one randperm per epoch, BCE-with-logits) and by the loop of the classic PyTorch
+    DCGAN example (pytorch/examples dcgan/main.py: a DataLoader over a dataset, a Sigmoid output and
+    nn.BCELoss, label tensors filled per step), interleaved in the same run; images/s and the ratio.
+(2) fashion: train a class-conditional DCGAN on the Fashion-MNIST train split for at most --minutes,
+    generate --count images (balanced classes) with its EMA generator, score them with the
+    discriminator, and report on the 10,000 test images: CAS and TRTR with the small CNN of
+    evaluators/cas.py (same classifier and epochs for both), FID and precision/recall with a domain CNN
+    trained on the train split (named; not comparable with Inception FIDs), the memorization audit's
+    near-copy fraction; then the same with min_quality 0.5 / 0.7 / 0.9 (samples redrawn until accepted).
+
+    flock /work/wt/heavy.lock python benchmarks/bench_dcgan.py throughput
+    flock /work/wt/heavy.lock python benchmarks/bench_dcgan.py fashion --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment  # noqa: E402
+
+from synthloom.generators.gan_training import TrainConfig, TrainData, Trainer, render, train_step  # noqa: E402
+from synthloom.references import read_reference_images  # noqa: E402
+
+FASHION = "idx:/usr/share/datasets/fashion-mnist"
+
+
+def _data(reference: str):
+    ref = read_reference_images(reference)
+    labels = torch.tensor([ref.classes.index(c) for c in ref.train_labels])
+    return ref, ref.train_images * 2 - 1, labels
+
+
+# -- (1) throughput --------------------------------------------------------------------------------
+def ours(cfg: TrainConfig, images, labels, steps: int) -> float:
+    g, d = cfg.nets()
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.Generator().manual_seed(1)
+    start = time.perf_counter()
+    order = torch.randperm(len(images), generator=gen)
+    for step in range(steps):
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        train_step(g, d, opt_g, opt_d, images[idx], labels[idx], cfg, noise)
+    return steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def classic(cfg: TrainConfig, images, labels, steps: int) -> float:
+    """The loop of pytorch/examples dcgan/main.py, conditioned on labels like ours."""
+    g, d = cfg.nets()
+    criterion = nn.BCELoss()
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=cfg.batch_size,
+                                         shuffle=True, drop_last=True)
+    real_label, fake_label = 1.0, 0.0
+    start = time.perf_counter()
+    for i, (real, y) in enumerate(loader):
+        if i == steps:
+            break
+        d.zero_grad()
+        label = torch.full((real.size(0),), real_label)
+        output = torch.sigmoid(d(real, y))
+        err_real = criterion(output, label)
+        err_real.backward()
+        noise = torch.randn(real.size(0), cfg.nz)
+        fake = g(noise, y)
+        label.fill_(fake_label)
+        output = torch.sigmoid(d(fake.detach(), y))
+        err_fake = criterion(output, label)
+        err_fake.backward()
+        opt_d.step()
+        g.zero_grad()
+        label.fill_(real_label)
+        output = torch.sigmoid(d(fake, y))
+        err_g = criterion(output, label)
+        err_g.backward()
+        opt_g.step()
+    return steps * cfg.batch_size / (time.perf_counter() - start)
+
+
+def throughput(args) -> None:
+    _, images, labels = _data(args.reference)
+    cfg = TrainConfig(resolution=28, channels=1, num_classes=10, ngf=args.ngf, ndf=args.ndf, batch_size=args.batch)
+    print(f"{environment()}\nthroughput: {args.reference} 28x28, conditional DCGAN ngf={args.ngf} ndf={args.ndf}, "
+          f"batch {args.batch}, {args.steps} steps per run, {args.rounds} interleaved rounds (best kept)")
+    ours(cfg, images, labels, 5), classic(cfg, images, labels, 5)  # warm-up
+    best = {"ours": 0.0, "classic": 0.0}
+    for _ in range(args.rounds):
+        best["ours"] = max(best["ours"], ours(cfg, images, labels, args.steps))
+        best["classic"] = max(best["classic"], classic(cfg, images, labels, args.steps))
+    print(f"  ours    {best['ours']:8.0f} images/s\n  classic {best['classic']:8.0f} images/s\n"
+          f"  ratio ours/classic = {best['ours'] / best['classic']:.3f}")
+
+
+# -- (2) Fashion-MNIST -------------------------------------------------------------------------------
+@torch.no_grad()
+def generate(g, d, nz: int, per_class: int, classes: int, min_quality: float | None, max_tries: int, seed: int):
+    """`per_class` images of each class whose D real-probability is >= min_quality (redrawn until so)."""
+    gen = torch.Generator().manual_seed(seed)
+    images, labels, quality, drawn = [], [], [], {}
+    for c in range(classes):
+        kept, k, tries = [], 0, 0
+        while k < per_class:
+            n = min(4096, max(256, 2 * (per_class - k)))
+            if tries > max_tries * per_class:
+                return None, f"class {c} cannot reach {per_class} (accepted {k} of {tries})"
+            y = torch.full((n,), c)
+            x = render(g, torch.randn(n, nz, generator=gen), y, "cpu", batch=1024)
+            q = torch.sigmoid(d(x * 2 - 1, y))
+            ok = q >= min_quality if min_quality is not None else torch.ones(n, dtype=torch.bool)
+            tries += n
+            kept.append((x[ok], q[ok]))
+            k += int(ok.sum())
+        x = torch.cat([a for a, _ in kept])[:per_class]
+        q = torch.cat([b for _, b in kept])[:per_class]
+        images.append(x), labels.append(torch.full((per_class,), c)), quality.append(q)
+        drawn[c] = k / tries  # accepted / drawn (the last batch's surplus counts as accepted, not rejected)
+    return (torch.cat(images), torch.cat(labels), torch.cat(quality), drawn), None
+
+
+def fashion(args) -> None:
+    from synthloom.evaluators.cas import classification_accuracy_score
+    from synthloom.evaluators.features import DomainClassifierFeatures
+    from synthloom.evaluators.image_metrics import FID, precision_recall_from_features
+    from synthloom.evaluators.memorization import memorization_audit
+
+    t0 = time.perf_counter()
+    ref, images, labels = _data(args.reference)
+    cfg = TrainConfig(resolution=28, channels=1, num_classes=10, ngf=args.ngf, ndf=args.ndf, epochs=1000,
+                      batch_size=args.batch, loss=args.loss, spectral_norm=args.sn, ema=args.ema,
+                      balanced=args.balanced, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2)
+    work = Path(args.work)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
+    print(f"{environment()}\nfashion: {args.reference}, train {tuple(images.shape)}, config {json.dumps(cfg.__dict__)}")
+    t = time.perf_counter()
+    result = Trainer(cfg, TrainData(images, labels, ref.classes), work).run(time_limit_s=args.minutes * 60)
+    history = result["history"]
+    train_s = time.perf_counter() - t
+    print(f"  trained {len(history)} epochs in {train_s:.0f}s (wall, incl. per-epoch monitoring), training loop "
+          f"{np.mean([h['images_per_s'] for h in history]):.0f} images/s; last loss D {history[-1]['loss_d']:.3f} "
+          f"G {history[-1]['loss_g']:.3f}, min class spread/real {history[-1]['min_spread_ratio']:.3f}; grids in {work}")
+    g, d = result["generator"].eval(), result["discriminator"].eval()
+
+    x_tr = ref.train_images
+    y_tr = torch.tensor([int(c) for c in ref.train_labels])
+    x_te = ref.test_images
+    y_te = torch.tensor([int(c) for c in ref.test_labels])
+    t = time.perf_counter()
+    ext = DomainClassifierFeatures(num_classes=10, input_size=(16, 16), dataset="fashion-mnist")
+    ext.fit(x_tr[:args.extractor_size], y_tr[:args.extractor_size], epochs=2, seed=0)
+    feats = lambda x: torch.cat([ext(x[i:i + 2000]) for i in range(0, len(x), 2000)])  # noqa: E731
+    f_te, f_tr = feats(x_te), feats(x_tr)
+    print(f"  extractor {ext.name} (trained on {args.extractor_size} train images, 2 epochs, "
+          f"{time.perf_counter() - t:.0f}s; test accuracy {ext.accuracy(x_te, y_te):.3f})")
+    for threshold in [None] + [float(v) for v in args.thresholds.split(",") if v]:
+        t = time.perf_counter()
+        out, problem = generate(g, d, cfg.nz, args.count // 10, 10, threshold, args.max_tries, seed=1)
+        name = "off" if threshold is None else f"{threshold}"
+        if out is None:
+            print(f"  min_quality {name}: {problem}")
+            continue
+        x, y, q, acceptance = out
+        cas = classification_accuracy_score(x, y, x_tr, y_tr, x_te, y_te, num_classes=10, classifier="cnn",
+                                            cnn_epochs=args.cnn_epochs, seed=0)
+        f_x = feats(x)
+        fid = FID(ext)
+        fid.update_features(f_te, real=True), fid.update_features(f_x, real=False)
+        sub = torch.randperm(len(f_x), generator=torch.Generator().manual_seed(0))[:5000]
+        precision, recall = precision_recall_from_features(f_te[:5000], f_x[sub], k=3)
+        memo = memorization_audit(f_x[sub].numpy(), f_tr.numpy(), real_holdout_feats=f_te.numpy())
+        print(f"  min_quality {name}: {len(y)} images, mean quality {q.mean():.3f}, acceptance per class "
+              f"{[round(v, 3) for v in acceptance.values()]}; CAS {cas['cas']:.4f} TRTR {cas['trtr']:.4f} "
+              f"CAS/TRTR {cas['cas_ratio']:.3f} ({cas['classifier']}); FID {fid.compute()['fid']:.2f}, precision "
+              f"{precision:.3f} recall {recall:.3f} (k=3, 5000 vs 5000); near-copy fraction "
+              f"{memo['near_copy_fraction']:.4f} (baseline {memo['baseline_near_copy_fraction']:.4f}); "
+              f"{time.perf_counter() - t:.0f}s")
+    print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=["throughput", "fashion"])
+    ap.add_argument("--reference", default=FASHION)
+    ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--ndf", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--loss", default="hinge")
+    ap.add_argument("--sn", type=int, default=1)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--balanced", type=int, default=1)
+    ap.add_argument("--lr-g", type=float, default=1e-4)
+    ap.add_argument("--lr-d", type=float, default=4e-4)
+    ap.add_argument("--beta1", type=float, default=0.0)
+    ap.add_argument("--beta2", type=float, default=0.9)
+    ap.add_argument("--count", type=int, default=60000)
+    ap.add_argument("--thresholds", default="0.5,0.7,0.9")
+    ap.add_argument("--max-tries", type=int, default=50)
+    ap.add_argument("--cnn-epochs", type=int, default=3)
+    ap.add_argument("--extractor-size", type=int, default=20000)
+    ap.add_argument("--work", default="/tmp/bench-dcgan")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    (throughput if args.part == "throughput" else fashion)(args)
+
+
+if __name__ == "__main__":
+    main()

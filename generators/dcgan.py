@@ -1,0 +1,380 @@
+"""`dcgan`: a (class-conditional) DCGAN trained on the recipe's `reference`, with a discriminator filter.
+
+`prepare` reads the reference through `synthloom.references` (the evaluators' reader), trains the GAN
+on its train part (the held-out test part stays unseen, for CAS) and stores it in the model store
+keyed by (reference content hash, training params, code version): later builds reuse it, and a killed
+training resumes from its last epoch checkpoint. A collapsed generator (the diversity audit on a fixed
+noise batch after the last epoch) stops the build unless `on_collapse: warn`.
+
+Rows: `image`, `label` (conditional), `quality` = the discriminator's real-probability sigmoid(D(x, y))
+of the image, `attempts` (draws until accepted) and `seed`. With `min_quality` a sample redraws its
+noise (from its own seeded stream, so rows stay deterministic) until D scores it at least that, at most
+`max_tries` times; a class that runs out of tries stops the build with a message naming it. Acceptance
+per class goes into each shard's record and the manifest (`generator.stats`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from synthloom.errors import DatasetError, GeneratorError
+from synthloom.features import ClassLabel, Features, Image, Value
+from synthloom.models import load_pretrained_state, save_pretrained
+from synthloom.provenance import sha256_file
+
+from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
+from .gan_nets import DCGANDiscriminator, DCGANGenerator
+from .gan_training import HISTORY, TrainConfig, TrainData, Trainer, collapse_check, render, to_uint8
+
+log = logging.getLogger(__name__)
+MAX_UPSCALE = 4  # a reference smaller than resolution / 4 is refused: the GAN would learn blur
+MIN_PER_CLASS = 2
+
+
+class DCGANParams(GeneratorParams):
+    resolution: Literal[8, 16, 28, 32, 64] = Field(default=32, description="Side of the square images, pixels.")
+    channels: Literal["auto", 1, 3] = Field(default="auto", description="1 (grayscale), 3 (RGB) or the reference's.")
+    conditional: bool = Field(default=True, description="Class-conditional (labels from the reference's classes).")
+    nz: int = Field(default=100, ge=2, le=1024)
+    ngf: int = Field(default=64, ge=2, le=1024, description="Generator width (DCGAN's ngf).")
+    ndf: int = Field(default=64, ge=2, le=1024, description="Discriminator width (DCGAN's ndf).")
+    epochs: int = Field(default=25, ge=1, le=100_000)
+    batch_size: int = Field(default=64, ge=2, le=65_536)
+    lr_g: float = Field(default=2e-4, gt=0)
+    lr_d: float = Field(default=2e-4, gt=0, description="TTUR: a larger lr_d than lr_g (Heusel et al. 2017).")
+    beta1: float = Field(default=0.5, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    loss: Literal["bce", "hinge"] = "bce"
+    spectral_norm: bool = False
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+    ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of the generator used to generate; 0 = off.")
+    balanced: bool = Field(default=False, description="Class-balanced training batches.")
+    train_seed: int = Field(default=0, ge=0, description="Seed of initialisation and data order.")
+    max_train_images: int | None = Field(default=None, ge=1, description="Train on at most this many (a seeded subset).")
+    # -- generation (not part of the trained model's key)
+    min_quality: float | None = Field(default=None, ge=0, le=1,
+                                      description="Keep only samples the discriminator scores >= this (off by default).")
+    max_tries: int = Field(default=50, ge=1, description="Draws per sample before its class is given up.")
+    collapse_ratio: float = Field(default=0.5, gt=0, le=1,
+                                  description="Class spread / real spread below which a class counts as collapsed.")
+    on_collapse: Literal["error", "warn"] = "error"
+    batch: int = Field(default=256, ge=1, description="Images per forward pass when generating.")
+
+    GENERATION_ONLY: ClassVar[tuple[str, ...]] = ("min_quality", "max_tries", "on_collapse", "batch")
+
+    @model_validator(mode="after")
+    def _hinge_has_no_smoothing(self) -> "DCGANParams":
+        if self.loss == "hinge" and self.label_smoothing:
+            raise ValueError("label_smoothing applies to loss: bce only")
+        return self
+
+    def training_params(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=set(self.GENERATION_ONLY))
+
+
+def _prepare_images(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+    """Reference images (float [0, 1]) at the training size and channel count, in [-1, 1]."""
+    if images.shape[1] != channels:
+        images = images.mean(1, keepdim=True) if channels == 1 else images.expand(-1, 3, -1, -1)
+    if tuple(images.shape[-2:]) != (resolution, resolution):
+        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                               antialias=images.shape[-1] > resolution)
+    return images.clamp(0, 1) * 2 - 1
+
+
+class DCGAN(Generator):
+    name = "dcgan"
+    Params = DCGANParams
+    params: DCGANParams
+    code_version = "1"
+    resources = {"gpu": 1}
+
+    # -- preflight -----------------------------------------------------------------------------
+    def _reference(self, ctx: BuildContext):
+        from synthloom.references import read_reference_images
+
+        if not ctx.reference:
+            raise GeneratorError("dcgan: the recipe needs `reference` (the real images to train on)")
+        try:
+            ref = read_reference_images(ctx.reference, resolve=lambda p: ctx.resolve_path(p))
+        except DatasetError as error:
+            raise GeneratorError(f"dcgan reference: {error}") from None
+        _, h, w = ref.image_shape
+        res = self.params.resolution
+        if min(h, w) * MAX_UPSCALE < res:
+            raise GeneratorError(f"dcgan: reference {ctx.reference} has {w}x{h} images, too small for resolution {res} "
+                                 f"(at most {MAX_UPSCALE}x upscaling: use resolution <= {min(h, w) * MAX_UPSCALE})")
+        counts = {c: ref.train_labels.count(c) for c in ref.classes}
+        few = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
+        if few:
+            raise GeneratorError(f"dcgan: reference {ctx.reference} is too small: class(es) {sorted(few)} have "
+                                 f"{sorted(set(few.values()))} training image(s); at least {MIN_PER_CLASS} each")
+        if len(ref.train_labels) < self.params.batch_size:
+            raise GeneratorError(f"dcgan: reference {ctx.reference} has {len(ref.train_labels)} training images, "
+                                 f"fewer than batch_size {self.params.batch_size}")
+        return ref
+
+    def check_inputs(self, ctx: BuildContext) -> None:
+        self._reference(ctx)
+
+    def bytes_per_sample(self) -> int | None:
+        return self.params.resolution ** 2 * 3 + 64
+
+    # -- prepare: train or reuse -----------------------------------------------------------------
+    def prepare(self, ctx: BuildContext) -> Prepared:
+        p = self.params
+        ref = self._reference(ctx)
+        classes = ref.classes if p.conditional else []
+        channels = ref.image_shape[0] if p.channels == "auto" else p.channels
+        channels = 3 if channels == 4 else channels
+        images = _prepare_images(ref.train_images, p.resolution, channels)
+        labels = torch.tensor([ref.classes.index(c) for c in ref.train_labels])
+        if p.max_train_images and p.max_train_images < len(labels):
+            keep = np.sort(np.random.default_rng(p.train_seed).permutation(len(labels))[:p.max_train_images])
+            images, labels = images[keep], labels[keep]
+        cfg = TrainConfig(resolution=p.resolution, channels=channels, num_classes=len(classes), nz=p.nz, ngf=p.ngf,
+                          ndf=p.ndf, epochs=p.epochs, batch_size=p.batch_size, lr_g=p.lr_g, lr_d=p.lr_d,
+                          beta1=p.beta1, beta2=p.beta2, loss=p.loss, spectral_norm=p.spectral_norm,
+                          label_smoothing=p.label_smoothing, ema=p.ema, balanced=p.balanced, seed=p.train_seed,
+                          collapse_ratio=p.collapse_ratio)
+        inputs = {"generator": self.name, "code_version": self.code_version, "data_sha256": ref.sha256,
+                  "classes": classes, "training": p.training_params()}
+        data = TrainData(images, labels if classes else torch.zeros(len(labels), dtype=torch.long), classes)
+        stored = ctx.models.get_or_build(inputs, lambda work: self._train(cfg, data, work, ctx.device))
+        history = json.loads((stored.path / HISTORY).read_text())
+        final = history["epochs"][-1]
+        if final["flag_mode_collapse"]:
+            message = (f"dcgan: mode collapse after epoch {final['epoch']}: class(es) "
+                       f"{[classes[int(c)] if classes else c for c in final['collapsed_classes']]} have less than "
+                       f"{p.collapse_ratio} of the real images' spread (min ratio {final['min_spread_ratio']:.3f}; "
+                       f"samples in {stored.path / 'samples'})")
+            if p.on_collapse == "error":
+                raise GeneratorError(message + "; train longer/differently, or set on_collapse: warn")
+            log.warning(message)
+        reference_asset = Asset(path=ref.source, sha256=ref.sha256, role="reference")
+        outputs = [Asset(path=str(stored.path / name), sha256=stored.files[name], role="weights")
+                   for name in ("generator/model.safetensors", "discriminator/model.safetensors")]
+        self.prepared = Prepared(
+            generator=self.name, classes=classes, assets=[reference_asset], outputs=outputs,
+            input_fingerprint=input_fingerprint(self.name, p, self.code_version, [reference_asset]),
+            info={"model_dir": str(stored.path), "model_key": stored.key, "reused": stored.reused,
+                  "channels": channels, "train_images": len(labels), "epochs": len(history["epochs"]),
+                  "resumed_from_epoch": history.get("resumed_from_epoch"),
+                  "final": {k: final[k] for k in ("loss_d", "loss_g", "min_spread_ratio", "collapsed_classes")},
+                  "reference_notes": ref.notes})
+        return self.prepared
+
+    def _train(self, cfg: TrainConfig, data: TrainData, work: Path, device: str) -> None:
+        trainer = Trainer(cfg, data, work, device=device, on_epoch=_epoch_artifact(work))
+        with _EpochBar(cfg.epochs) as bar:
+            result = trainer.run(progress=bar.update)
+        g, d = result["generator"], result["discriminator"]
+        arch = {k: getattr(cfg, k) for k in ("resolution", "channels", "num_classes", "nz")}
+        save_pretrained(g, {**arch, "ngf": cfg.ngf, "architecture": "DCGANGenerator", "classes": data.classes},
+                        work / "generator")
+        save_pretrained(d, {**arch, "ndf": cfg.ndf, "spectral_norm": cfg.spectral_norm,
+                            "architecture": "DCGANDiscriminator", "classes": data.classes}, work / "discriminator")
+        real, real_labels = result["monitor_real"]
+        save_pretrained(_Tensors(images=real, labels=real_labels), {"what": "real images the collapse check compares"},
+                        work / "monitor")
+
+    # -- load once per worker, generate ----------------------------------------------------------
+    def load(self, prepared: Prepared, device: str = "cpu") -> None:
+        super().load(prepared, device)
+        folder = Path(prepared.info["model_dir"])
+        for asset in prepared.outputs:
+            if not Path(asset.path).is_file() or sha256_file(asset.path) != asset.sha256:
+                raise GeneratorError(f"{asset.path}: dcgan weights are missing or changed since prepare")
+        gcfg, gstate = load_pretrained_state(folder / "generator", device)
+        dcfg, dstate = load_pretrained_state(folder / "discriminator", device)
+        self.g = DCGANGenerator(gcfg["nz"], gcfg["num_classes"], gcfg["channels"], gcfg["resolution"], gcfg["ngf"])
+        self.d = DCGANDiscriminator(dcfg["num_classes"], dcfg["channels"], dcfg["resolution"], dcfg["ndf"],
+                                    dcfg["spectral_norm"])
+        self.g.load_state_dict(gstate)
+        self.d.load_state_dict(dstate)
+        self.g.to(device).eval()
+        self.d.to(device).eval()
+        _, mstate = load_pretrained_state(folder / "monitor", "cpu")
+        self.monitor = (mstate["images"], mstate["labels"])
+        self.nz = gcfg["nz"]
+        self._stats: dict[str, Any] | None = None
+
+    def features(self) -> Features:
+        if self.prepared is None:
+            raise GeneratorError("dcgan: features() needs prepare() first (class names come from the reference)")
+        columns: dict[str, Any] = {"image": Image()}
+        if self.prepared.classes:
+            columns["label"] = ClassLabel(self.prepared.classes)
+        columns.update({"quality": Value("float32"), "attempts": Value("int32"), "seed": Value("int64")})
+        return Features(columns)
+
+    @torch.no_grad()
+    def _score(self, z: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images in [0, 1], D's real-probability) for a batch of noise."""
+        images = render(self.g, z, y, self.device, batch=self.params.batch)
+        quality = torch.cat([torch.sigmoid(self.d(images[i:i + self.params.batch].to(self.device) * 2 - 1,
+                                                  None if y is None else y[i:i + self.params.batch].to(self.device)))
+                             .cpu() for i in range(0, len(z), self.params.batch)])
+        return images, quality
+
+    def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:
+        p, classes = self.params, self.prepared.classes
+        n = shard.size
+        seeds = [shard.sample_seed(i) for i in range(n)]
+        streams = [torch.Generator().manual_seed(s) for s in seeds]  # one noise stream per sample
+        labels = torch.tensor([(shard.start + i) % len(classes) for i in range(n)]) if classes else None
+        images = [None] * n
+        quality = torch.zeros(n)
+        attempts = torch.zeros(n, dtype=torch.int32)
+        pending = list(range(n))
+        while pending:
+            z = torch.stack([torch.randn(self.nz, generator=streams[i]) for i in pending])
+            y = labels[pending] if labels is not None else None
+            batch_images, batch_quality = self._score(z, y)
+            still = []
+            for k, i in enumerate(pending):
+                attempts[i] += 1
+                if p.min_quality is None or batch_quality[k] >= p.min_quality:
+                    images[i], quality[i] = batch_images[k], batch_quality[k]
+                elif attempts[i] >= p.max_tries:
+                    self._give_up(i, labels, attempts, pending, shard)
+                else:
+                    still.append(i)
+            pending = still
+        stacked = torch.stack(images)
+        self._stats = self._shard_stats(stacked, labels, attempts, shard)
+        pixels = to_uint8(stacked)
+        for i in range(n):
+            row = {"image": pixels[i], "quality": float(quality[i]), "attempts": int(attempts[i]), "seed": seeds[i]}
+            if labels is not None:
+                row["label"] = int(labels[i])
+            yield row
+
+    def _give_up(self, i: int, labels, attempts, pending, shard: ShardSpec):
+        classes = self.prepared.classes
+        name = classes[int(labels[i])] if labels is not None else "(unconditional)"
+        same = [j for j in pending if labels is None or labels[j] == labels[i]]
+        raise GeneratorError(
+            f"dcgan: class {name!r} cannot reach its count with min_quality {self.params.min_quality}: a sample of "
+            f"shard {shard.filename} was rejected {int(attempts[i])} times (max_tries) and {len(same)} sample(s) of "
+            "the class are still pending; lower min_quality, raise max_tries or train longer")
+
+    def _shard_stats(self, images01: torch.Tensor, labels, attempts, shard: ShardSpec) -> dict[str, Any]:
+        classes = self.prepared.classes or ["(all)"]
+        idx = labels.numpy() if labels is not None else np.zeros(len(attempts), int)
+        per_class = {classes[c]: {"accepted": int((idx == c).sum()), "drawn": int(attempts.numpy()[idx == c].sum())}
+                     for c in np.unique(idx)}
+        stats: dict[str, Any] = {"per_class": per_class}
+        real, real_labels = self.monitor
+        check = collapse_check(images01, labels, real, real_labels, self.params.collapse_ratio)
+        collapsed = [classes[int(c)] if labels is not None else c for c in check["collapsed_classes"]]
+        stats["mode_collapse"] = collapsed
+        stats["min_spread_ratio"] = check["min_spread_ratio"]
+        if collapsed:
+            message = (f"dcgan: shard {shard.filename}: class(es) {collapsed} look collapsed (spread ratio "
+                       f"{check['min_spread_ratio']:.3f} < {self.params.collapse_ratio} of the real images')")
+            if self.params.on_collapse == "error":
+                raise GeneratorError(message + "; set on_collapse: warn to write it anyway")
+            log.warning(message)
+        return stats
+
+    def shard_stats(self) -> dict[str, Any] | None:
+        return self._stats
+
+    @classmethod
+    def merge_stats(cls, shard_stats: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Acceptance per class over the build (accepted / drawn), and the shards that looked collapsed."""
+        if not shard_stats:
+            return None
+        totals: dict[str, dict[str, int]] = {}
+        for stats in shard_stats:
+            for name, counts in stats["per_class"].items():
+                entry = totals.setdefault(name, {"accepted": 0, "drawn": 0})
+                entry["accepted"] += counts["accepted"]
+                entry["drawn"] += counts["drawn"]
+        return {"acceptance_rate": {name: c["accepted"] / c["drawn"] for name, c in totals.items()},
+                "per_class": totals,
+                "collapsed_shards": sum(1 for s in shard_stats if s.get("mode_collapse"))}
+
+
+class _Tensors(torch.nn.Module):
+    """Plain tensors saved through save_pretrained (safetensors)."""
+
+    def __init__(self, **tensors: torch.Tensor):
+        super().__init__()
+        for key, value in tensors.items():
+            self.register_buffer(key, value.contiguous())
+
+
+def _epoch_artifact(work: Path):
+    """A Prefect artifact per epoch (one key, new version each epoch): loss curve and sample grid
+    embedded as data: URIs (the UI cannot load file:// links); nothing outside a Prefect run."""
+    from prefect.context import TaskRunContext, FlowRunContext
+
+    if TaskRunContext.get() is None and FlowRunContext.get() is None:
+        return None
+
+    def publish(record: dict[str, Any], grid: Path) -> None:
+        from prefect.artifacts import create_markdown_artifact
+
+        flag = " **MODE COLLAPSE?** " + str(record["collapsed_classes"]) if record["flag_mode_collapse"] else ""
+        create_markdown_artifact(
+            key="dcgan-training",
+            markdown=(f"**DCGAN epoch {record['epoch']}**: loss D {record['loss_d']:.3f}, G {record['loss_g']:.3f}, "
+                      f"{record['images_per_s']:.0f} images/s, min class spread / real "
+                      f"{record['min_spread_ratio']}{flag}\n\n{embedded_png(work / 'loss.png', 'loss curves')}\n\n"
+                      f"{embedded_png(grid, 'samples')}\n\n`{work}`"),
+            description=f"DCGAN training, epoch {record['epoch']}")
+
+    return publish
+
+
+def embedded_png(path: Path, alt: str, width: int = 480) -> str:
+    """A PNG as a markdown image with a data: URI, downscaled to `width` pixels at most."""
+    import base64
+    import io
+
+    from PIL import Image as PILImage
+
+    with PILImage.open(path) as image:
+        image.thumbnail((width, width * 4))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+class _EpochBar:
+    """A progress bar over epochs on a terminal; log lines otherwise (Prefect logs, CI)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.progress = None
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("dcgan training"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("epochs {task.fields[losses]}"), TimeRemainingColumn())
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=self.total, losses="")
+        return self
+
+    def update(self, epoch: int, total: int, record: dict[str, Any]) -> None:
+        losses = f"D {record['loss_d']:.3f} G {record['loss_g']:.3f}"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=epoch, losses=losses)
+        log.info("dcgan epoch %d/%d: %s, %.0f images/s", epoch, total, losses, record["images_per_s"] or 0)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()

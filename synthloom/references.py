@@ -1,0 +1,261 @@
+"""The one reader of real reference images, for the evaluators and for generators that train on them.
+
+A reference is named by one string (a recipe's `reference`, `synthloom evaluate --reference`):
+
+    sklearn:digits                 scikit-learn's 1,797 8x8 digits (ships with the package)
+    idx:<folder>                   MNIST-format IDX files: <folder>/train-images-idx3-ubyte[.gz] and
+                                   train-labels-idx1-ubyte[.gz] are the train part, t10k-* (if present)
+                                   the held-out test part (Fashion-MNIST, MNIST, KMNIST use these names)
+    idx:<folder>/<prefix>          one pair <prefix>-images-idx3-ubyte[.gz] + <prefix>-labels-idx1-ubyte[.gz]
+    <folder of class folders>      <folder>/<class>/<image>; any format PIL reads
+    <synthloom dataset>            a version folder (or its parent with `latest`): its train/test splits
+
+A folder of IDX files is recognised without the `idx:` prefix too. Every reference gives a train part
+(what a generator trains on, and the TRTR classifier) and a held-out test part (what CAS is tested on).
+A source without its own test part is split by alternating images of each class (even -> train, odd
+-> test), so the split is deterministic and class-balanced.
+
+Bad input is one line naming the file: mixed sizes (resize them first), an empty class folder, a
+zero-byte or truncated image, an IDX file whose header disagrees with its length. Mixed channel counts
+are converted (grayscale -> RGB, alpha dropped) and said so in `notes`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import DatasetError, FeatureError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_TRAIN, IDX_TEST = "train", "t10k"
+
+
+@dataclass(frozen=True)
+class ReferenceImages:
+    """Real images, float32 NCHW in [0, 1], with string class labels, in a train and a test part."""
+
+    source: str
+    train_images: torch.Tensor
+    train_labels: list[str]
+    test_images: torch.Tensor
+    test_labels: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, numeric ones in numeric order ("2" before "10")."""
+        names = set(self.train_labels) | set(self.test_labels)
+        return sorted(names, key=lambda n: (0, int(n), n) if n.isdigit() else (1, 0, n))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])  # type: ignore[return-value]
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of the content (pixels and labels of both parts): what a model trained on it depends on."""
+        digest = hashlib.sha256()
+        for images, labels in ((self.train_images, self.train_labels), (self.test_images, self.test_labels)):
+            digest.update(str(tuple(images.shape)).encode())
+            digest.update(np.ascontiguousarray(images.numpy()).tobytes())
+            digest.update("\0".join(labels).encode())
+        return digest.hexdigest()
+
+    def as_tuple(self):
+        return self.train_images, self.train_labels, self.test_images, self.test_labels
+
+
+def read_reference_images(spec: str, resolve: Callable[[str], Path] | None = None) -> ReferenceImages:
+    """The reference `spec` names (see the module doc). `resolve` turns a relative path into one
+    (a recipe's folder); default: as given."""
+    spec = str(spec)
+    if spec == "sklearn:digits":
+        return _sklearn_digits()
+    if spec.startswith("sklearn:"):
+        raise DatasetError(f"{spec}: unknown scikit-learn reference (known: sklearn:digits)")
+    is_idx = spec.startswith("idx:")
+    raw = spec[4:] if is_idx else spec
+    path = resolve(raw) if resolve else Path(raw).expanduser()
+    if is_idx or _idx_files(path):
+        return _idx_reference(spec, path)
+    if not path.exists():
+        raise DatasetError(f"{spec}: reference not found (sklearn:digits, idx:<folder>, a folder of class "
+                           "folders of images, or a synthloom dataset)")
+    from . import dataset as ds
+
+    try:
+        version_dir = ds.resolve_version_dir(path)
+        manifest = ds.read_manifest(version_dir)
+    except DatasetError:
+        manifest = None
+    if manifest is not None:
+        return _dataset_reference(spec, version_dir, manifest)
+    if path.is_dir():
+        return _folder_reference(spec, path)
+    raise DatasetError(f"{spec}: not a reference (a file; expected a folder, idx:<folder> or sklearn:digits)")
+
+
+def _alternate(images: torch.Tensor, labels: list[str]):
+    """Even images of each class -> train, odd -> test (class-balanced, deterministic)."""
+    seen: dict[str, int] = {}
+    parity = []
+    for label in labels:
+        parity.append(seen.get(label, 0) % 2)
+        seen[label] = seen.get(label, 0) + 1
+    parity = np.array(parity)
+    train, test = np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
+    return images[train], [labels[i] for i in train], images[test], [labels[i] for i in test]
+
+
+def _sklearn_digits() -> ReferenceImages:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().div(16.0).unsqueeze(1)
+    names = [str(int(v)) for v in digits.target]
+    # Even rows train, odd rows test: the split the evaluators have always used for digits.
+    return ReferenceImages("sklearn:digits", images[0::2], names[0::2], images[1::2], names[1::2])
+
+
+# -- IDX (LeCun's MNIST format) ------------------------------------------------------------------
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (gzipped if its name ends in .gz) as a numpy array in native byte order."""
+    path = Path(path)
+    try:
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:  # gzip raises these on a truncated stream
+        raise DatasetError(f"{path}: cannot read IDX file ({error})") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES:
+        raise DatasetError(f"{path}: not an IDX file (magic {data[:4].hex() or 'empty'})")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: IDX header is truncated")
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    body = len(data) - 4 - 4 * ndim
+    if body != expected:
+        raise DatasetError(f"{path}: header says shape {shape} ({expected} bytes), file holds {body} bytes "
+                           "(truncated or not IDX)")
+    array = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _idx_file(folder: Path, prefix: str, kind: str) -> Path | None:
+    for name in (f"{prefix}-{kind}", f"{prefix}-{kind}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _idx_files(path: Path) -> bool:
+    return path.is_dir() and _idx_file(path, IDX_TRAIN, "images-idx3-ubyte") is not None
+
+
+def _idx_pair(folder: Path, prefix: str, spec: str) -> tuple[torch.Tensor, list[str]]:
+    images_path = _idx_file(folder, prefix, "images-idx3-ubyte")
+    labels_path = _idx_file(folder, prefix, "labels-idx1-ubyte")
+    if images_path is None or labels_path is None:
+        missing = f"{prefix}-images-idx3-ubyte[.gz]" if images_path is None else f"{prefix}-labels-idx1-ubyte[.gz]"
+        raise DatasetError(f"{spec}: {folder / missing} not found")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim not in (3, 4) or images.dtype != np.uint8:
+        raise DatasetError(f"{images_path}: expected uint8 images (N, H, W[, C]), got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DatasetError(f"{labels_path}: {labels.shape} labels for {len(images)} images in {images_path.name}")
+    tensor = torch.from_numpy(images)
+    tensor = tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
+    return tensor.float().div(255.0), [str(int(v)) for v in labels]
+
+
+def _idx_reference(spec: str, path: Path) -> ReferenceImages:
+    if path.is_dir():  # the train/t10k pair of a standard distribution
+        train_x, train_y = _idx_pair(path, IDX_TRAIN, spec)
+        if _idx_file(path, IDX_TEST, "images-idx3-ubyte") is not None:
+            test_x, test_y = _idx_pair(path, IDX_TEST, spec)
+            return ReferenceImages(spec, train_x, train_y, test_x, test_y)
+        return ReferenceImages(spec, *_alternate(train_x, train_y),
+                               notes=[f"{spec}: no t10k-* files; alternate images of each class are held out"])
+    if not path.parent.is_dir():
+        raise DatasetError(f"{spec}: {path.parent} is not a folder of IDX files")
+    images, labels = _idx_pair(path.parent, path.name, spec)
+    return ReferenceImages(spec, *_alternate(images, labels),
+                           notes=[f"{spec}: one IDX pair; alternate images of each class are held out"])
+
+
+# -- a folder of class folders -------------------------------------------------------------------
+def _read_image_file(path: Path) -> np.ndarray:
+    from .features import decode_image
+
+    data = path.read_bytes()
+    if not data:
+        raise DatasetError(f"{path}: empty (zero-byte) image file")
+    try:
+        array = decode_image(data)
+    except FeatureError as error:
+        raise DatasetError(f"{path}: truncated or not an image ({str(error).removeprefix('not a readable image ')})") \
+            from None
+    return array[:, :, :3] if array.shape[2] == 4 else array[:, :, :1] if array.shape[2] == 2 else array
+
+
+def _folder_reference(spec: str, folder: Path) -> ReferenceImages:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DatasetError(f"{spec}: no class folders in {folder} (expected {folder}/<class>/<image>)")
+    arrays, labels, files = [], [], []
+    for class_dir in classes:
+        found = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise DatasetError(f"{class_dir}: empty class folder (no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS[:4])} "
+                               "images); remove it or add images")
+        for path in found:
+            arrays.append(_read_image_file(path))
+            labels.append(class_dir.name)
+            files.append(path)
+    sizes = [a.shape[:2] for a in arrays]
+    common = max(set(sizes), key=sizes.count)
+    for path, size in zip(files, sizes):
+        if size != common:
+            raise DatasetError(f"{path}: {size[1]}x{size[0]} pixels, but most images of {folder} are "
+                               f"{common[1]}x{common[0]}; resize the images to one size")
+    notes = []
+    channels = {a.shape[2] for a in arrays}
+    if channels == {1, 3}:
+        arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
+        notes.append(f"{spec}: grayscale and colour images mixed; grayscale ones converted to RGB")
+    images = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy()).float().div(255.0)
+    return ReferenceImages(spec, *_alternate(images, labels), notes=notes)
+
+
+# -- a synthloom dataset ---------------------------------------------------------------------------
+def _dataset_reference(spec: str, version_dir: Path, manifest: dict) -> ReferenceImages:
+    from . import dataset as ds
+    from .features import Image, decode_image, feature_of
+
+    def read(split):
+        table = ds.read_table(version_dir, manifest, split)
+        column = feature_of(ds.read_features(table, manifest), Image)
+        if column is None:
+            raise DatasetError(f"{version_dir}: the reference dataset has no Image column")
+        items = table.column(column).to_pylist()
+        stacked = np.stack([decode_image(item["bytes"])[:, :, :3] for item in items])
+        images = torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))).float() / 255.0
+        name = "label_name" if "label_name" in table.column_names else "label"
+        return images, [str(v) for v in table.column(name).to_pylist()]
+
+    splits = {s["split"] for s in manifest["shards"]}
+    x, y = read("train" if "train" in splits else None)
+    if "test" in splits:
+        return ReferenceImages(spec, x, y, *read("test"))
+    return ReferenceImages(spec, x[0::2], y[0::2], x[1::2], y[1::2])
