@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from synthloom.errors import GeneratorError, describe_validation_error

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any, ClassVar
 
 import numpy as np

@@ -28,7 +28,6 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 from scipy.special import expit
 
-from synthloom.errors import LabelerError
 from synthloom.features import BoundingBoxes, Features
 from synthloom.generators.base import BuildContext
 
