@@ -174,8 +174,12 @@ class WorkerGenerator(Generator):
             (work / "request.json").write_text(json.dumps(request))
             payload = self._run_worker(shard, work)
             rows = self.validate_rows(payload, features, work, shard)
-        finally:
+        except WorkerError:
+            raise  # keep the folder: its worker.log and files are what the error names
+        except BaseException:
             shutil.rmtree(work, ignore_errors=True)
+            raise
+        shutil.rmtree(work, ignore_errors=True)
         yield from rows
 
     def _shard_name(self, shard: ShardSpec) -> str:
@@ -211,7 +215,7 @@ class WorkerGenerator(Generator):
             raise WorkerError(f"{name}: {message}")
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-            raise WorkerError(f"{name}: worker crashed ({how}): {_last_line(output)}")
+            raise WorkerError(f"{name}: worker crashed ({how}): {_last_line(output)} (log: {work / 'worker.log'})")
         rows_file = work / ROWS_FILE
         if not rows_file.exists():
             raise WorkerError(f"{name}: worker exited 0 without writing {ROWS_FILE}")

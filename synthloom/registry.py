@@ -26,6 +26,7 @@ REGISTER_ENV = "SYNTHLOOM_REGISTER"
 BUILTINS: dict[str, dict[str, str]] = {
     "generators": {
         "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
+        "blender": "synthloom.generators.blender:BlenderGenerator",
     },
     "labelers": {
         "attributes": "synthloom.labelers.attributes:AttributesLabeler",

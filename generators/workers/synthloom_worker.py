@@ -111,10 +111,15 @@ def main(produce, packages: tuple[str, ...] = ()) -> None:
     writer = ShardWriter(request["out_dir"])
     try:
         produce(request, writer)
+        writer.finish(environment(packages))
+        code = 0
     except WorkerFailure as failure:
         report(request["out_dir"], str(failure))
-        sys.exit(EXIT_REPORTED)
+        code = EXIT_REPORTED
     except Exception:
-        traceback.print_exc()  # the main process quotes the last line of stderr
-        sys.exit(1)
-    writer.finish(environment(packages))
+        traceback.print_exc()  # the main process quotes the last line of the output
+        code = 1
+    # os._exit: embedded interpreters (bpy) can crash while tearing down; the result is on disk already.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
