@@ -166,11 +166,11 @@ class BlenderGenerator(WorkerGenerator):
 
     # -- inputs -----------------------------------------------------------------------------------
     def check_inputs(self, ctx: BuildContext) -> None:
-        self.worker_environment()  # bpy missing: one line saying how to install the render environment
         assets, _ = self._scan(ctx)
         if not assets:
             raise GeneratorError(f"{self.params.source}: no usable meshes")
         self._hdris(ctx)
+        self.worker_environment()  # bpy missing: one line saying how to install the render environment
 
     def _hdris(self, ctx: BuildContext) -> list[str]:
         if self.params.hdri_folder is None:
@@ -234,10 +234,10 @@ class BlenderGenerator(WorkerGenerator):
         return int(len(mesh.faces))
 
     def prepare(self, ctx: BuildContext) -> Prepared:
-        worker = self.worker_provenance()
         assets, skipped = self._scan(ctx)
         if not assets:
             raise GeneratorError(f"{self.params.source}: no usable meshes ({len(skipped)} skipped)")
+        worker = self.worker_provenance()
         hdris = [Asset(path=path, sha256=sha256_file(path), role="environment") for path in self._hdris(ctx)]
         self.prepared = Prepared(
             generator=self.name,

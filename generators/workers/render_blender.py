@@ -210,9 +210,9 @@ class Renderer:
             self.frame_blocks.append(obj)
             placed.append({"object": obj, "vertices": local + translation, "faces": faces,
                            "category": self.classes.index(label)})
-            records.append({"mesh": asset["path"], "class": label, "scale": round(scale, 5),
-                            "rotation": np.round(rotation, 6).tolist(), "location": np.round(translation, 5).tolist(),
-                            **look})
+            records.append({"mesh": asset["path"], "class": label, "faces": len(data.polygons),
+                            "scale": round(scale, 5), "rotation": np.round(rotation, 6).tolist(),
+                            "location": np.round(translation, 5).tolist(), **look})
         distractors = []
         for k in range(int(rng.integers(p["distractors"][0], p["distractors"][1] + 1))):
             shape = PRIMITIVES[int(rng.integers(len(PRIMITIVES)))]
@@ -383,6 +383,7 @@ class Renderer:
             self.clear_frame()
         scene["camera"] = camera
         scene["camera_tries"] = tries
+        scene["labelled"] = row.pop("labelled")  # objects[i] is params.objects[labelled[i]]
         row.update({"camera_K": K.astype(np.float64), "camera_to_world": cam_to_world.astype(np.float64),
                     "seed": seed, "params": json.dumps(scene, sort_keys=True)})
         return row
@@ -392,12 +393,13 @@ class Renderer:
         raw = np.asarray(output["instance_segmaps"]).astype(np.int64)
         instance = np.zeros(raw.shape, np.uint16)
         semantic = np.zeros(raw.shape, np.uint16)
-        objects, fractions = [], []
+        objects, fractions, labelled = [], [], []
         for k, item in enumerate(placed):
             visible = raw == OBJECT_PASS_BASE + k
             count = int(visible.sum())
             if count < p["min_visible_pixels"]:
                 continue
+            labelled.append(k)
             ys, xs = np.nonzero(visible)
             x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1  # pixel-inclusive: never zero-area
             objects.append({"bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
@@ -417,7 +419,7 @@ class Renderer:
         image = np.asarray(output["colors"], dtype=np.uint8)[:, :, :3]
         return {"image": np.ascontiguousarray(image), "depth": depth, "normals": normals,
                 "segmentation": instance, "class_segmentation": semantic, "objects": objects,
-                "visible_fraction": np.asarray(fractions, dtype=np.float32)}
+                "visible_fraction": np.asarray(fractions, dtype=np.float32), "labelled": labelled}
 
 
 def produce(request: dict, writer) -> None:
