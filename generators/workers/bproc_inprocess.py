@@ -7,6 +7,8 @@ Three small shims, none of which edits site-packages:
    loads none of its API modules, so we import `blenderproc.api.*` ourselves.
 2. `SetupUtility.setup` is replaced by a no-op: it pip-installs BlenderProc's dependencies into the
    Python of a downloaded Blender, which the pip `bpy` does not have; `make render-env` installed them.
+   The one thing of it we need, the temporary folder for render outputs, is set explicitly (left
+   unset, BlenderProc writes its EXRs into the working directory).
 3. `bproc.init()` sets the UI language to `en_US` and fails: the pip `bpy` ships no translations
    (only `DEFAULT` exists). `init` below is BlenderProc 2.8.0's `Initializer.init` without that line
    (the language only affects UI labels, never rendering).
@@ -29,9 +31,9 @@ class RenderEnvMissing(ImportError):
     pass
 
 
-def import_blenderproc():
+def import_blenderproc(temp_dir: str):
     """`blenderproc` with its API modules as attributes and a working `init`, like `import blenderproc
-    as bproc` inside `blenderproc run`."""
+    as bproc` inside `blenderproc run`; render outputs go through `temp_dir`."""
     os.environ["OUTSIDE_OF_THE_INTERNAL_BLENDER_PYTHON_ENVIRONMENT_BUT_IN_RUN_SCRIPT"] = "1"
     try:
         import bpy  # noqa: F401  (the pip build of Blender: 4.2.x)
@@ -40,7 +42,8 @@ def import_blenderproc():
         raise RenderEnvMissing(f"{error.name or error} is not installed for {sys.executable}; {INSTALL_HINT}") from None
     from blenderproc.python.utility.SetupUtility import SetupUtility
 
-    SetupUtility.setup = staticmethod(lambda *args, **kwargs: [])
+    SetupUtility.setup = staticmethod(lambda *args, **kwargs: sys.argv)
+    SetupUtility.setup_utility_paths(temp_dir)
     for name in API_MODULES:
         setattr(bproc, name, importlib.import_module(f"blenderproc.api.{name}"))
     from blenderproc.python.utility.Initializer import clean_up
