@@ -34,7 +34,7 @@ from synthloom.provenance import sha256_file
 
 from .base import Asset, BuildContext, Prepared, ShardSpec, SkippedInput, input_fingerprint
 from .pointcloud import load_mesh_file
-from .worker import WORKERS_DIR, WorkerGenerator, WorkerParams
+from .worker import WORKERS_DIR, WorkerError, WorkerGenerator, WorkerParams
 
 MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb")
 HDRI_EXTENSIONS = ("exr", "hdr")
@@ -150,13 +150,15 @@ class BlenderGenerator(WorkerGenerator):
         return {"depth": (0.0, 1e4), "normals": (-1.0, 1.0), "visible_fraction": (0.0, 1.0),
                 "class_segmentation": (0, len(self.prepared.classes))}
 
+    def __init__(self, params):
+        super().__init__(params)
+        self._faces: dict[str, int] = {}  # mesh path -> face count, filled by the input scan
+
     def check_row(self, row, where: str) -> None:
         objects = row["objects"]
         if not objects:
-            from .worker import WorkerError
             raise WorkerError(f"{where}: a frame with no visible object (the worker must re-sample it)")
         if len(row["visible_fraction"]) != len(objects) or int(row["segmentation"].max()) != len(objects):
-            from .worker import WorkerError
             raise WorkerError(f"{where}: {len(objects)} objects, {len(row['visible_fraction'])} visible fractions, "
                               f"instance ids up to {int(row['segmentation'].max())}")
 
@@ -211,12 +213,6 @@ class BlenderGenerator(WorkerGenerator):
                 assets.append(Asset(path=str(path.resolve()), sha256=sha256_file(path), label=class_dir.name))
                 self._faces[assets[-1].path] = faces
         return assets, skipped
-
-    @property
-    def _faces(self) -> dict[str, int]:
-        if not hasattr(self, "_face_counts"):
-            self._face_counts: dict[str, int] = {}
-        return self._face_counts
 
     def _checked_faces(self, path: Path) -> int:
         """The mesh's face count, after refusing an unreadable, empty or oversized mesh in one line.

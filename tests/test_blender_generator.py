@@ -136,15 +136,24 @@ SMALL = {"width": 64, "height": 64, "objects": [1, 3], "distractors": [1, 2], "s
 SHARD = ShardSpec(split="train", index=0, num_shards=1, start=0, size=3, root_seed=11)
 
 
+def write_hdr(path: Path, width: int = 4, height: int = 2) -> None:
+    """A tiny Radiance HDR environment (flat RGBE scanlines: widths under 8 are never run-length coded)."""
+    header = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y %d +X %d\n" % (height, width)
+    path.write_bytes(header + bytes([200, 180, 160, 129]) * (width * height))
+
+
 @pytest.fixture(scope="module")
 def rendered(render_python, tmp_path_factory):
     folder = tmp_path_factory.mktemp("render")
+    (folder / "hdri").mkdir()
+    write_hdr(folder / "hdri" / "warm.hdr")
     root = folder / "meshes"
     (root / "primitive").mkdir(parents=True)
     trimesh.creation.box(extents=(1.0, 0.6, 0.4)).export(root / "primitive" / "box.stl")
     trimesh.creation.torus(major_radius=0.45, minor_radius=0.15).export(root / "primitive" / "torus.glb")
     shutil.copytree(CGAL_MESHES / "animal", root / "animal", ignore=shutil.ignore_patterns("elephant.off", "elk.off"))
-    generator = BlenderGenerator({"source": str(root), **SMALL, "decimate_faces": 1000})
+    generator = BlenderGenerator({"source": str(root), **SMALL, "decimate_faces": 1000,
+                                  "hdri_folder": str(folder / "hdri"), "hdri_probability": 1.0})
     generator.load(generator.prepare(_ctx(folder)))
     return generator, list(generator.generate(SHARD))
 
@@ -173,6 +182,7 @@ def test_render_rows_are_consistent_labels(rendered):
         params = json.loads(row["params"])
         assert len(params["objects"]) >= len(objects) and params["camera"]["focal_mm"] >= 28
         assert all(o["faces"] <= 1000 * 1.05 for o in params["objects"])  # cow.off (5,804 faces) decimated
+        assert params["background"]["hdri"].endswith("warm.hdr")
         K, pose = row["camera_K"], row["camera_to_world"]
         assert K[0, 0] == pytest.approx(params["camera"]["focal_mm"] / 36 * 64, rel=1e-6)
         assert np.allclose(pose[:3, :3] @ pose[:3, :3].T, np.eye(3), atol=1e-6)
