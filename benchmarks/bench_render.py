@@ -78,7 +78,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rss-frames", type=int, default=200)
     parser.add_argument("--rss-size", type=int, default=128)
-    parser.add_argument("--only", choices=("speed", "rss"), default=None)
+    parser.add_argument("--workers-frames", type=int, default=6, help="frames per shard in the workers test")
+    parser.add_argument("--only", choices=("speed", "rss", "workers"), default=None)
     args = parser.parse_args()
     common = {"width": args.size, "height": args.size, "threads": args.threads}
     print(environment())
@@ -104,6 +105,22 @@ def main() -> None:
               + f"; mean {np.mean(scores):.1f}")
         labels = [np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(ours, base)]
         print(f"identical instance masks on both sides: {sum(labels)}/{len(labels)}")
+
+    if args.only in (None, "workers"):
+        # Throughput with shard workers: one worker with all threads vs one worker per core, same frames.
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = args.workers_frames
+        print(f"\nshard workers: {2 * n} frames at {args.size} px, quality fast")
+        started = time.perf_counter()
+        render({**common, "quality": "fast"}, 2 * n, seed=99)
+        one = time.perf_counter() - started
+        with ThreadPoolExecutor(2) as pool:  # each call runs its own worker process
+            started = time.perf_counter()
+            list(pool.map(lambda seed: render({**common, "threads": 1, "quality": "fast"}, n, seed=seed), (99, 100)))
+            two = time.perf_counter() - started
+        print(f"1 worker x {args.threads} threads: {2 * n / one:.2f} frames/s; 2 workers x 1 thread: "
+              f"{2 * n / two:.2f} frames/s (ratio {one / two:.2f})")
 
     if args.only in (None, "rss"):
         print(f"\nmemory: one worker, {args.rss_frames} frames at {args.rss_size} px, quality fast")
