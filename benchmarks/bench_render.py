@@ -42,20 +42,21 @@ REPO = Path(__file__).resolve().parent.parent
 MESHES = REPO / "data" / "cgal-meshes"
 
 
-def render(params: dict, frames: int, seed: int = 2026) -> tuple[list[dict], list[dict], float]:
+def render(params: dict, frames: int, seed: int = 2026, stats: bool = True) -> tuple[list[dict], list[dict], float]:
     """(rows, per-frame stats from the worker, shard wall seconds) of one shard in one worker."""
     generator = BlenderGenerator({"source": str(MESHES), **params})
     work = Path(tempfile.mkdtemp(prefix="bench-render-"))
     generator.load(generator.prepare(BuildContext(cache_dir=work)))
-    stats = work / "stats.jsonl"
-    os.environ["SYNTHLOOM_RENDER_STATS"] = str(stats)
+    stats_file = work / "stats.jsonl"
+    if stats:
+        os.environ["SYNTHLOOM_RENDER_STATS"] = str(stats_file)
     try:
         started = time.perf_counter()
         rows = list(generator.generate(ShardSpec("train", 0, 1, 0, frames, seed)))
         wall = time.perf_counter() - started
     finally:
-        del os.environ["SYNTHLOOM_RENDER_STATS"]
-    return rows, [json.loads(line) for line in stats.read_text().splitlines()], wall
+        os.environ.pop("SYNTHLOOM_RENDER_STATS", None)
+    return rows, [json.loads(line) for line in stats_file.read_text().splitlines()] if stats else [], wall
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -113,11 +114,12 @@ def main() -> None:
         n = args.workers_frames
         print(f"\nshard workers: {2 * n} frames at {args.size} px, quality fast")
         started = time.perf_counter()
-        render({**common, "quality": "fast"}, 2 * n, seed=99)
+        render({**common, "quality": "fast"}, 2 * n, seed=99, stats=False)
         one = time.perf_counter() - started
         with ThreadPoolExecutor(2) as pool:  # each call runs its own worker process
             started = time.perf_counter()
-            list(pool.map(lambda seed: render({**common, "threads": 1, "quality": "fast"}, n, seed=seed), (99, 100)))
+            list(pool.map(lambda seed: render({**common, "threads": 1, "quality": "fast"}, n, seed=seed,
+                                                  stats=False), (99, 100)))
             two = time.perf_counter() - started
         print(f"1 worker x {args.threads} threads: {2 * n / one:.2f} frames/s; 2 workers x 1 thread: "
               f"{2 * n / two:.2f} frames/s (ratio {one / two:.2f})")
