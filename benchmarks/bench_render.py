@@ -97,8 +97,15 @@ def main() -> None:
             print(f"{name:22s}: {later:6.2f} s/frame (frames 2..{count}; first frame {first:.2f} s), "
                   f"worker start-up {startup:.2f} s, shard of {count} frames {wall:.1f} s "
                   f"({wall / count:.2f} s/frame with start-up)")
-        ratio = per_frame(base_stats)[2] / per_frame(our_stats)[2]
-        print(f"ratio BlenderProc defaults / ours (s/frame): {ratio:.1f}")
+        # The ratio compares the same frames (same scenes) on both sides, mesh loading included on both.
+        common = min(args.frames, args.baseline_frames)
+        our_times = [s["seconds"] for s in our_stats if s["event"] == "frame"][:common]
+        base_times = [s["seconds"] for s in base_stats if s["event"] == "frame"][:common]
+        print(f"same {common} frames: ours {np.mean(our_times):.2f} s/frame, BlenderProc defaults "
+              f"{np.mean(base_times):.2f} s/frame; ratio BlenderProc defaults / ours: "
+              f"{sum(base_times) / sum(our_times):.1f}")
+        print("per frame ours: " + ", ".join(f"{t:.2f}" for t in our_times) + "; BlenderProc defaults: "
+              + ", ".join(f"{t:.2f}" for t in base_times))
         same = [json.loads(a["params"]) == json.loads(b["params"]) for a, b in zip(ours, base)]
         print(f"same scenes on both sides: {all(same)} ({len(same)} frames)")
         scores = [psnr(a["image"], b["image"]) for a, b in zip(ours, base)]
