@@ -106,6 +106,10 @@ def main() -> None:
               f"{sum(base_times) / sum(our_times):.1f}")
         print("per frame ours: " + ", ".join(f"{t:.2f}" for t in our_times) + "; BlenderProc defaults: "
               + ", ".join(f"{t:.2f}" for t in base_times))
+        our_cpu = [s["cpu_seconds"] for s in our_stats if s["event"] == "frame"]
+        base_cpu = [s["cpu_seconds"] for s in base_stats if s["event"] == "frame"]
+        print(f"CPU seconds per frame (all threads): ours {np.mean(our_cpu):.2f} (all {len(our_cpu)} frames), "
+              f"BlenderProc defaults {np.mean(base_cpu):.2f}")
         same = [json.loads(a["params"]) == json.loads(b["params"]) for a, b in zip(ours, base)]
         print(f"same scenes on both sides: {all(same)} ({len(same)} frames)")
         scores = [psnr(a["image"], b["image"]) for a, b in zip(ours, base)]

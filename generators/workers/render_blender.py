@@ -450,11 +450,11 @@ def produce(request: dict, writer) -> None:
     if log:
         log.write(json.dumps({"event": "ready", "seconds": time.perf_counter() - started, "rss": _rss_bytes()}) + "\n")
     for offset, seed in enumerate(request["seeds"]):
-        clock = time.perf_counter()
+        clock, cpu = time.perf_counter(), time.process_time()
         writer.add(renderer.frame(seed, offset, name))
         if log:
             log.write(json.dumps({"event": "frame", "frame": offset, "seconds": time.perf_counter() - clock,
-                                  "rss": _rss_bytes()}) + "\n")
+                                  "cpu_seconds": time.process_time() - cpu, "rss": _rss_bytes()}) + "\n")
             log.flush()
 
 
