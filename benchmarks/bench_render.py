@@ -13,7 +13,7 @@
    slope (MB per 100 frames) fitted after the first 10 frames. One worker process per shard is what
    keeps a build flat whatever the slope: every shard starts from a fresh process.
 
-    python benchmarks/bench_render.py [--frames 8] [--baseline-frames 3] [--size 256] [--threads 2]
+    python benchmarks/bench_render.py [--frames 8] [--baseline-frames 3] [--size 256] [--threads 2] [--samples 4,8,16]
                                       [--rss-frames 200] [--rss-size 128]
 
 Needs the render environment (`make render-env`). Heavy: run it under `flock /work/wt/heavy.lock` on
@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--baseline-frames", type=int, default=3)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--samples", type=lambda text: [int(v) for v in text.split(",")], default=[16],
+                        help="comma-separated sample counts of our side, e.g. 4,8,16")
     parser.add_argument("--rss-frames", type=int, default=200)
     parser.add_argument("--rss-size", type=int, default=128)
     parser.add_argument("--workers-frames", type=int, default=6, help="frames per shard in the workers test")
@@ -89,34 +91,27 @@ def main() -> None:
 
     if args.only in (None, "speed"):
         print(f"\n{args.size}x{args.size} px, all passes, Cycles CPU, {args.threads} threads, CGAL meshes")
-        ours, our_stats, our_wall = render({**common, "quality": "fast"}, args.frames)
         base, base_stats, base_wall = render({**common, "quality": "blenderproc"}, args.baseline_frames)
-        for name, stats, wall, count in (("ours (fast)", our_stats, our_wall, args.frames),
-                                         ("BlenderProc defaults", base_stats, base_wall, args.baseline_frames)):
-            startup, first, later = per_frame(stats)
-            print(f"{name:22s}: {later:6.2f} s/frame (frames 2..{count}; first frame {first:.2f} s), "
-                  f"worker start-up {startup:.2f} s, shard of {count} frames {wall:.1f} s "
-                  f"({wall / count:.2f} s/frame with start-up)")
-        # The ratio compares the same frames (same scenes) on both sides, mesh loading included on both.
-        common = min(args.frames, args.baseline_frames)
-        our_times = [s["seconds"] for s in our_stats if s["event"] == "frame"][:common]
-        base_times = [s["seconds"] for s in base_stats if s["event"] == "frame"][:common]
-        print(f"same {common} frames: ours {np.mean(our_times):.2f} s/frame, BlenderProc defaults "
-              f"{np.mean(base_times):.2f} s/frame; ratio BlenderProc defaults / ours: "
-              f"{sum(base_times) / sum(our_times):.1f}")
-        print("per frame ours: " + ", ".join(f"{t:.2f}" for t in our_times) + "; BlenderProc defaults: "
-              + ", ".join(f"{t:.2f}" for t in base_times))
-        our_cpu = [s["cpu_seconds"] for s in our_stats if s["event"] == "frame"]
+        base_times = [s["seconds"] for s in base_stats if s["event"] == "frame"]
         base_cpu = [s["cpu_seconds"] for s in base_stats if s["event"] == "frame"]
-        print(f"CPU seconds per frame (all threads): ours {np.mean(our_cpu):.2f} (all {len(our_cpu)} frames), "
-              f"BlenderProc defaults {np.mean(base_cpu):.2f}")
-        same = [json.loads(a["params"]) == json.loads(b["params"]) for a, b in zip(ours, base)]
-        print(f"same scenes on both sides: {all(same)} ({len(same)} frames)")
-        scores = [psnr(a["image"], b["image"]) for a, b in zip(ours, base)]
-        print("PSNR ours vs BlenderProc defaults (dB): " + ", ".join(f"{s:.1f}" for s in scores)
-              + f"; mean {np.mean(scores):.1f}")
-        labels = [np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(ours, base)]
-        print(f"identical instance masks on both sides: {sum(labels)}/{len(labels)}")
+        print(f"BlenderProc defaults: {np.mean(base_times):.2f} s/frame ({', '.join(f'{t:.2f}' for t in base_times)}), "
+              f"{np.mean(base_cpu):.2f} CPU s/frame, worker start-up {per_frame(base_stats)[0]:.2f} s")
+        for samples in args.samples:
+            ours, our_stats, our_wall = render({**common, "quality": "fast", "samples": samples}, args.frames)
+            startup, first, later = per_frame(our_stats)
+            times = [s["seconds"] for s in our_stats if s["event"] == "frame"]
+            cpu = [s["cpu_seconds"] for s in our_stats if s["event"] == "frame"]
+            # The ratio compares the same frames (same scenes) on both sides, mesh loading included on both.
+            same_frames = min(args.frames, args.baseline_frames)
+            ratio = sum(base_times[:same_frames]) / sum(times[:same_frames])
+            scores = [psnr(a["image"], b["image"]) for a, b in zip(ours, base)]
+            same = all(json.loads(a["params"]) == json.loads(b["params"]) for a, b in zip(ours, base))
+            masks = sum(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(ours, base))
+            print(f"ours fast, {samples:3d} samples: {np.mean(times):.2f} s/frame over {len(times)} frames "
+                  f"(first {first:.2f}, later {later:.2f}), {np.mean(cpu):.2f} CPU s/frame, start-up {startup:.2f} s, "
+                  f"shard {our_wall:.1f} s | same {same_frames} frames: ratio BlenderProc/ours {ratio:.1f}, "
+                  f"PSNR vs BlenderProc {np.mean(scores):.1f} dB ({', '.join(f'{v:.1f}' for v in scores)}), "
+                  f"same scenes {same}, identical instance masks {masks}/{len(scores)}")
 
     if args.only in (None, "workers"):
         # Throughput with shard workers: one worker with all threads vs one worker per core, same frames.
