@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow bench bench-fashion-mnist meshes fashion-mnist base-model clean
+.PHONY: install demo test test-slow bench bench-fashion-mnist meshes fashion-mnist base-model render-env clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,22 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The renderer's own environment (generator `blender`): bpy 4.2 needs numpy<2 while pandas 3 needs
+# numpy>=2, and BlenderProc 2.8 does not work with bpy 5 (why: generators/worker.py). ~1 GB, Python 3.11.
+# opencv headless pinned: BlenderProc's own dependency pulls a numpy-2-only OpenCV. The second line is
+# what BlenderProc's SetupUtility would pip-install into a downloaded Blender (its pins, minus the GUI
+# OpenCV and pyrender), which the pip bpy does not have.
+RENDER_VENV  := .venv-render
+RENDER_STAMP := $(RENDER_VENV)/.installed-stamp
+$(RENDER_STAMP):
+	$(PYTHON) -m venv $(RENDER_VENV)
+	$(RENDER_VENV)/bin/pip install -q blenderproc==2.8.0 bpy==4.2.0 "numpy<2" opencv-contrib-python-headless==4.10.0.84
+	$(RENDER_VENV)/bin/pip install -q "numpy<2" imageio==2.34.1 gitpython==3.1.43 scikit-image==0.23.2 \
+		pypng==0.20220715.0 scipy==1.13.1 pytz==2024.1 scikit-learn==1.5.0 rich==13.7.1 trimesh==4.4.0
+	touch $(RENDER_STAMP)
+
+render-env: $(RENDER_STAMP)
 
 meshes: data/cgal-meshes/.complete
 
@@ -40,7 +56,7 @@ test: install meshes
 fashion-mnist:
 	bash scripts/fetch_fashion_mnist.sh
 
-test-slow: install meshes fashion-mnist
+test-slow: install meshes fashion-mnist render-env
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install meshes
@@ -62,4 +78,4 @@ bench-fashion-mnist: install fashion-mnist
 	$(BIN)/python benchmarks/bench_fashion_mnist.py
 
 clean:
-	rm -rf $(VENV) datasets .pytest_cache
+	rm -rf $(VENV) $(RENDER_VENV) datasets .pytest_cache

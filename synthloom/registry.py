@@ -28,6 +28,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
         "diffusion": "synthloom.generators.diffusion:DiffusionGenerator",
         "dcgan": "synthloom.generators.dcgan:DCGAN",
+        "blender": "synthloom.generators.blender:BlenderGenerator",
     },
     "labelers": {
         "attributes": "synthloom.labelers.attributes:AttributesLabeler",
