@@ -15,7 +15,6 @@ import colorsys
 import json
 import math
 import os
-import sys
 
 import numpy as np
 
