@@ -11,18 +11,13 @@ Greedy decoding (or beam search with `num_beams`), so the same weights give the 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pyarrow as pa
 from pydantic import Field, field_validator
 
 from synthloom.features import Features, Text
-from synthloom.generators.base import BuildContext
 
-from .base import Labeler, LabelerParams, Prepared, labeler_fingerprint
-from .hf_models import check_architecture, check_output_column, image_column, load_pretrained, \
-    require_transformers, resolve_model_dir, rgb_images, weight_assets, weights_sha256
+from .base import LabelerParams
+from .hf_models import PretrainedLabeler, check_output_column, image_column, rgb_images
 
 
 class BlipParams(LabelerParams):
@@ -38,18 +33,15 @@ class BlipParams(LabelerParams):
     min_side: int = Field(default=16, ge=1, description="Refuse images whose shorter side is below this.")
 
 
-class BlipLabeler(Labeler):
+class BlipLabeler(PretrainedLabeler):
     name = "blip"
     Params = BlipParams
     params: BlipParams
-    # A device slot only on a GPU (set in load): on CPU the Prefect concurrency lease cost ~1.7 s per
-    # shard here and protects nothing.
-    resources: dict[str, int] = {}
-    code_version = "1"
-
-    def __init__(self, params: dict[str, Any] | BlipParams | None = None):
-        super().__init__(params)
-        self.batch_size = self.params.batch_size
+    MODEL_TYPES = ("blip",)
+    MODEL_CLASS, PROCESSOR_CLASS = "BlipForConditionalGeneration", "BlipProcessor"
+    NEEDS = "a BLIP captioner (BlipForConditionalGeneration)"
+    ARCHITECTURE = "BlipForConditionalGeneration"
+    INFO_PARAMS = ("prompt", "max_new_tokens", "num_beams")
 
     def check_inputs(self, input_features: Features) -> None:
         image_column(self.name, input_features, self.params.image)
@@ -57,33 +49,6 @@ class BlipLabeler(Labeler):
 
     def features(self, input_features: Features) -> Features:
         return Features({self.params.column: Text()})
-
-    def check_model(self, base: Path | None = None) -> Path:
-        """The model folder, checked to hold the right architecture: cheap (reads config.json), so the
-        `label` preflight runs it before any flow run. `base`: where relative paths may also be found."""
-        folder = resolve_model_dir(self.name, self.params.model, base)
-        check_architecture(self.name, folder, ("blip",), "a BLIP captioner (BlipForConditionalGeneration)",
-                           "BlipForConditionalGeneration")
-        return folder
-
-    def prepare(self, ctx: BuildContext) -> Prepared:
-        folder = self.check_model(ctx.recipe_dir)
-        require_transformers(self.name)
-        assets = weight_assets(self.name, folder)
-        info = {"model": self.params.model, "model_dir": str(folder), "weights_sha256": weights_sha256(assets),
-                "prompt": self.params.prompt, "max_new_tokens": self.params.max_new_tokens,
-                "num_beams": self.params.num_beams}
-        params = self.params.model_copy(update={"batch_size": 1})  # batching changes no caption
-        return Prepared(labeler=self.name, assets=assets, info=info,
-                        input_fingerprint=labeler_fingerprint(self.name, params, self.code_version, assets))
-
-    def load(self, prepared: Prepared, device: str = "cpu") -> None:
-        from transformers import BlipForConditionalGeneration, BlipProcessor
-
-        super().load(prepared, device)
-        self.resources = {"gpu": 1} if device.startswith("cuda") else {}
-        self.processor, self.model = load_pretrained(self.name, Path(prepared.info["model_dir"]),
-                                                     BlipForConditionalGeneration, BlipProcessor, device)
 
     def caption(self, images: list) -> list[str]:
         import torch
@@ -128,16 +93,15 @@ class BlipVqaParams(LabelerParams):
         return value
 
 
-class BlipVqaLabeler(Labeler):
+class BlipVqaLabeler(PretrainedLabeler):
     name = "blip-vqa"
     Params = BlipVqaParams
     params: BlipVqaParams
-    resources: dict[str, int] = {}  # a device slot only on a GPU, as `blip`
-    code_version = "1"
-
-    def __init__(self, params: dict[str, Any] | BlipVqaParams | None = None):
-        super().__init__(params)
-        self.batch_size = self.params.batch_size
+    MODEL_TYPES = ("blip",)
+    MODEL_CLASS, PROCESSOR_CLASS = "BlipForQuestionAnswering", "BlipProcessor"
+    NEEDS = "a BLIP VQA model (BlipForQuestionAnswering)"
+    ARCHITECTURE = "BlipForQuestionAnswering"
+    INFO_PARAMS = ("questions", "max_new_tokens", "num_beams")
 
     def check_inputs(self, input_features: Features) -> None:
         image_column(self.name, input_features, self.params.image)
@@ -146,31 +110,6 @@ class BlipVqaLabeler(Labeler):
 
     def features(self, input_features: Features) -> Features:
         return Features({column: Text() for column in self.params.questions})
-
-    def check_model(self, base: Path | None = None) -> Path:
-        folder = resolve_model_dir(self.name, self.params.model, base)
-        check_architecture(self.name, folder, ("blip",), "a BLIP VQA model (BlipForQuestionAnswering)",
-                           "BlipForQuestionAnswering")
-        return folder
-
-    def prepare(self, ctx: BuildContext) -> Prepared:
-        folder = self.check_model(ctx.recipe_dir)
-        require_transformers(self.name)
-        assets = weight_assets(self.name, folder)
-        info = {"model": self.params.model, "model_dir": str(folder), "weights_sha256": weights_sha256(assets),
-                "questions": self.params.questions, "max_new_tokens": self.params.max_new_tokens,
-                "num_beams": self.params.num_beams}
-        params = self.params.model_copy(update={"batch_size": 1})  # batching changes no answer
-        return Prepared(labeler=self.name, assets=assets, info=info,
-                        input_fingerprint=labeler_fingerprint(self.name, params, self.code_version, assets))
-
-    def load(self, prepared: Prepared, device: str = "cpu") -> None:
-        from transformers import BlipForQuestionAnswering, BlipProcessor
-
-        super().load(prepared, device)
-        self.resources = {"gpu": 1} if device.startswith("cuda") else {}
-        self.processor, self.model = load_pretrained(self.name, Path(prepared.info["model_dir"]),
-                                                     BlipForQuestionAnswering, BlipProcessor, device)
 
     def answer(self, images: list, question: str) -> list[str]:
         import torch

@@ -13,14 +13,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from synthloom.errors import FeatureError, LabelerError
 from synthloom.features import Features, Image
-from synthloom.generators.base import Asset
+from synthloom.generators.base import Asset, BuildContext
+
+from .base import Labeler, Prepared, labeler_fingerprint
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -168,3 +170,52 @@ def rgb_images(labeler: str, batch: pa.Table, features: Features, column: str, m
             image = image[:, :, :3]
         out.append(np.ascontiguousarray(image))
     return out
+
+
+class PretrainedLabeler(Labeler):
+    """A labeler backed by one transformers model folder: the model check, `prepare` (weights hashed into
+    the fingerprint and provenance) and `load` that every such labeler shares. A subclass names its model
+    (MODEL_TYPES, MODEL_CLASS, PROCESSOR_CLASS, NEEDS, ARCHITECTURE) and the params its provenance
+    records (INFO_PARAMS); its params have `model` and `batch_size`."""
+
+    MODEL_TYPES: ClassVar[tuple[str, ...]]
+    MODEL_CLASS: ClassVar[str]  # a transformers class name
+    PROCESSOR_CLASS: ClassVar[str]
+    NEEDS: ClassVar[str]  # what the error says the labeler needs
+    ARCHITECTURE: ClassVar[str | None] = None  # checked when model types are shared (BLIP captioning / VQA)
+    INFO_PARAMS: ClassVar[tuple[str, ...]] = ()
+    # A device slot only on a GPU (set in load): on CPU the Prefect concurrency lease cost ~1.7 s per
+    # shard here and protects nothing.
+    resources: dict[str, int] = {}
+    code_version = "1"
+
+    def __init__(self, params: Any = None):
+        super().__init__(params)
+        self.batch_size = self.params.batch_size
+
+    def check_model(self, base: Path | None = None) -> Path:
+        """The model folder, checked to hold the right architecture: cheap (reads config.json), so the
+        `label` preflight runs it before any flow run. `base`: where relative paths may also be found."""
+        folder = resolve_model_dir(self.name, self.params.model, base)
+        check_architecture(self.name, folder, self.MODEL_TYPES, self.NEEDS, self.ARCHITECTURE)
+        return folder
+
+    def prepare(self, ctx: BuildContext) -> Prepared:
+        folder = self.check_model(ctx.recipe_dir)
+        require_transformers(self.name)
+        assets = weight_assets(self.name, folder)
+        info = {"model": self.params.model, "model_dir": str(folder), "weights_sha256": weights_sha256(assets),
+                **{name: getattr(self.params, name) for name in self.INFO_PARAMS}}
+        # The batch size changes no label: it is not part of the fingerprint (cache keys survive tuning it).
+        params = self.params.model_copy(update={"batch_size": 1})
+        return Prepared(labeler=self.name, assets=assets, info=info,
+                        input_fingerprint=labeler_fingerprint(self.name, params, self.code_version, assets))
+
+    def load(self, prepared: Prepared, device: str = "cpu") -> None:
+        import transformers
+
+        super().load(prepared, device)
+        self.resources = {"gpu": 1} if device.startswith("cuda") else {}
+        self.processor, self.model = load_pretrained(self.name, Path(prepared.info["model_dir"]),
+                                                     getattr(transformers, self.MODEL_CLASS),
+                                                     getattr(transformers, self.PROCESSOR_CLASS), device)

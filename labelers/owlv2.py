@@ -20,7 +20,6 @@ the vision tower and the class and box heads only, the same computation as forwa
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,11 +28,9 @@ from pydantic import Field, field_validator
 from scipy.special import expit
 
 from synthloom.features import BoundingBoxes, Features
-from synthloom.generators.base import BuildContext
 
-from .base import Labeler, LabelerParams, Prepared, labeler_fingerprint
-from .hf_models import check_architecture, check_output_column, image_column, load_pretrained, \
-    require_transformers, resolve_model_dir, rgb_images, weight_assets, weights_sha256
+from .base import LabelerParams, Prepared
+from .hf_models import PretrainedLabeler, check_output_column, image_column, rgb_images
 
 
 class Owlv2Params(LabelerParams):
@@ -98,18 +95,17 @@ def nms(boxes_xywh: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: fl
     return np.array(keep, dtype=np.int64)
 
 
-class Owlv2Labeler(Labeler):
+class Owlv2Labeler(PretrainedLabeler):
     name = "owlv2"
     Params = Owlv2Params
     params: Owlv2Params
-    # A device slot only on a GPU (set in load): on CPU the Prefect concurrency lease cost ~1.7 s per
-    # shard here and protects nothing.
-    resources: dict[str, int] = {}
-    code_version = "1"
+    MODEL_TYPES = ("owlv2",)
+    MODEL_CLASS, PROCESSOR_CLASS = "Owlv2ForObjectDetection", "Owlv2Processor"
+    NEEDS = "an OWLv2 detector (Owlv2ForObjectDetection)"
+    INFO_PARAMS = ("threshold", "nms_iou", "max_boxes", "ontology")
 
     def __init__(self, params: dict[str, Any] | Owlv2Params | None = None):
         super().__init__(params)
-        self.batch_size = self.params.batch_size
         prompts = list(self.params.ontology)
         # Sorted, so category indices do not depend on the order of the ontology's keys (YAML dumps sort them).
         self.classes = sorted(set(self.params.ontology.values()))
@@ -126,34 +122,10 @@ class Owlv2Labeler(Labeler):
         return Features({self.params.column: BoundingBoxes(categories=tuple(self.classes))})
 
     # -- model ---------------------------------------------------------------------------------
-    def check_model(self, base: Path | None = None) -> Path:
-        """The model folder, checked to hold the right architecture: cheap (reads config.json), so the
-        `label` preflight runs it before any flow run. `base`: where relative paths may also be found."""
-        folder = resolve_model_dir(self.name, self.params.model, base)
-        check_architecture(self.name, folder, ("owlv2",), "an OWLv2 detector (Owlv2ForObjectDetection)")
-        return folder
-
-    def prepare(self, ctx: BuildContext) -> Prepared:
-        folder = self.check_model(ctx.recipe_dir)
-        require_transformers(self.name)
-        assets = weight_assets(self.name, folder)
-        info = {"model": self.params.model, "model_dir": str(folder), "weights_sha256": weights_sha256(assets),
-                "threshold": self.params.threshold, "nms_iou": self.params.nms_iou,
-                "max_boxes": self.params.max_boxes, "ontology": self.params.ontology}
-        # The batch size changes no label: it is not part of the fingerprint (cache keys survive tuning it).
-        params = self.params.model_copy(update={"batch_size": 1})
-        return Prepared(labeler=self.name, assets=assets, info=info,
-                        input_fingerprint=labeler_fingerprint(self.name, params, self.code_version, assets))
-
     def load(self, prepared: Prepared, device: str = "cpu") -> None:
         import torch
-        from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-        super().load(prepared, device)
-        self.resources = {"gpu": 1} if device.startswith("cuda") else {}
-        folder = Path(prepared.info["model_dir"])
-        self.processor, self.model = load_pretrained(self.name, folder, Owlv2ForObjectDetection, Owlv2Processor,
-                                                     device)
+        super().load(prepared, device)  # processor and model
         # Prompts padded to the text model's length, as OWLv2's processor does (16 tokens; longer ones are cut).
         text = self.processor.tokenizer(self.prompts, padding="max_length", truncation=True, return_tensors="pt",
                                         max_length=self.model.config.text_config.max_position_embeddings)
