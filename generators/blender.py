@@ -33,7 +33,7 @@ from synthloom.features import Array, BoundingBoxes, Features, Image, Text, Valu
 from synthloom.provenance import sha256_file
 
 from .base import Asset, BuildContext, Prepared, ShardSpec, SkippedInput, input_fingerprint
-from .pointcloud import load_mesh_file
+from .pointcloud import load_mesh_file, mesh_class_folders
 from .worker import WORKERS_DIR, WorkerError, WorkerGenerator, WorkerParams
 
 MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb")
@@ -186,12 +186,7 @@ class BlenderGenerator(WorkerGenerator):
         return files
 
     def _scan(self, ctx: BuildContext) -> tuple[list[Asset], list[SkippedInput]]:
-        root = ctx.resolve_path(self.params.source)
-        if not root.is_dir():
-            raise GeneratorError(f"{self.params.source}: mesh folder not found")
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
-        if not class_dirs:
-            raise GeneratorError(f"{root}: no class sub-folders (expected {root}/<class>/<mesh>.obj)")
+        class_dirs = mesh_class_folders(ctx, self.params.source)
         assets, skipped = [], []
 
         def refuse(path: Path, error: GeneratorError) -> None:

@@ -41,6 +41,17 @@ def _procedural_mesh(shape: str) -> trimesh.Trimesh:
 PROCEDURAL_SHAPES = ("box", "sphere", "cylinder", "cone", "capsule", "torus")
 
 
+def mesh_class_folders(ctx: BuildContext, source: str) -> list[Path]:
+    """The class sub-folders of a mesh folder (one per class), or a one-line error naming the folder."""
+    root = ctx.resolve_path(source)
+    if not root.is_dir():
+        raise GeneratorError(f"{source}: mesh folder not found")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise GeneratorError(f"{root}: no class sub-folders (expected {root}/<class>/<mesh>.obj)")
+    return class_dirs
+
+
 class PointCloudParams(GeneratorParams):
     source: str = Field(
         default="procedural",
@@ -188,12 +199,7 @@ class PointCloudGenerator(Generator):
         return self.prepared
 
     def _scan_folder(self, ctx: BuildContext) -> tuple[list[Asset], list[SkippedInput]]:
-        root = ctx.resolve_path(self.params.source)
-        if not root.is_dir():
-            raise GeneratorError(f"{self.params.source}: mesh folder not found")
-        class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
-        if not class_dirs:
-            raise GeneratorError(f"{root}: no class sub-folders (expected {root}/<class>/<mesh>.obj)")
+        class_dirs = mesh_class_folders(ctx, self.params.source)
         assets, skipped = [], []
         for class_dir in class_dirs:
             files = sorted(
