@@ -140,12 +140,9 @@ def _clouds(table) -> tuple[np.ndarray, list[str]]:
 def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 16, seed: int = 0):
     """(train_points, train_labels, test_points, test_labels) of real clouds."""
     path = Path(reference)
-    try:
-        version_dir = ds.resolve_version_dir(path)
-        manifest = ds.read_manifest(version_dir)
-    except DatasetError:
-        manifest = None
-    if manifest is not None:
+    found = ds.find_version(path)
+    if found is not None:
+        version_dir, manifest = found
         return _split_reference(version_dir, manifest, _clouds)
     if not path.is_dir():
         raise DatasetError(f"{reference}: reference not found (a synthloom dataset or a folder of mesh classes)")

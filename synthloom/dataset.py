@@ -277,6 +277,16 @@ def resolve_version_dir(path: str | os.PathLike) -> Path:
     return path  # read_manifest reports what is wrong with it
 
 
+def find_version(path: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """(version folder, manifest) when `path` is a synthloom dataset or version, else None: for inputs
+    that may be a dataset or something else (a folder of images or meshes)."""
+    try:
+        version_dir = resolve_version_dir(path)
+        return version_dir, read_manifest(version_dir)
+    except DatasetError:
+        return None
+
+
 def shard_files(version_dir: Path, manifest: dict[str, Any], split: str | None) -> list[Path]:
     shards = manifest["shards"]
     if split is not None:

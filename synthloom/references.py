@@ -93,12 +93,9 @@ def read_reference_images(spec: str, resolve: Callable[[str], Path] | None = Non
                            "folders of images, or a synthloom dataset)")
     from . import dataset as ds
 
-    try:
-        version_dir = ds.resolve_version_dir(path)
-        manifest = ds.read_manifest(version_dir)
-    except DatasetError:
-        manifest = None
-    if manifest is not None:
+    found = ds.find_version(path)
+    if found is not None:
+        version_dir, manifest = found
         return _dataset_reference(spec, version_dir, manifest)
     if path.is_dir():
         return _folder_reference(spec, path)
