@@ -192,6 +192,10 @@ def cmd_build(args) -> int:
     else:
         skipped = f", {result['skipped']} inputs skipped" if result.get("skipped") else ""
         print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards, verified{skipped}")
+    if result.get("metrics"):  # evaluated by this run: the headline numbers, details in the report
+        numbers = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in result["metrics"].items() if isinstance(value, (int, float)))
+        print(f"metrics: {numbers}  (details: {result['path']}/eval/report.html)")
     return 0
 
 

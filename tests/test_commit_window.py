@@ -57,6 +57,7 @@ def test_a_version_killed_before_evaluation_is_evaluated_by_the_rerun(tmp_path, 
     manifest = ds.read_manifest(final)
     assert manifest["status"] == "accepted" and manifest["gates"]["passed"]
     assert manifest["metrics"]["summary"]["min_class_count"] == 4
+    assert "metrics: " in out.stdout and "min_class_count 4" in out.stdout, out.stdout  # what the user sees
     assert (final.parent / "latest").read_text().strip() == "1.0.0"
 
 
