@@ -635,6 +635,22 @@ def _nested_type(depth: int, dtype: str) -> pa.DataType:
     return arrow
 
 
+def _encode_checked_rows(values: list, name: str, depth: int, dtype: str, shape_error) -> pa.Array:
+    """Points and Array: each row as a numpy array of `dtype`, its shape checked (`shape_error` says what
+    was expected, or None), then nested lists of `depth`. None rows stay null."""
+    arrays = []
+    for value in values:
+        if value is None:
+            arrays.append(None)
+            continue
+        array = _as_numpy(value, dtype, name)
+        problem = shape_error(array)
+        if problem:
+            raise FeatureError(f"{name}: a row has shape {array.shape}, {problem}")
+        arrays.append(array)
+    return _encode_nested(arrays, depth, dtype)
+
+
 def _encode_nested(arrays: list[np.ndarray | None], depth: int, dtype: str) -> pa.Array:
     """Nested lists (one level per dimension) from numpy arrays, looping over rows, not values."""
     present = [a for a in arrays if a is not None]
@@ -700,17 +716,12 @@ class Points(Feature):
         return _array_extension_metadata(self.shape, self.dtype)
 
     def encode(self, values: list) -> pa.Array:
-        arrays = []
-        for value in values:
-            if value is None:
-                arrays.append(None)
-                continue
-            array = _as_numpy(value, self.dtype, "Points")
+        def shape_error(array: np.ndarray) -> str | None:
             if array.ndim != 2 or array.shape[1] != self.width or (self.size is not None and len(array) != self.size):
-                expected = f"({self.size if self.size is not None else 'n'}, {self.width})"
-                raise FeatureError(f"Points: a row has shape {array.shape}, expected {expected}")
-            arrays.append(array)
-        return _encode_nested(arrays, 2, self.dtype)
+                return f"expected ({self.size if self.size is not None else 'n'}, {self.width})"
+            return None
+
+        return _encode_checked_rows(values, "Points", 2, self.dtype, shape_error)
 
     def decode(self, column, **options) -> TensorRows:
         return _decode_nested(column, 2, self.dtype, self.shape)
@@ -754,16 +765,12 @@ class Array(Feature):
         return _array_extension_metadata(self.shape, self.dtype)
 
     def encode(self, values: list) -> pa.Array:
-        arrays = []
-        for value in values:
-            if value is None:
-                arrays.append(None)
-                continue
-            array = _as_numpy(value, self.dtype, "Array")
+        def shape_error(array: np.ndarray) -> str | None:
             if array.ndim != len(self.shape) or any(d is not None and d != s for d, s in zip(self.shape, array.shape)):
-                raise FeatureError(f"Array: a row has shape {array.shape}, declared {self.shape}")
-            arrays.append(array)
-        return _encode_nested(arrays, len(self.shape), self.dtype)
+                return f"declared {self.shape}"
+            return None
+
+        return _encode_checked_rows(values, "Array", len(self.shape), self.dtype, shape_error)
 
     def decode(self, column, **options) -> TensorRows:
         return _decode_nested(column, len(self.shape), self.dtype, self.shape)
