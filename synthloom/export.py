@@ -173,6 +173,18 @@ def _version(dataset_path, split: str | None) -> tuple[Path, dict[str, Any], lis
     return version_dir, manifest, splits
 
 
+def _image_splits(version_dir: Path, manifest: dict[str, Any], splits: list[str], fmt: str, kind: type,
+                  column: str | None, purpose: str):
+    """Per split: (name, table, features, image writer, the chosen `kind` column) — what every image
+    exporter opens before doing its own work."""
+    for name in splits:
+        table = ds.read_table(version_dir, manifest, name)
+        features = ds.read_features(table, manifest)
+        image = _column(features, Image, None, version_dir, f"--format {fmt} exports images")
+        chosen = _column(features, kind, column, version_dir, f"--format {fmt} {purpose}")
+        yield name, table, features, _ImageWriter(features[image].decode(table.column(image))), chosen
+
+
 def export_coco(dataset_path: str | Path, out_dir: str | Path, split: str | None = None, on_file=None,
                 column: str | None = None) -> int:
     """COCO detection JSON per split. Image ids and annotation ids count from 1, category ids are
@@ -183,12 +195,8 @@ def export_coco(dataset_path: str | Path, out_dir: str | Path, split: str | None
     out_dir = Path(out_dir)
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
     written = 0
-    for name in splits:
-        table = ds.read_table(version_dir, manifest, name)
-        features = ds.read_features(table, manifest)
-        image = _column(features, Image, None, version_dir, "--format coco exports images")
-        boxes_column = _column(features, BoundingBoxes, column, version_dir, "--format coco exports boxes")
-        images = _ImageWriter(features[image].decode(table.column(image)))
+    for name, table, features, images, boxes_column in _image_splits(version_dir, manifest, splits, "coco",
+                                                                     BoundingBoxes, column, "exports boxes"):
         boxes = features[boxes_column].decode(table.column(boxes_column))
         categories = _category_names(features[boxes_column], boxes, table.num_rows)
         ids = table.column("id").to_pylist()
@@ -232,12 +240,8 @@ def export_yolo(dataset_path: str | Path, out_dir: str | Path, split: str | None
     version_dir, manifest, splits = _version(dataset_path, split)
     out_dir = Path(out_dir)
     written, names = 0, None
-    for name in splits:
-        table = ds.read_table(version_dir, manifest, name)
-        features = ds.read_features(table, manifest)
-        image = _column(features, Image, None, version_dir, "--format yolo exports images")
-        boxes_column = _column(features, BoundingBoxes, column, version_dir, "--format yolo exports boxes")
-        images = _ImageWriter(features[image].decode(table.column(image)))
+    for name, table, features, images, boxes_column in _image_splits(version_dir, manifest, splits, "yolo",
+                                                                     BoundingBoxes, column, "exports boxes"):
         boxes = features[boxes_column].decode(table.column(boxes_column))
         names = names or _category_names(features[boxes_column], boxes, table.num_rows)
         labels_dir = out_dir / "labels" / name
@@ -295,12 +299,8 @@ def export_imagefolder(dataset_path: str | Path, out_dir: str | Path, split: str
     version_dir, manifest, splits = _version(dataset_path, split)
     out_dir = Path(out_dir)
     written = 0
-    for name in splits:
-        table = ds.read_table(version_dir, manifest, name)
-        features = ds.read_features(table, manifest)
-        image = _column(features, Image, None, version_dir, "--format imagefolder exports images")
-        label = _column(features, ClassLabel, column, version_dir, "--format imagefolder needs a class per image")
-        images = _ImageWriter(features[image].decode(table.column(image)))
+    for name, table, features, images, label in _image_splits(version_dir, manifest, splits, "imagefolder",
+                                                              ClassLabel, column, "needs a class per image"):
         classes = features[label].names
         for i, (sample_id, value) in enumerate(zip(table.column("id").to_pylist(), table.column(label).to_pylist())):
             folder = classes[value] if value is not None and 0 <= value < len(classes) else "unlabelled"
