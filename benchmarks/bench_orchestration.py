@@ -5,7 +5,9 @@ The flow side runs `build_dataset` (shard tasks with result persistence and cach
 progress artifact, preview, card, Croissant, commit, verify) against a Prefect server
 that is already up, as under `synthloom serve` or a shared `prefect server start`.
 The ephemeral server a one-off `synthloom build` starts is timed separately, because
-it is a fixed per-process cost, not a per-shard one. Prints the extra wall time in %.
+it is a fixed per-process cost, not a per-shard one. Prints the extra wall time in % against two
+baselines: the shards alone in a plain loop, and the same dataset (shards plus manifest, preview, card,
+Croissant, commit and verify, the flow's own functions) built in a plain loop without Prefect.
 
     python benchmarks/bench_orchestration.py [--shards 20] [--shard-size 8] [--points 2048]
 """
@@ -54,7 +56,7 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
 
 
 def plain_loop(recipe_path: Path) -> None:
-    """The same work without Prefect: prepare, generate and write every shard."""
+    """Baseline 1, the shards alone without Prefect: prepare, generate and write every shard."""
     from synthloom import dataset as ds
     from synthloom.generators.base import BuildContext
     from synthloom.planning import plan_shards
@@ -72,6 +74,33 @@ def plain_loop(recipe_path: Path) -> None:
             row.update(id=f"{shard.split}-{shard.start + offset:08d}", split=shard.split, generator="pointcloud",
                        generation_sha256=recipe.generation_fingerprint())
         ds.write_shard(ds.rows_to_table(rows, schema), out / shard.filename)
+
+
+def plain_build(recipe_path: Path, version: str) -> None:
+    """Baseline 2, the same verified dataset without Prefect: the flow's own steps (preflight, prepare,
+    shard writer with its resume records, manifest, preview, card, Croissant, commit, verify) called
+    in a plain loop, so that flow minus this is what Prefect itself costs."""
+    from synthloom import dataset as ds
+    from synthloom.card import dataset_card
+    from synthloom.croissant import croissant_metadata
+    from synthloom.flows import build as fb
+    from synthloom.planning import plan_shards
+    from synthloom.preview import write_preview
+
+    plan = fb.plan_build(str(recipe_path), version=version)
+    prepared = fb.prepare_generator.fn(plan)
+    staging = fb._staging_for(plan.final, plan.generation)
+    recipe_json = plan.recipe.model_dump(mode="json")
+    records = [fb._write_shard(recipe_json, plan.generation, prepared, shard, str(staging), plan.device)
+               for shard in plan_shards(plan.recipe)]
+    manifest = fb._manifest(plan, prepared, records, staging)
+    write_preview(fb.pq.read_table(staging / records[0]["file"]), staging / "preview.png")
+    ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, fb._schema_of(staging, records)))
+    (staging / "README.md").write_text(dataset_card(manifest))
+    ds.commit(staging, plan.final, manifest)
+    ds.remove_build_state(plan.final)
+    ds.verify(plan.final)
+    ds.set_latest(plan.final.parent, plan.final.name)
 
 
 def main() -> None:  # called under __main__: --workers > 1 spawns processes that re-import this module
@@ -102,15 +131,18 @@ def main() -> None:  # called under __main__: --workers > 1 spawns processes tha
             from synthloom.flows.build import build_dataset
 
             build_dataset(str(recipe_path), version="warmup", seed=99)  # import + first-flow costs, not per build
-            t_plain, t_flow = [], []
+            t_plain, t_same, t_flow = [], [], []
             for repeat in range(args.repeats):  # interleaved, so drifting machine load hits both sides
                 start = time.perf_counter()
                 plain_loop(recipe_path)
                 t_plain.append(time.perf_counter() - start)
                 start = time.perf_counter()
+                plain_build(recipe_path, version=f"plain{repeat}")
+                t_same.append(time.perf_counter() - start)
+                start = time.perf_counter()
                 build_dataset(str(recipe_path), version=f"run{repeat}", workers=args.workers)
                 t_flow.append(time.perf_counter() - start)
-            t_plain, t_flow = min(t_plain), min(t_flow)
+            t_plain, t_same, t_flow = min(t_plain), min(t_same), min(t_flow)
         finally:
             server.terminate()
             server.wait()
@@ -124,7 +156,10 @@ def main() -> None:  # called under __main__: --workers > 1 spawns processes tha
     print(f"{args.shards} shards x {args.shard_size} clouds x {args.points} points ({args.sampler})")
     print(f"plain loop: {t_plain:.2f} s (best of {args.repeats})")
     print(f"build_dataset flow (server up, {args.workers} worker(s)): {t_flow:.2f} s (best of {args.repeats})")
-    print(f"orchestration overhead: {100 * (t_flow / t_plain - 1):+.1f} % wall time")
+    print(f"same dataset steps without Prefect: {t_same:.2f} s (best of {args.repeats})")
+    print(f"orchestration overhead vs the shards alone: {100 * (t_flow / t_plain - 1):+.1f} % wall time")
+    print(f"Prefect's own overhead (flow vs the same steps without it): {100 * (t_flow / t_same - 1):+.1f} % "
+          f"wall time, {t_flow - t_same:.2f} s per build")
     print(f"fixed per-process cost of a one-off build's ephemeral server (empty flow, warm PREFECT_HOME): "
           f"{t_ephemeral:.1f} s; a `prefect server start` from cold took {server_start:.1f} s")
 
