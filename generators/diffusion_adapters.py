@@ -48,14 +48,20 @@ class TrainingParams(BaseModel):
     seed: int = 0
     checkpoint_every: int = Field(default=50, ge=0, description="Steps between resume checkpoints (0: none).")
     scale: float = Field(default=1.0, description="This adapter's weight when several are combined.")
+    unet_targets: list[str] | None = Field(
+        default=None, min_length=1, description="UNet module names LoRA adapts (peft target_modules). None: the "
+        "attention projections to_q, to_k, to_v, to_out.0; add conv1, conv2 to adapt the ResNet blocks too.")
 
     def train_config(self, **extra) -> TrainConfig:
-        fields = {k: getattr(self, k) for k in ("rank", "alpha", "steps", "learning_rate", "batch_size",
-                                                 "resolution", "train_text_encoder", "seed", "checkpoint_every")}
+        fields = {k: getattr(self, k) for k in ("rank", "alpha", "steps", "learning_rate", "batch_size", "resolution",
+                                                 "train_text_encoder", "seed", "checkpoint_every", "unet_targets")}
         return TrainConfig(**fields, **extra)
 
     def training_inputs(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"scale", "checkpoint_every"})  # neither changes the trained weights
+        # Neither scale nor checkpointing changes the trained weights; unet_targets only when set (so the
+        # keys of adapters trained before the option existed stay the same).
+        return self.model_dump(exclude={"scale", "checkpoint_every"} | ({"unet_targets"} if self.unet_targets is None
+                                                                          else set()))
 
 
 class LoraParams(TrainingParams):

@@ -124,6 +124,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     prior_loss_weight: float = 1.0
+    unet_targets: list[str] | None = None  # None: UNET_TARGETS (the attention projections)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def train_lora(pipe, examples: list[Example], config: TrainConfig, work: Path,
     for module in (unet, text_encoder, pipe.vae):
         module.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                target_modules=UNET_TARGETS))
+                                target_modules=config.unet_targets or UNET_TARGETS))
     if config.train_text_encoder:
         text_encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
                                             target_modules=TEXT_TARGETS))
@@ -266,14 +267,15 @@ def _lora_params_load(unet, text_encoder, state: dict[str, Any]) -> None:
 def save_adapter(pipe, folder: Path, base_sha256: str, train_text_encoder: bool) -> Path:
     """The trained adapters as one diffusers LoRA safetensors file, with the base model's hash in its
     metadata so loading it onto another base model is caught."""
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    text_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder)) \
-        if train_text_encoder else None
+    # peft's key format (lora_A/lora_B), which load_lora_weights reads as is. Not diffusers'
+    # convert_state_dict_to_diffusers: it renames only attention keys (to lora.down/up) and leaves conv
+    # keys in peft format, and the loader then reads the mixed file as peft and drops the attention ones.
+    unet_layers = get_peft_model_state_dict(pipe.unet)
+    text_layers = get_peft_model_state_dict(pipe.text_encoder) if train_text_encoder else None
     type(pipe).save_lora_weights(save_directory=str(folder), unet_lora_layers=unet_layers,
                                  text_encoder_lora_layers=text_layers, weight_name=LORA_FILE)
     path = folder / LORA_FILE
