@@ -87,25 +87,39 @@ def main() -> None:
     parser.add_argument("--db-rank", type=int, default=8)
     parser.add_argument("--db-batch", type=int, default=4)
     parser.add_argument("--db-text-encoder", action="store_true", help="LoRA on the text encoder too")
+    parser.add_argument("--db-targets", default=None,
+                        help="comma-separated UNet modules for LoRA (default: the attention projections)")
     parser.add_argument("--class-images", type=int, default=50)
     parser.add_argument("--prior-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="/tmp/fashion-diffusion-bench")
     parser.add_argument("--skip-cas", action="store_true")
+    parser.add_argument("--real-limit", type=int, default=None, help="fewer real train images (smoke tests only)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(environment())
     t0 = time.perf_counter()
     train_x, train_y = load_fashion_mnist("train")
+    train_x, train_y = train_x[:args.real_limit], train_y[:args.real_limit]
     test_x, test_y = load_fashion_mnist("test")
     trained = np.array([c for c in range(len(CLASS_NAMES)) if c != HELD_OUT])
 
+    import torch
+
     t = time.perf_counter()
-    classifier = train_cnn_classifier(to_float_images(train_x), train_y, len(CLASS_NAMES), args.cnn_epochs, args.seed)
+    saved = out / f"classifier-{args.cnn_epochs}-{args.seed}.pt"  # reused by a later run with other DreamBooth args
+    reused = saved.is_file()
+    if reused:
+        classifier = torch.load(saved, weights_only=False)
+    else:
+        classifier = train_cnn_classifier(to_float_images(train_x), train_y, len(CLASS_NAMES), args.cnn_epochs,
+                                          args.seed)
+        torch.save(classifier, saved)
     real_acc, _ = per_class_accuracy(classifier, test_x, test_y)
     print(f"real-trained classifier small-cnn(epochs={args.cnn_epochs}) on {len(train_x)} real train images "
-          f"({time.perf_counter() - t:.0f} s): accuracy {(real_acc.mean()):.3f} on the real test images; per class "
+          f"({'loaded from ' + str(saved) if reused else 'trained in'} {time.perf_counter() - t:.0f} s): accuracy "
+          f"{(real_acc.mean()):.3f} on the real test images; per class "
           + ", ".join(f"{n} {a:.2f}" for n, a in zip(CLASS_NAMES, real_acc)))
 
     store = ModelStore(out / "store")
@@ -114,9 +128,16 @@ def main() -> None:
               "steps": args.steps, "guidance_scale": args.guidance, "batch_size": 100}
     count = args.per_class * len(CLASS_NAMES)
     t = time.perf_counter()
-    before, labels, _ = generate(params, count, args.seed, ctx)
+    cached = out / f"base-{Path(args.model).resolve().parent.name[:12]}-{args.per_class}-{args.steps}-{args.guidance}-{args.seed}.npz"
+    from_cache = cached.is_file()
+    if from_cache:
+        with np.load(cached) as data:
+            before, labels = data["images"], data["labels"]
+    else:
+        before, labels, _ = generate(params, count, args.seed, ctx)
+        np.savez(cached, images=before, labels=labels)
     gen_s = time.perf_counter() - t
-    print(f"base model: {count} images ({args.per_class} per class, DDIM {args.steps} steps, guidance {args.guidance}) "
+    print((f"(loaded from {cached}) " if from_cache else "") + f"base model: {count} images ({args.per_class} per class, DDIM {args.steps} steps, guidance {args.guidance}) "
           f"in {gen_s:.0f} s ({count / gen_s:.1f} images/s)")
     acc_before, _ = per_class_accuracy(classifier, before, labels)
     grid(before, labels, 10, out / "base.png")
@@ -131,6 +152,13 @@ def main() -> None:
         print(f"CAS on the {len(trained)} trained classes (train on {keep_fake.sum()} generated, test on "
               f"{keep_test.sum()} real): {cas['cas']:.3f}; TRTR (train on {keep_train.sum()} real): {cas['trtr']:.3f}; "
               f"CAS/TRTR {cas['cas_ratio']:.3f}; {cas['classifier']}; {time.perf_counter() - t:.0f} s")
+        # The same with as many real train images as generated ones (TRTR at equal size).
+        few = np.flatnonzero(keep_train)[np.random.default_rng(args.seed).permutation(keep_train.sum())[:keep_fake.sum()]]
+        small = classification_accuracy_score(before[keep_fake], labels[keep_fake], train_x[few], train_y[few],
+                                              test_x[keep_test], test_y[keep_test], num_classes=len(CLASS_NAMES),
+                                              classifier="cnn", cnn_epochs=args.cnn_epochs, seed=args.seed)
+        print(f"  with {len(few)} real train images for TRTR (as many as generated): TRTR {small['trtr']:.3f}, "
+              f"CAS/TRTR {small['cas_ratio']:.3f}")
 
     # -- LoRA-DreamBooth on the held-out class ------------------------------------------------------
     boots = np.flatnonzero(train_y == HELD_OUT)
@@ -141,6 +169,8 @@ def main() -> None:
                   "prior_loss_weight": args.prior_weight, "steps": args.db_steps, "learning_rate": args.db_lr,
                   "rank": args.db_rank, "batch_size": args.db_batch, "train_text_encoder": args.db_text_encoder,
                   "checkpoint_every": 0, "seed": args.seed}
+    if args.db_targets:
+        dreambooth["unet_targets"] = args.db_targets.split(",")
     t = time.perf_counter()
     after, labels_after, info = generate({**params, "dreambooth": dreambooth}, count, args.seed, ctx)
     adapter = info["adapters"][0]
