@@ -125,6 +125,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     prior_loss_weight: float = 1.0
     unet_targets: list[str] | None = None  # None: UNET_TARGETS (the attention projections)
+    full: bool = False  # full fine-tuning of the UNet (and text encoder): DreamBooth's original form
 
 
 @dataclass
@@ -166,7 +167,8 @@ def train_lora(pipe, examples: list[Example], config: TrainConfig, work: Path,
                class_examples: list[tuple[np.ndarray, str]] | None = None,
                log: Callable[[str], None] = print) -> TrainResult:
     """Add LoRA adapters to `pipe.unet` (and text encoder) and train them on `examples` (plus the class
-    images' prior loss when given). The adapters stay on `pipe` for the after-training samples."""
+    images' prior loss when given). The adapters stay on `pipe` for the after-training samples.
+    With `config.full`, no adapters: every UNet (and text encoder) weight is trained in place."""
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
@@ -179,11 +181,15 @@ def train_lora(pipe, examples: list[Example], config: TrainConfig, work: Path,
     unet, text_encoder = pipe.unet, pipe.text_encoder
     for module in (unet, text_encoder, pipe.vae):
         module.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                target_modules=config.unet_targets or UNET_TARGETS))
-    if config.train_text_encoder:
-        text_encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                            target_modules=TEXT_TARGETS))
+    if config.full:
+        unet.requires_grad_(True)
+        text_encoder.requires_grad_(config.train_text_encoder)
+    else:
+        unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                    target_modules=config.unet_targets or UNET_TARGETS))
+        if config.train_text_encoder:
+            text_encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                                target_modules=TEXT_TARGETS))
     trainable = [p for m in (unet, text_encoder) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
 
@@ -205,7 +211,7 @@ def train_lora(pipe, examples: list[Example], config: TrainConfig, work: Path,
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         losses, start_step = state["losses"], state["step"]
-        log(f"resuming LoRA training at step {start_step} of {config.steps}")
+        log(f"resuming {'full' if config.full else 'LoRA'} training at step {start_step} of {config.steps}")
 
     unet.train()
     text_encoder.train(config.train_text_encoder)
