@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--db-rank", type=int, default=8)
     parser.add_argument("--db-batch", type=int, default=4)
     parser.add_argument("--db-text-encoder", action="store_true", help="LoRA on the text encoder too")
+    parser.add_argument("--db-method", choices=["lora", "full"], default="lora")
     parser.add_argument("--db-targets", default=None,
                         help="comma-separated UNet modules for LoRA (default: the attention projections)")
     parser.add_argument("--class-images", type=int, default=50)
@@ -167,19 +168,19 @@ def main() -> None:
                   "class_prompt": caption(PRIOR_CLASS), "num_class_images": args.class_images,
                   "prior_loss_weight": args.prior_weight, "steps": args.db_steps, "learning_rate": args.db_lr,
                   "rank": args.db_rank, "batch_size": args.db_batch, "train_text_encoder": args.db_text_encoder,
-                  "checkpoint_every": 0, "seed": args.seed}
+                  "checkpoint_every": 0, "seed": args.seed, "method": args.db_method}
     if args.db_targets:
         dreambooth["unet_targets"] = args.db_targets.split(",")
     t = time.perf_counter()
     after, labels_after, info = generate({**params, "dreambooth": dreambooth}, count, args.seed, ctx)
     adapter = info["adapters"][0]
-    print(f"LoRA-DreamBooth: {args.instances} instance images, {json.dumps(dreambooth)}; training "
+    print(f"{args.db_method} DreamBooth: {args.instances} instance images, {json.dumps(dreambooth)}; training "
           f"{adapter['train_seconds']:.0f} s, loss first {adapter['loss_first']:.4f} last {adapter['loss_last']:.4f}; "
           f"with class images and generation {time.perf_counter() - t:.0f} s")
     assert (labels_after == labels).all()
     acc_after, predicted_after = per_class_accuracy(classifier, after, labels_after)
     grid(after, labels_after, 10, out / "dreambooth.png")
-    print("real-trained classifier's accuracy on generated images, base model -> after LoRA-DreamBooth:")
+    print(f"real-trained classifier's accuracy on generated images, base model -> after {args.db_method} DreamBooth:")
     for c, name in enumerate(CLASS_NAMES):
         mark = "  (held out of base training; DreamBooth's class)" if c == HELD_OUT else \
             "  (prior-preservation class)" if c == PRIOR_CLASS else ""

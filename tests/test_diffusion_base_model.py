@@ -39,6 +39,9 @@ def test_a_bounded_run_pauses_the_next_resumes_and_the_pipeline_generates(tmp_pa
     summary = json.loads((entry.path / "training.json").read_text())
     assert summary["vae_losses"][0] == first_loss and len(summary["vae_losses"]) == 3
     assert len(summary["unet_losses"]) == 4 and summary["scaling_factor"] > 0
+    # "ankle boot" is held out of training (the class DreamBooth later teaches): none of its images is used.
+    assert summary["held_out_classes"] == ["ankle boot"] and "ankle boot" not in summary["trained_classes"]
+    assert summary["train_images"] == int((labels != CLASS_NAMES.index("ankle boot")).sum())
     assert not any(name.startswith(".") for name in entry.files)
 
     generator = DiffusionGenerator({"model": str(entry.path / "pipeline"), "classes": CLASS_NAMES[:2],
