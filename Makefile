@@ -68,11 +68,12 @@ bench: install meshes
 	$(BIN)/python benchmarks/bench_fid_features.py
 	$(BIN)/python benchmarks/bench_diffusion.py --threads 1 --images 16 --steps 10 --variants fp32:1 fp32:4 fp32:8
 
-# The small Fashion-MNIST text-to-image base model (issue 16): each run trains <= 20 min under the shared
-# heavy-job lock and resumes the last one; repeat until it prints the pipeline folder (linked at models/fashion-sd).
+# The small Fashion-MNIST text-to-image base model (issue 16): ~30 min on 2 quiet cores (46 min measured on a loaded
+# machine). A run stops after 40 min under the heavy-job lock (HEAVY_LOCK=...) and the next resumes it; repeat
+# until it prints the pipeline folder (linked at models/fashion-sd).
 HEAVY_LOCK ?= /tmp/synthloom-heavy.lock
 base-model: install fashion-mnist
-	flock $(HEAVY_LOCK) $(BIN)/python scripts/train_fashion_diffusion.py --max-minutes 20 || test $$? -eq 3
+	flock $(HEAVY_LOCK) $(BIN)/python scripts/train_fashion_diffusion.py --max-minutes 40 || test $$? -eq 3
 
 bench-fashion-mnist: install fashion-mnist
 	$(BIN)/python benchmarks/bench_fashion_mnist.py

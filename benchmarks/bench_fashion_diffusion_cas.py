@@ -1,19 +1,27 @@
-"""Quality of the small Fashion-MNIST base model (`make base-model`): are its images of each class
-recognised by a classifier trained on real images, and does a classifier trained on them work on real
-ones (CAS, against TRTR, the same classifier trained on real images)?
+"""Quality of the small Fashion-MNIST base model (`make base-model`) and of LoRA-DreamBooth on the class
+it never saw ("ankle boot", held out of its training).
 
-Images come from the `diffusion` generator itself (prompt "a photo of a {class}", class-balanced,
-per-image seeds), are centre-cropped from 32 to 28 px and turned grey, then scored with
-`synthloom.evaluators.cas` (multinomial logistic regression on standardised pixels: deterministic).
+1. A real-trained classifier: the small CNN of `evaluators/cas.py`, trained on the 60,000 real train
+   images (all 10 classes), the same classifier and epochs as the DCGAN Fashion-MNIST bench.
+2. Base model: images from the `diffusion` generator itself ("a photo of a {class}", class-balanced,
+   per-image seeds), centre-cropped 32 -> 28 px and turned grey. Reported: the real-trained classifier's
+   accuracy per class, and CAS/TRTR on the 9 classes the base model was trained on (same CNN, same epochs
+   on both sides; the real train/test images of the held-out class are left out of both).
+3. LoRA-DreamBooth through the generator's `dreambooth:` option on `--instances` real ankle-boot train
+   images, instance prompt "a photo of a ankle boot" (the captions' template), prior preservation on the
+   base model's own "a photo of a sneaker" images. The same prompts and seeds are generated again: the
+   real-trained classifier's accuracy on the new prompt before vs after, and on the other 9 classes
+   before vs after (forgetting). Also: how many generated boots are nearest (pixels) to one of the
+   instance images among all real train ankle boots (copying, rather than learning, the class).
 
-    python benchmarks/bench_fashion_diffusion_cas.py --model models/fashion-sd [--per-class 100] [--steps 25]
+    python benchmarks/bench_fashion_diffusion_cas.py --model models/fashion-sd [--per-class 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,60 +31,171 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment  # noqa: E402
 from bench_fashion_mnist import load_fashion_mnist  # noqa: E402
 
-from synthloom.evaluators.cas import classification_accuracy_score  # noqa: E402
+from synthloom.evaluators.cas import classification_accuracy_score, train_cnn_classifier  # noqa: E402
+from synthloom.evaluators.features import to_float_images  # noqa: E402
 from synthloom.generators.base import BuildContext, ShardSpec  # noqa: E402
 from synthloom.generators.diffusion import DiffusionGenerator  # noqa: E402
-from synthloom.generators.fashion_base_model import CLASS_NAMES  # noqa: E402
+from synthloom.generators.fashion_base_model import CLASS_NAMES, caption  # noqa: E402
+from synthloom.models import ModelStore  # noqa: E402
+
+HELD_OUT = CLASS_NAMES.index("ankle boot")
+PRIOR_CLASS = CLASS_NAMES.index("sneaker")
 
 
-def generate(model: str, per_class: int, steps: int, guidance: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    generator = DiffusionGenerator({"model": model, "classes": CLASS_NAMES, "templates": ["a photo of a {class}"],
-                                    "attributes": {}, "steps": steps, "guidance_scale": guidance, "batch_size": 100})
-    with tempfile.TemporaryDirectory() as tmp:
-        generator.load(generator.prepare(BuildContext(cache_dir=Path(tmp))))
-    rows = list(generator.generate(ShardSpec("train", 0, 1, 0, per_class * len(CLASS_NAMES), root_seed=seed)))
+def generate(params: dict, count: int, seed: int, ctx: BuildContext) -> tuple[np.ndarray, np.ndarray, dict]:
+    generator = DiffusionGenerator(params)
+    prepared = generator.prepare(ctx)
+    generator.load(prepared)
+    rows = list(generator.generate(ShardSpec("train", 0, 1, 0, count, root_seed=seed)))
     images = np.stack([r["image"][2:30, 2:30].mean(axis=-1) for r in rows]).round().astype(np.uint8)
-    return images, np.array([r["label"] for r in rows])
+    return images, np.array([r["label"] for r in rows]), prepared.info
+
+
+def per_class_accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    _, logits = classifier.features_and_logits(to_float_images(images))
+    predicted = logits.argmax(1).numpy()
+    return np.array([(predicted[labels == c] == c).mean() for c in range(len(CLASS_NAMES))]), predicted
+
+
+def write_instances(folder: Path, images: np.ndarray) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):  # as the base model was trained: padded 28 -> 32, grey as RGB
+        Image.fromarray(np.repeat(np.pad(image, 2)[..., None], 3, axis=2)).save(folder / f"{i:02d}.png")
+
+
+def grid(images: np.ndarray, labels: np.ndarray, per_row: int, path: Path) -> None:
+    from PIL import Image
+
+    rows = [images[labels == c][:per_row] for c in range(len(CLASS_NAMES))]
+    canvas = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+    Image.fromarray(canvas).resize((canvas.shape[1] * 2, canvas.shape[0] * 2), Image.NEAREST).save(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "models" / "fashion-sd"))
     parser.add_argument("--per-class", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps per image")
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--real-train", type=int, default=10000)
+    parser.add_argument("--cnn-epochs", type=int, default=2)
+    parser.add_argument("--instances", type=int, default=8)
+    parser.add_argument("--db-steps", type=int, default=300)
+    parser.add_argument("--db-lr", type=float, default=1e-3)
+    parser.add_argument("--db-rank", type=int, default=8)
+    parser.add_argument("--db-batch", type=int, default=4)
+    parser.add_argument("--db-text-encoder", action="store_true", help="LoRA on the text encoder too")
+    parser.add_argument("--db-method", choices=["lora", "full"], default="lora")
+    parser.add_argument("--db-targets", default=None,
+                        help="comma-separated UNet modules for LoRA (default: the attention projections)")
+    parser.add_argument("--class-images", type=int, default=50)
+    parser.add_argument("--prior-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="/tmp/fashion-diffusion-bench")
+    parser.add_argument("--skip-cas", action="store_true")
+    parser.add_argument("--real-limit", type=int, default=None, help="fewer real train images (smoke tests only)")
     args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     print(environment())
-    start = time.perf_counter()
-    fake, fake_labels = generate(args.model, args.per_class, args.steps, args.guidance, args.seed)
-    print(f"generated {len(fake)} images ({args.per_class} per class, DDIM {args.steps} steps, guidance "
-          f"{args.guidance}) in {time.perf_counter() - start:.0f} s")
+    t0 = time.perf_counter()
     train_x, train_y = load_fashion_mnist("train")
+    train_x, train_y = train_x[:args.real_limit], train_y[:args.real_limit]
     test_x, test_y = load_fashion_mnist("test")
-    pick = np.random.default_rng(args.seed).permutation(len(train_x))[:args.real_train]
-    train_x, train_y = train_x[pick], train_y[pick]
+    trained = np.array([c for c in range(len(CLASS_NAMES)) if c != HELD_OUT])
 
-    # Recognition: a classifier trained on real images, asked to classify the generated ones.
-    # Same classifier as CAS's default (multinomial logistic regression, standardised pixels, C=1).
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    import torch
 
-    flat = lambda x: x.reshape(len(x), -1).astype(np.float64) / 255.0  # noqa: E731
-    scaler = StandardScaler().fit(flat(train_x))
-    classifier = LogisticRegression(max_iter=2000, random_state=args.seed).fit(scaler.transform(flat(train_x)), train_y)
-    real_acc = float((classifier.predict(scaler.transform(flat(test_x))) == test_y).mean())
-    predicted = classifier.predict(scaler.transform(flat(fake)))
-    print(f"real-trained classifier: accuracy {(predicted == fake_labels).mean():.3f} on the generated images "
-          f"(chance 0.100; {real_acc:.3f} on real test images)")
-    print("  per class: " + ", ".join(f"{name} {(predicted[fake_labels == c] == c).mean():.2f}"
-                                      for c, name in enumerate(CLASS_NAMES)))
-    # CAS: train on generated, test on real; TRTR: train on real, test on real (the ceiling).
-    cas = classification_accuracy_score(fake, fake_labels, train_x, train_y, test_x, test_y, num_classes=10)
-    print(f"CAS (train on {len(fake)} generated, test on {len(test_x)} real): {cas['cas']:.3f}; "
-          f"TRTR (train on {len(train_x)} real): {cas['trtr']:.3f}; CAS/TRTR {cas['cas_ratio']:.3f}; "
-          f"classifier {cas['classifier']}")
+    t = time.perf_counter()
+    saved = out / f"classifier-{args.cnn_epochs}-{args.seed}.pt"  # reused by a later run with other DreamBooth args
+    reused = saved.is_file()
+    if reused:
+        classifier = torch.load(saved, weights_only=False)
+    else:
+        classifier = train_cnn_classifier(to_float_images(train_x), train_y, len(CLASS_NAMES), args.cnn_epochs,
+                                          args.seed)
+        torch.save(classifier, saved)
+    real_acc, _ = per_class_accuracy(classifier, test_x, test_y)
+    print(f"real-trained classifier small-cnn(epochs={args.cnn_epochs}) on {len(train_x)} real train images "
+          f"({'loaded from ' + str(saved) if reused else 'trained in'} {time.perf_counter() - t:.0f} s): accuracy "
+          f"{(real_acc.mean()):.3f} on the real test images; per class "
+          + ", ".join(f"{n} {a:.2f}" for n, a in zip(CLASS_NAMES, real_acc)))
+
+    store = ModelStore(out / "store")
+    ctx = BuildContext(cache_dir=out, models=store)
+    params = {"model": args.model, "classes": CLASS_NAMES, "templates": ["a photo of a {class}"], "attributes": {},
+              "steps": args.steps, "guidance_scale": args.guidance, "batch_size": 100}
+    count = args.per_class * len(CLASS_NAMES)
+    t = time.perf_counter()
+    cached = out / f"base-{Path(args.model).resolve().parent.name[:12]}-{args.per_class}-{args.steps}-{args.guidance}-{args.seed}.npz"
+    from_cache = cached.is_file()
+    if from_cache:
+        with np.load(cached) as data:
+            before, labels = data["images"], data["labels"]
+    else:
+        before, labels, _ = generate(params, count, args.seed, ctx)
+        np.savez(cached, images=before, labels=labels)
+    gen_s = time.perf_counter() - t
+    print((f"(loaded from {cached}) " if from_cache else "") + f"base model: {count} images ({args.per_class} per class, DDIM {args.steps} steps, guidance {args.guidance}) "
+          f"in {gen_s:.0f} s ({count / gen_s:.1f} images/s)")
+    acc_before, _ = per_class_accuracy(classifier, before, labels)
+    grid(before, labels, 10, out / "base.png")
+
+    if not args.skip_cas:
+        t = time.perf_counter()
+        keep_fake, keep_train, keep_test = np.isin(labels, trained), np.isin(train_y, trained), np.isin(test_y, trained)
+        cas = classification_accuracy_score(before[keep_fake], labels[keep_fake], train_x[keep_train],
+                                            train_y[keep_train], test_x[keep_test], test_y[keep_test],
+                                            num_classes=len(CLASS_NAMES), classifier="cnn",
+                                            cnn_epochs=args.cnn_epochs, seed=args.seed)
+        print(f"CAS on the {len(trained)} trained classes (train on {keep_fake.sum()} generated, test on "
+              f"{keep_test.sum()} real): {cas['cas']:.3f}; TRTR (train on {keep_train.sum()} real): {cas['trtr']:.3f}; "
+              f"CAS/TRTR {cas['cas_ratio']:.3f}; {cas['classifier']}; {time.perf_counter() - t:.0f} s")
+        # The same with as many real train images as generated ones (TRTR at equal size).
+        few = np.flatnonzero(keep_train)[np.random.default_rng(args.seed).permutation(keep_train.sum())[:keep_fake.sum()]]
+        small = classification_accuracy_score(before[keep_fake], labels[keep_fake], train_x[few], train_y[few],
+                                              test_x[keep_test], test_y[keep_test], num_classes=len(CLASS_NAMES),
+                                              classifier="cnn", cnn_epochs=args.cnn_epochs, seed=args.seed)
+        print(f"  with {len(few)} real train images for TRTR (as many as generated): TRTR {small['trtr']:.3f}, "
+              f"CAS/TRTR {small['cas_ratio']:.3f}")
+
+    # -- LoRA-DreamBooth on the held-out class ------------------------------------------------------
+    boots = np.flatnonzero(train_y == HELD_OUT)
+    picked = np.random.default_rng(args.seed).choice(boots, args.instances, replace=False)
+    write_instances(out / "instances", train_x[picked])
+    dreambooth = {"instance_dir": str(out / "instances"), "instance_prompt": caption(HELD_OUT),
+                  "class_prompt": caption(PRIOR_CLASS), "num_class_images": args.class_images,
+                  "prior_loss_weight": args.prior_weight, "steps": args.db_steps, "learning_rate": args.db_lr,
+                  "rank": args.db_rank, "batch_size": args.db_batch, "train_text_encoder": args.db_text_encoder,
+                  "checkpoint_every": 0, "seed": args.seed, "method": args.db_method}
+    if args.db_targets:
+        dreambooth["unet_targets"] = args.db_targets.split(",")
+    t = time.perf_counter()
+    after, labels_after, info = generate({**params, "dreambooth": dreambooth}, count, args.seed, ctx)
+    adapter = info["adapters"][0]
+    print(f"{args.db_method} DreamBooth: {args.instances} instance images, {json.dumps(dreambooth)}; training "
+          f"{adapter['train_seconds']:.0f} s, loss first {adapter['loss_first']:.4f} last {adapter['loss_last']:.4f}; "
+          f"with class images and generation {time.perf_counter() - t:.0f} s")
+    assert (labels_after == labels).all()
+    acc_after, predicted_after = per_class_accuracy(classifier, after, labels_after)
+    grid(after, labels_after, 10, out / "dreambooth.png")
+    print(f"real-trained classifier's accuracy on generated images, base model -> after {args.db_method} DreamBooth:")
+    for c, name in enumerate(CLASS_NAMES):
+        mark = "  (held out of base training; DreamBooth's class)" if c == HELD_OUT else \
+            "  (prior-preservation class)" if c == PRIOR_CLASS else ""
+        print(f"  {name:10s} {acc_before[c]:.2f} -> {acc_after[c]:.2f}{mark}")
+    print(f"new prompt '{caption(HELD_OUT)}': {acc_before[HELD_OUT]:.3f} -> {acc_after[HELD_OUT]:.3f}; other 9 "
+          f"classes (mean): {acc_before[trained].mean():.3f} -> {acc_after[trained].mean():.3f}")
+
+    # Copying check: for each generated boot, its nearest real train ankle boot (pixels): an instance?
+    gen_boots = after[labels_after == HELD_OUT].reshape(-1, 28 * 28).astype(np.float32)
+    real_boots = train_x[boots].reshape(-1, 28 * 28).astype(np.float32)
+    d = (gen_boots ** 2).sum(1)[:, None] - 2 * gen_boots @ real_boots.T + (real_boots ** 2).sum(1)[None]
+    nearest = boots[d.argmin(1)]
+    print(f"generated ankle boots whose nearest of the {len(boots)} real train ankle boots is one of the "
+          f"{args.instances} instances: {np.isin(nearest, picked).mean():.2f} (by chance {args.instances / len(boots):.4f})")
+    print(f"grids: {out / 'base.png'}, {out / 'dreambooth.png'}; total {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

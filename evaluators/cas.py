@@ -25,7 +25,7 @@ import torch
 
 from .features import DomainClassifierFeatures, resize_images, to_float_images
 
-__all__ = ["classification_accuracy_score", "CAS"]
+__all__ = ["classification_accuracy_score", "CAS", "train_cnn_classifier"]
 
 
 def _prep(images, channels: int, size: Tuple[int, int]) -> torch.Tensor:
@@ -39,6 +39,16 @@ def _prep(images, channels: int, size: Tuple[int, int]) -> torch.Tensor:
 def _labels(y) -> np.ndarray:
     y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     return y.astype(np.int64).reshape(-1)
+
+
+def train_cnn_classifier(x_train: torch.Tensor, y_train: np.ndarray, num_classes: int, epochs: int,
+                         seed: int = 0) -> DomainClassifierFeatures:
+    """CAS's CNN classifier, trained on NCHW float images (also used alone, e.g. as the real-trained
+    classifier that checks which class generated images look like)."""
+    h, w = x_train.shape[-2:]
+    size = (max(16, -(-h // 4) * 4), max(16, -(-w // 4) * 4))
+    net = DomainClassifierFeatures(num_classes, in_channels=x_train.shape[1], input_size=size, dataset="cas")
+    return net.fit(x_train, torch.from_numpy(_labels(y_train)), epochs=epochs, seed=seed)
 
 
 def _fit_predict(kind: str, x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor, num_classes: int,
@@ -56,10 +66,7 @@ def _fit_predict(kind: str, x_train: torch.Tensor, y_train: np.ndarray, x_test: 
         clf.fit(scaler.transform(a), y_train)
         return clf.predict(scaler.transform(b))
     if kind == "cnn":
-        h, w = x_train.shape[-2:]
-        size = (max(16, -(-h // 4) * 4), max(16, -(-w // 4) * 4))
-        net = DomainClassifierFeatures(num_classes, in_channels=x_train.shape[1], input_size=size, dataset="cas")
-        net.fit(x_train, torch.from_numpy(y_train), epochs=cnn_epochs, seed=seed)
+        net = train_cnn_classifier(x_train, y_train, num_classes, cnn_epochs, seed)
         _, logits = net.features_and_logits(x_test)
         return logits.argmax(1).cpu().numpy()
     raise ValueError(f"unknown CAS classifier {kind!r}: use 'logreg' or 'cnn'")

@@ -92,7 +92,7 @@ def clip_score(images: list[np.ndarray] | np.ndarray, prompts: list[str], clip_d
 
 
 def clip_score_of_dataset(version_dir: str | Path, clip_dir: str | Path, split: str = "train",
-                          limit: int | None = None) -> dict[str, Any]:
+                          limit: int | None = None, batch_size: int = 32) -> dict[str, Any]:
     """CLIP score of a built dataset: its Image column against its Text column (found by feature type)."""
     from synthloom import dataset as ds
     from synthloom.features import Features, Image, Text
@@ -109,5 +109,5 @@ def clip_score_of_dataset(version_dir: str | Path, clip_dir: str | Path, split: 
     images = [np.asarray(r[image_col]) for r in rows]
     images = [im.transpose(1, 2, 0) if im.ndim == 3 and im.shape[0] in (1, 3) and im.shape[-1] not in (1, 3) else im
               for im in images]
-    return {**clip_score(images, [r[text_col] for r in rows], clip_dir), "image_column": image_col,
+    return {**clip_score(images, [r[text_col] for r in rows], clip_dir, batch_size), "image_column": image_col,
             "text_column": text_col, "split": split}

@@ -25,7 +25,7 @@ from synthloom import dataset as ds
 from synthloom.errors import DatasetError, ModelError
 from synthloom.features import Image, Points, decode_image, feature_of
 
-from .gates import EVALUATORS
+from .gates import EVALUATORS, ON_REQUEST
 
 # Chamfer metrics cost O((n_synth + n_ref)^2 * points^2): on a CPU, cap both (recipe params
 # `max_clouds` and `points` of the fidelity evaluator raise them; PointFlow used 2048 points).
@@ -39,8 +39,9 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
     version_dir = ds.resolve_version_dir(version_dir)
     manifest = ds.read_manifest(version_dir)
     asked_for_labels = bool(evaluators) and "labels" in evaluators
-    evaluators = {kind: {} for kind in EVALUATORS} if not evaluators else dict(evaluators)
+    evaluators = {kind: {} for kind in EVALUATORS if kind not in ON_REQUEST} if not evaluators else dict(evaluators)
     evaluators.pop("labels", None)
+    clip = _clip_score(version_dir, evaluators.pop("clip_score"), split) if "clip_score" in evaluators else None
     out_dir = Path(out_dir) if out_dir else version_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     table = ds.read_table(version_dir, manifest, split)
@@ -48,10 +49,12 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
     # Label agreement (auto-labels vs ground truth) needs no reference: run it first, alone if asked alone.
     labels = _label_agreement(table, features, manifest, version_dir, required=asked_for_labels)
     if not evaluators:
-        result = {"modality": "labels", "summary": {}, "details": {}, "notes": []}
+        result = {"modality": "labels" if clip is None else "images", "summary": {}, "details": {}, "notes": []}
         _add_label_agreement(result, labels)
-        result.update(reference=str(reference) if reference else "none (label agreement scores against the "
-                      "generator's own ground truth)", split=split, evaluators=["labels"])
+        _add_clip_score(result, clip)
+        result.update(reference=str(reference) if reference else "none (label agreement and CLIP score score the "
+                      "dataset against itself)", split=split,
+                      evaluators=(["labels"] if labels is not None else []) + (["clip_score"] if clip else []))
         return result
     clouds = next((n for n in features.columns_of(Points) if features[n].dtype.startswith("float")), None)
     images = feature_of(features, Image)
@@ -63,9 +66,38 @@ def evaluate_version(version_dir: str | Path, reference: str, evaluators: dict[s
     else:
         raise DatasetError(f"{version_dir}: nothing to evaluate (no Points or Image column)")
     _add_label_agreement(result, labels)
+    _add_clip_score(result, clip)
     result.update(reference=str(reference), split=split,
-                  evaluators=sorted(evaluators) + (["labels"] if labels is not None else []))
+                  evaluators=sorted(evaluators) + (["labels"] if labels is not None else []) +
+                  (["clip_score"] if clip else []))
     return result
+
+
+def _clip_score(version_dir: Path, params: dict[str, Any], split: str) -> dict[str, Any]:
+    """CLIP score of the Image column against the Text column (evaluators/clip_score.py); params:
+    `model` (a local CLIP folder, required), `limit` (rows scored), `batch_size`."""
+    from .clip_score import clip_score_of_dataset
+
+    params = dict(params or {})
+    model = params.pop("model", None)
+    if not model:
+        raise ModelError("evaluator clip_score: give params.model, a local CLIP model folder "
+                         "(CLIPModel + CLIPProcessor save_pretrained)")
+    unknown = sorted(set(params) - {"limit", "batch_size"})
+    if unknown:
+        raise ModelError(f"evaluator clip_score: unknown params {unknown} (known: model, limit, batch_size)")
+    result = clip_score_of_dataset(version_dir, model, split=split, limit=params.get("limit"),
+                                   batch_size=params.get("batch_size", 32))
+    result.pop("clip_score_per_image")
+    return result
+
+
+def _add_clip_score(result: dict[str, Any], clip: dict[str, Any] | None) -> None:
+    if clip is None:
+        return
+    result["summary"]["clip_score"] = clip["clip_score"]
+    result["details"]["clip_score"] = clip
+    result["notes"].append(f"CLIP score uses {clip['clip_model']}: comparable only with scores from the same CLIP model")
 
 
 def _label_agreement(table, features, manifest, version_dir: Path, required: bool) -> dict[str, Any] | None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 # Evaluator kinds a recipe's `evaluators:` may list (see synthloom.evaluators.evaluate).
-EVALUATORS = ("fidelity", "cas", "memorization", "diversity", "attributes", "labels")
+EVALUATORS = ("fidelity", "cas", "memorization", "diversity", "attributes", "labels", "clip_score")
+# Kinds that score the dataset against itself, so need no `reference`: label agreement (auto-labels vs
+# the generator's ground truth) and CLIP score (images vs their own prompts).
+REFERENCE_FREE = ("labels", "clip_score")
+# Kinds that run only when asked for: CLIP score needs a CLIP model folder (`params.model`).
+ON_REQUEST = ("clip_score",)
 
 # gate name -> (metric in the evaluation summary, comparison the metric must satisfy)
 GATES: dict[str, tuple[str, str]] = {
@@ -26,6 +31,7 @@ GATES: dict[str, tuple[str, str]] = {
     "cov_min": ("cov_cd", ">="),
     "one_nna_max": ("one_nna_cd", "<="),
     "label_map_min": ("label_map", ">="),
+    "clip_score_min": ("clip_score", ">="),
 }
 
 

@@ -54,7 +54,9 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
     if not reference:
         if evaluators is None and _has_auto_labels(version_dir, manifest):
             evaluators = {"labels": {}}  # label agreement alone needs no reference
-        if not evaluators or set(evaluators) - {"labels"}:
+        from synthloom.evaluators.gates import REFERENCE_FREE
+
+        if not evaluators or set(evaluators) - set(REFERENCE_FREE):
             raise SynthloomError(f"{version_dir}: no reference to evaluate against; pass --reference")
     result = evaluate_task(str(version_dir), reference, evaluators or {}, split)
     gates = recipe.get("gates", {}) if gates is None else gates

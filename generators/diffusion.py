@@ -88,6 +88,10 @@ class DiffusionGenerator(Generator):
         if DTYPES[self.params.dtype] != "float32" and ctx.device == "cpu":
             raise GeneratorError(f"diffusion: dtype '{self.params.dtype}' needs a GPU (device is cpu); "
                                  f"use dtype: float32")
+        dreambooth = self.params.dreambooth
+        if dreambooth and dreambooth.method == "full" and self.params.lora:
+            raise GeneratorError("diffusion: full DreamBooth makes a new pipeline; LoRA adapters are checked against "
+                                 "the base model, so combine them with dreambooth method: lora, or not at all")
         if self.params.fuse_qkv and (self.params.lora or self.params.dreambooth) and not self.params.fuse_lora:
             raise GeneratorError("diffusion: fuse_qkv with LoRA adapters needs fuse_lora: true (LoRA targets the "
                                  "separate Q/K/V projections)")
@@ -109,7 +113,9 @@ class DiffusionGenerator(Generator):
         info = {"model": self.params.model, "model_dir": str(model_dir),
                 "pipeline": json.loads((model_dir / "model_index.json").read_text()).get("_class_name"),
                 "adapters": adapters}
-        outputs = [Asset(path=a["path"], sha256=a["sha256"], role="lora-adapter") for a in adapters]
+        outputs = [Asset(path=a["path"], sha256=a["sha256"],
+                         role="dreambooth-model" if a["kind"] == "dreambooth-full" else "lora-adapter")
+                   for a in adapters]
         # Adapter *files* given by path are inputs: their hashes belong in the fingerprint; trained ones
         # are a function of the inputs already hashed (data, params, base model).
         given = [Asset(path=a["path"], sha256=a["sha256"], role="lora-file") for a in adapters if a["kind"] == "file"]
@@ -144,6 +150,9 @@ class DiffusionGenerator(Generator):
         super().load(prepared, device)
         p = self.params
         model_dir = Path(prepared.info["model_dir"])
+        full = [a for a in prepared.info.get("adapters", []) if a["kind"] == "dreambooth-full"]
+        if full:  # full DreamBooth: its fine-tuned pipeline replaces the base model
+            model_dir = Path(full[0]["path"])
         self.pipe = load_pipeline(model_dir, p.dtype, device, p.scheduler, p.attention, p.channels_last)
         base_sha256 = next(a.sha256 for a in prepared.assets if a.role == "base-model")
         apply_adapters(self.pipe, prepared.info.get("adapters", []), base_sha256, p.lora_scale, p.fuse_lora)

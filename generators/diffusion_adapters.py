@@ -6,6 +6,8 @@ the model store, keyed by their inputs), and how `load` puts them on the pipelin
       - {name: other, weights: some/pytorch_lora_weights.safetensors}
     dreambooth:                         # LoRA-DreamBooth with prior preservation
       {instance_dir: my-dog/, instance_prompt: "a photo of sks dog", class_prompt: "a photo of a dog"}
+                                        # method: full -> every UNet weight is fine-tuned instead, into a
+                                        # new pipeline directory that replaces the base model in `load`
     lora_scale: 1.0                     # multiplies every adapter's scale
     fuse_lora: false                    # fuse into the weights (faster generation; scales fixed)
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -33,6 +35,17 @@ from .lora_training import LORA_FILE, Example, TrainConfig, check_adapter_fits, 
 
 ADAPTER_CODE_VERSION = "1"
 PREVIEWS = 4
+PIPELINE_DIR = "pipeline"  # full DreamBooth's fine-tuned pipeline, inside its store entry
+
+
+def _pipeline_sha256(stored) -> str:
+    """One sha256 over the fine-tuned pipeline's files (names + their sha256 from the store entry)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(n for n in stored.files if n.startswith(PIPELINE_DIR + "/")):
+        digest.update(f"{name}\0{stored.files[name]}\n".encode())
+    return digest.hexdigest()
 
 
 class TrainingParams(BaseModel):
@@ -48,14 +61,20 @@ class TrainingParams(BaseModel):
     seed: int = 0
     checkpoint_every: int = Field(default=50, ge=0, description="Steps between resume checkpoints (0: none).")
     scale: float = Field(default=1.0, description="This adapter's weight when several are combined.")
+    unet_targets: list[str] | None = Field(
+        default=None, min_length=1, description="UNet module names LoRA adapts (peft target_modules). None: the "
+        "attention projections to_q, to_k, to_v, to_out.0; add conv1, conv2 to adapt the ResNet blocks too.")
 
     def train_config(self, **extra) -> TrainConfig:
-        fields = {k: getattr(self, k) for k in ("rank", "alpha", "steps", "learning_rate", "batch_size",
-                                                 "resolution", "train_text_encoder", "seed", "checkpoint_every")}
+        fields = {k: getattr(self, k) for k in ("rank", "alpha", "steps", "learning_rate", "batch_size", "resolution",
+                                                 "train_text_encoder", "seed", "checkpoint_every", "unet_targets")}
         return TrainConfig(**fields, **extra)
 
     def training_inputs(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"scale", "checkpoint_every"})  # neither changes the trained weights
+        # Neither scale nor checkpointing changes the trained weights; unet_targets only when set (so the
+        # keys of adapters trained before the option existed stay the same).
+        return self.model_dump(exclude={"scale", "checkpoint_every"} | ({"unet_targets"} if self.unet_targets is None
+                                                                          else set()))
 
 
 class LoraParams(TrainingParams):
@@ -73,12 +92,21 @@ class LoraParams(TrainingParams):
 
 class DreamBoothParams(TrainingParams):
     name: str = Field(default="dreambooth", pattern=r"^[A-Za-z0-9_-]+$")
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="lora: a LoRA adapter; full: fine-tune every UNet weight (and the text "
+        "encoder's with train_text_encoder) into a new pipeline directory (rank, alpha, unet_targets unused).")
     instance_dir: str
     instance_prompt: str = Field(min_length=1)
     class_prompt: str | None = Field(default=None, description="Prior preservation on this class's images.")
     num_class_images: int = Field(default=50, ge=1)
     prior_loss_weight: float = Field(default=1.0, ge=0)
     steps: int = 400
+
+    def training_inputs(self) -> dict[str, Any]:
+        inputs = super().training_inputs()
+        if self.method == "lora":  # the keys of LoRA-DreamBooth entries made before `method` existed stay valid
+            inputs.pop("method")
+        return inputs
 
 
 def _publish(name: str, entry: Path, summary: dict[str, Any]) -> None:
@@ -152,7 +180,7 @@ class AdapterTrainer:
 
     def dreambooth(self, spec: DreamBoothParams) -> tuple[dict[str, Any], list[Asset]]:
         examples = read_instance_folder(self.ctx.resolve_path(spec.instance_dir), spec.instance_prompt)
-        return self._train(spec, "dreambooth-lora", examples, class_prompt=spec.class_prompt)
+        return self._train(spec, f"dreambooth-{spec.method}", examples, class_prompt=spec.class_prompt)
 
     def _train(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompt: str | None):
         inputs = {"kind": kind, "code": ADAPTER_CODE_VERSION, "base_model_sha256": self.base.sha256,
@@ -164,13 +192,15 @@ class AdapterTrainer:
         stored = self.ctx.models.get_or_build(inputs, lambda work: self._build(spec, kind, examples, class_prompt, work))
         summary = json.loads((stored.path / "training.json").read_text())
         _publish(spec.name, stored.path, {**summary, "reused": stored.reused})
-        weights = stored.path / LORA_FILE
-        record = {"name": spec.name, "kind": kind, "path": str(weights), "sha256": stored.files[LORA_FILE],
+        # A LoRA file, or (full DreamBooth) the fine-tuned pipeline directory, hashed like a base model.
+        weights, sha256 = (stored.path / PIPELINE_DIR, _pipeline_sha256(stored)) if kind == "dreambooth-full" \
+            else (stored.path / LORA_FILE, stored.files[LORA_FILE])
+        record = {"name": spec.name, "kind": kind, "path": str(weights), "sha256": sha256,
                   "scale": spec.scale, "store_key": stored.key, "reused": stored.reused,
                   "loss_first": summary["losses"][0], "loss_last": summary["losses"][-1],
                   "train_seconds": summary["seconds"], "loss_curve": str(stored.path / "loss_curve.png"),
                   "samples": str(stored.path / "samples.png")}
-        role = "dreambooth-instance" if kind == "dreambooth-lora" else "lora-data"
+        role = "dreambooth-instance" if kind.startswith("dreambooth") else "lora-data"
         return record, [Asset(path=e.path, sha256=e.sha256, role=role) for e in examples]
 
     def _build(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompt: str | None,
@@ -185,10 +215,14 @@ class AdapterTrainer:
         if isinstance(spec, DreamBoothParams) and class_prompt:
             class_examples = self._class_images(pipe, spec, class_prompt, resolution, work)
             extra["prior_loss_weight"] = spec.prior_loss_weight
-        config = spec.train_config(**extra)
+        full = kind == "dreambooth-full"
+        config = spec.train_config(full=full, **extra)
         result = train_lora(pipe, examples, config, work, class_examples)
         after = self.sample(pipe, prompts, seeds, resolution)
-        save_adapter(pipe, work, self.base.sha256, spec.train_text_encoder)
+        if full:
+            pipe.save_pretrained(work / PIPELINE_DIR)
+        else:
+            save_adapter(pipe, work, self.base.sha256, spec.train_text_encoder)
         plot_losses(result.losses, work / "loss_curve.png", f"{kind} {spec.name}")
         save_png(image_grid(before + after, PREVIEWS), work / "samples.png")
         summary = {"kind": kind, "losses": result.losses, "seconds": result.seconds, "resumed_from": result.resumed_from,
@@ -196,7 +230,7 @@ class AdapterTrainer:
                    "examples": [Path(e.path).name for e in examples],
                    "class_images": len(class_examples or [])}
         (work / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
-        self._pipe = None  # its UNet now carries this adapter's layers
+        self._pipe = None  # its UNet now carries this adapter's layers (or fine-tuned weights)
 
     def _class_images(self, pipe, spec: DreamBoothParams, prompt: str, resolution: int, work: Path):
         """The base model's own images of the class (kept in the work dir, so a resumed run reuses them)."""
@@ -216,6 +250,7 @@ class AdapterTrainer:
 def apply_adapters(pipe, adapters: list[dict[str, Any]], base_sha256: str, lora_scale: float, fuse: bool) -> None:
     """Load each adapter with `load_lora_weights` (after checking it fits this base model), combine them
     with their scales, and optionally fuse them into the weights."""
+    adapters = [a for a in adapters if a["kind"] != "dreambooth-full"]  # a whole pipeline, loaded as the model
     if not adapters:
         return
     for adapter in adapters:

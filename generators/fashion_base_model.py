@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +31,11 @@ import numpy as np
 from synthloom.errors import SynthloomError
 
 CLASS_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
-CODE_VERSION = "1"
+# Left out of training on purpose: the class the base model never saw, for the DreamBooth measurement
+# (benchmarks/bench_fashion_dreambooth.py teaches it from ~8 images and checks the others are kept).
+HELD_OUT_CLASSES = (9,)
+CODE_VERSION = "2"
+MAX_TOKENS = 16
 
 
 class TrainingPaused(SynthloomError):
@@ -39,18 +44,23 @@ class TrainingPaused(SynthloomError):
 
 @dataclass
 class BaseModelConfig:
-    # Sized for 2 shared CPU cores (measured: a (32, 64) UNet step at batch 64 took 1.6 s under load).
-    vae_steps: int = 250
-    unet_steps: int = 2000
-    batch_size: int = 32
-    vae_lr: float = 1e-3
-    unet_lr: float = 5e-4
-    vae_channels: tuple[int, int] = (16, 32)
-    unet_channels: tuple[int, int] = (32, 64)
+    # Sized for ~30 min on 2 shared CPU cores from a profile of one step (RESULTS.md, "offline base
+    # model"): 8 x 8 x 8 latents (a 3-level VAE), a 2-level UNet with attention only at 4 x 4: 0.6 s
+    # per UNet step at batch 64 (attention at 8 x 8 too: 1.3 s; 16 x 16 latents: 2.2 s).
+    vae_steps: int = 300
+    unet_steps: int = 2400
+    batch_size: int = 64
+    vae_lr: float = 2e-3
+    unet_lr: float = 1e-3
+    warmup_steps: int = 100
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 8
+    unet_channels: tuple[int, int] = (64, 128)
     text_hidden: int = 64
     caption_dropout: float = 0.1
-    ema_decay: float = 0.999
+    ema_decay: float = 0.998
     train_images: int = 60000
+    held_out: tuple[int, ...] = HELD_OUT_CLASSES
     seed: int = 0
 
 
@@ -79,23 +89,37 @@ def build_modules(config: BaseModelConfig, work: Path):
     from .diffusion_configs import BOS, EOS, clip_tokenizer
 
     torch.manual_seed(config.seed)
-    tokenizer = clip_tokenizer(work / ".tokenizer-files", max_length=16)
+    tokenizer = clip_tokenizer(work / ".tokenizer-files", max_length=MAX_TOKENS)
     eos = tokenizer.convert_tokens_to_ids(EOS)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=config.text_hidden, intermediate_size=2 * config.text_hidden,
-        num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16, projection_dim=config.text_hidden,
-        bos_token_id=tokenizer.convert_tokens_to_ids(BOS), eos_token_id=eos, pad_token_id=eos))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=config.vae_channels,
-                        layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, sample_size=32)
+        num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=MAX_TOKENS,
+        projection_dim=config.text_hidden, bos_token_id=tokenizer.convert_tokens_to_ids(BOS), eos_token_id=eos,
+        pad_token_id=eos))
+    levels = len(config.vae_channels)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=config.latent_channels,
+                        block_out_channels=config.vae_channels, layers_per_block=1,
+                        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+                        norm_num_groups=8, sample_size=32)
     c1, c2 = config.unet_channels
-    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(c1, c2), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=config.text_hidden,
-                                attention_head_dim=8, norm_num_groups=8)
+    # Cross-attention only at the coarse level and in the mid block (4 x 4 tokens): the caption picks the
+    # class, a global property of the image, and the transformer blocks at 8 x 8 doubled a step's time.
+    side, lat = 32 // 2 ** (levels - 1), config.latent_channels
+    unet = UNet2DConditionModel(sample_size=side, in_channels=lat, out_channels=lat, layers_per_block=1,
+                                block_out_channels=(c1, c2), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=config.text_hidden,
+                                attention_head_dim=32, norm_num_groups=16)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
     return tokenizer, text_encoder, vae, unet, scheduler
+
+
+def learning_rate_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10%: a large rate early, a settled model at the end."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelConfig, work: Path,
@@ -110,7 +134,8 @@ def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelCo
     tokenizer, text_encoder, vae, unet, scheduler = build_modules(config, work)
     ema = copy.deepcopy(unet).requires_grad_(False)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr)
-    unet_opt = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=config.unet_lr)
+    unet_opt = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=config.unet_lr,
+                                 weight_decay=0.0)
     generator = torch.Generator().manual_seed(config.seed)
     state_path = work / ".state.pt"
     state = {"vae_step": 0, "unet_step": 0, "vae_losses": [], "unet_losses": [], "seconds": 0.0}
@@ -132,10 +157,11 @@ def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelCo
                    state_path.with_suffix(".tmp"))
         state_path.with_suffix(".tmp").replace(state_path)
 
-    pixels = torch.from_numpy(to_rgb32(images[:config.train_images]))
+    keep = ~np.isin(labels[:config.train_images], config.held_out)  # the held-out classes are never seen
+    pixels = torch.from_numpy(to_rgb32(images[:config.train_images][keep]))
     ids_of_class = tokenizer([caption(c) for c in range(len(CLASS_NAMES))] + [""], padding="max_length",
-                             max_length=16, truncation=True, return_tensors="pt").input_ids
-    labels_t = torch.from_numpy(labels[:config.train_images].astype(np.int64))
+                             max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+    labels_t = torch.from_numpy(labels[:config.train_images][keep].astype(np.int64))
 
     # -- stage 1: the autoencoder ------------------------------------------------------------------
     vae.train()
@@ -147,6 +173,8 @@ def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelCo
         recon = vae.decode(z).sample
         loss = F.mse_loss(recon, x) + 1e-6 * dist.kl().mean()
         loss.backward()
+        for group in vae_opt.param_groups:
+            group["lr"] = config.vae_lr * learning_rate_factor(state["vae_step"], config.vae_steps, config.warmup_steps)
         vae_opt.step()
         vae_opt.zero_grad()
         state["vae_losses"].append(float(loss.detach()))
@@ -183,6 +211,9 @@ def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelCo
         loss = F.mse_loss(prediction, noise)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        for group in unet_opt.param_groups:
+            group["lr"] = config.unet_lr * learning_rate_factor(state["unet_step"], config.unet_steps,
+                                                                config.warmup_steps)
         unet_opt.step()
         unet_opt.zero_grad()
         with torch.no_grad():
@@ -193,7 +224,7 @@ def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelCo
         state["unet_step"] += 1
         if state["unet_step"] % 100 == 0:
             log(f"unet step {state['unet_step']}: loss {np.mean(state['unet_losses'][-100:]):.4f}")
-        if state["unet_step"] % 500 == 0:
+        if state["unet_step"] % 250 == 0:
             checkpoint()
         if time.monotonic() > deadline and state["unet_step"] < config.unet_steps:
             checkpoint()
@@ -206,9 +237,12 @@ def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelCo
                                    requires_safety_checker=False)
     pipe.save_pretrained(work / "pipeline")
     state["seconds"] = seconds_before + time.monotonic() - started
+    trained = [c for c in range(len(CLASS_NAMES)) if c not in config.held_out]
     (work / "training.json").write_text(json.dumps({"config": asdict(config), "classes": CLASS_NAMES,
-                                                    "captions": [caption(c) for c in range(len(CLASS_NAMES))],
-                                                    **state}, indent=1) + "\n")
+                                                    "trained_classes": [CLASS_NAMES[c] for c in trained],
+                                                    "held_out_classes": [CLASS_NAMES[c] for c in config.held_out],
+                                                    "captions": [caption(c) for c in trained],
+                                                    "train_images": int(keep.sum()), **state}, indent=1) + "\n")
     from .lora_training import plot_losses
 
     plot_losses(state["unet_losses"], work / "unet_loss_curve.png", "base model UNet")

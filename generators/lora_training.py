@@ -124,6 +124,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     prior_loss_weight: float = 1.0
+    unet_targets: list[str] | None = None  # None: UNET_TARGETS (the attention projections)
+    full: bool = False  # full fine-tuning of the UNet (and text encoder): DreamBooth's original form
 
 
 @dataclass
@@ -165,7 +167,8 @@ def train_lora(pipe, examples: list[Example], config: TrainConfig, work: Path,
                class_examples: list[tuple[np.ndarray, str]] | None = None,
                log: Callable[[str], None] = print) -> TrainResult:
     """Add LoRA adapters to `pipe.unet` (and text encoder) and train them on `examples` (plus the class
-    images' prior loss when given). The adapters stay on `pipe` for the after-training samples."""
+    images' prior loss when given). The adapters stay on `pipe` for the after-training samples.
+    With `config.full`, no adapters: every UNet (and text encoder) weight is trained in place."""
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
@@ -178,11 +181,15 @@ def train_lora(pipe, examples: list[Example], config: TrainConfig, work: Path,
     unet, text_encoder = pipe.unet, pipe.text_encoder
     for module in (unet, text_encoder, pipe.vae):
         module.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                target_modules=UNET_TARGETS))
-    if config.train_text_encoder:
-        text_encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                            target_modules=TEXT_TARGETS))
+    if config.full:
+        unet.requires_grad_(True)
+        text_encoder.requires_grad_(config.train_text_encoder)
+    else:
+        unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                    target_modules=config.unet_targets or UNET_TARGETS))
+        if config.train_text_encoder:
+            text_encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                                target_modules=TEXT_TARGETS))
     trainable = [p for m in (unet, text_encoder) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
 
@@ -204,7 +211,7 @@ def train_lora(pipe, examples: list[Example], config: TrainConfig, work: Path,
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         losses, start_step = state["losses"], state["step"]
-        log(f"resuming LoRA training at step {start_step} of {config.steps}")
+        log(f"resuming {'full' if config.full else 'LoRA'} training at step {start_step} of {config.steps}")
 
     unet.train()
     text_encoder.train(config.train_text_encoder)
@@ -266,14 +273,15 @@ def _lora_params_load(unet, text_encoder, state: dict[str, Any]) -> None:
 def save_adapter(pipe, folder: Path, base_sha256: str, train_text_encoder: bool) -> Path:
     """The trained adapters as one diffusers LoRA safetensors file, with the base model's hash in its
     metadata so loading it onto another base model is caught."""
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    unet_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    text_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.text_encoder)) \
-        if train_text_encoder else None
+    # peft's key format (lora_A/lora_B), which load_lora_weights reads as is. Not diffusers'
+    # convert_state_dict_to_diffusers: it renames only attention keys (to lora.down/up) and leaves conv
+    # keys in peft format, and the loader then reads the mixed file as peft and drops the attention ones.
+    unet_layers = get_peft_model_state_dict(pipe.unet)
+    text_layers = get_peft_model_state_dict(pipe.text_encoder) if train_text_encoder else None
     type(pipe).save_lora_weights(save_directory=str(folder), unet_lora_layers=unet_layers,
                                  text_encoder_lora_layers=text_layers, weight_name=LORA_FILE)
     path = folder / LORA_FILE

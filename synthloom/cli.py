@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "domain (a CNN trained on the reference; default), or a saved "
                                               "extractor folder")
     evaluate.add_argument("--only", nargs="+", metavar="EVALUATOR",
-                          help="run only these: fidelity cas memorization diversity attributes")
+                          help="run only these: fidelity cas memorization diversity attributes labels clip_score")
+    evaluate.add_argument("--clip-model", metavar="FOLDER",
+                          help="a local CLIP model folder: adds the clip_score evaluator (images vs their prompts)")
 
     export = sub.add_parser("export", help="export a dataset to another format")
     export.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
@@ -278,6 +280,11 @@ def cmd_evaluate(args) -> int:
         evaluators = evaluators or {kind: {} for kind in ("fidelity", "cas", "memorization", "diversity",
                                                           "attributes")}
         evaluators.setdefault("fidelity", {})["extractor"] = args.extractor
+    if args.clip_model:
+        from synthloom.evaluators.gates import EVALUATORS, ON_REQUEST
+
+        evaluators = evaluators or {kind: {} for kind in EVALUATORS if kind not in ON_REQUEST + ("labels",)}
+        evaluators.setdefault("clip_score", {})["model"] = args.clip_model
     result = evaluate_dataset(str(version_dir), reference=args.reference, evaluators=evaluators or None,
                               split=args.split)
     for key, value in result["summary"].items():

@@ -113,8 +113,11 @@ class Recipe(StrictModel):
     @model_validator(mode="after")
     def _evaluation_needs_reference(self) -> "Recipe":
         # Label agreement (`labels`, gate `label_map_min`) scores auto-labels against the generator's own
-        # ground truth: it alone needs no reference.
-        needs = [e for e in self.evaluators if e.kind != "labels"] + [g for g in self.gates if g != "label_map_min"]
+        # ground truth, CLIP score images against their own prompts: they alone need no reference.
+        from synthloom.evaluators.gates import GATES, REFERENCE_FREE
+
+        needs = [e for e in self.evaluators if e.kind not in REFERENCE_FREE] + \
+            [g for g in self.gates if GATES[g][0] not in ("label_map", "clip_score")]
         if needs and not self.reference:
             raise ValueError("`evaluators` and `gates` need `reference` (the real data to compare against)")
         return self

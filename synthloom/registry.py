@@ -43,6 +43,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "diversity": "synthloom.evaluators.evaluate:evaluate_version",
         "attributes": "synthloom.evaluators.evaluate:evaluate_version",
         "labels": "synthloom.evaluators.evaluate:evaluate_version",
+        "clip_score": "synthloom.evaluators.evaluate:evaluate_version",
     },
     "exporters": {
         "ply": "synthloom.export:export_ply",

@@ -108,7 +108,7 @@ def test_scheduler_and_negative_prompt_options_change_the_pipeline(tiny_model, t
         assert np.abs(x["image"].astype(int) - y["image"].astype(int)).max() <= 2
 
 
-def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, tmp_path):
+def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, tmp_path, capsys):
     import datasets
 
     from conftest import write_recipe
@@ -166,3 +166,24 @@ def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, 
     assert scored["clip_score_per_image"] == pytest.approx(expected, abs=1e-3)
     with pytest.raises(ModelError, match="not a CLIP model folder"):
         clip_score_of_dataset(version, tmp_path / "no-clip")
+
+    # ... and as the recipe evaluator `clip_score` (no reference needed; gate clip_score_min).
+    from synthloom.evaluators.evaluate import evaluate_version
+    from synthloom.evaluators.gates import check_gates
+    from synthloom.recipe import Recipe
+
+    evaluated = evaluate_version(version, None, {"clip_score": {"model": str(clip_dir), "limit": 4}})
+    assert evaluated["evaluators"] == ["clip_score"] and evaluated["details"]["clip_score"]["num_images"] == 4
+    assert evaluated["summary"]["clip_score"] == pytest.approx(np.mean(expected[:4]), abs=1e-3)
+    score = evaluated["summary"]["clip_score"]
+    assert check_gates({"clip_score_min": score - 1}, evaluated["summary"])["passed"]
+    assert not check_gates({"clip_score_min": score + 1}, evaluated["summary"])["passed"]
+    with pytest.raises(ModelError, match="clip_score: give params.model"):
+        evaluate_version(version, None, {"clip_score": {}})
+    from synthloom.cli import main
+
+    assert main(["evaluate", str(version), "--only", "clip_score", "--clip-model", str(clip_dir)]) == 0
+    assert f"clip_score: {np.mean(expected):.6g}" in capsys.readouterr().out  # through the flow, no reference
+    recipe = load_recipe(path).model_dump()
+    recipe.update(evaluators=[{"kind": "clip_score", "params": {"model": str(clip_dir)}}], gates={"clip_score_min": 1})
+    assert Recipe.model_validate(recipe).evaluators[0].kind == "clip_score"  # valid without a reference

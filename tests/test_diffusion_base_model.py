@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_a_bounded_run_pauses_the_next_resumes_and_the_pipeline_generates(tmp_path):
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), rng.integers(0, 10, 40)
-    config = BaseModelConfig(vae_steps=3, unet_steps=4, batch_size=4, vae_channels=(8, 16), unet_channels=(16, 32),
+    config = BaseModelConfig(vae_steps=3, unet_steps=4, batch_size=4, vae_channels=(8, 16, 16), unet_channels=(16, 32),
                              text_hidden=32, train_images=40)
     store = ModelStore(tmp_path / "store")
     inputs = {"kind": "toy-base-model"}
@@ -39,6 +39,9 @@ def test_a_bounded_run_pauses_the_next_resumes_and_the_pipeline_generates(tmp_pa
     summary = json.loads((entry.path / "training.json").read_text())
     assert summary["vae_losses"][0] == first_loss and len(summary["vae_losses"]) == 3
     assert len(summary["unet_losses"]) == 4 and summary["scaling_factor"] > 0
+    # "ankle boot" is held out of training (the class DreamBooth later teaches): none of its images is used.
+    assert summary["held_out_classes"] == ["ankle boot"] and "ankle boot" not in summary["trained_classes"]
+    assert summary["train_images"] == int((labels != CLASS_NAMES.index("ankle boot")).sum())
     assert not any(name.startswith(".") for name in entry.files)
 
     generator = DiffusionGenerator({"model": str(entry.path / "pipeline"), "classes": CLASS_NAMES[:2],

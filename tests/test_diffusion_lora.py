@@ -160,3 +160,46 @@ def test_dreambooth_trains_with_prior_preservation_on_class_images_of_the_base_m
     store = json.loads((entry / "store.json").read_text())
     assert store["inputs"]["prior"]["class_prompt"] == "a photo of a square"
     assert not any(name.startswith(".") for name in store["files"])  # class images and checkpoints stay out
+
+
+def test_lora_on_the_resnet_convs_too_loads_back_and_changes_images(tiny_model, tmp_path):
+    """unet_targets adds the ResNet convolutions (peft Conv2d LoRA); load_lora_weights reads them back."""
+    ctx = BuildContext(cache_dir=tmp_path, models=ModelStore(tmp_path / "store"))
+    data = captioned_folder(tmp_path / "red")
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
+    generator = ready(tiny_model, tmp_path, ctx, lora=[lora("convs", data, unet_targets=targets)])
+    from safetensors import safe_open
+
+    with safe_open(generator.prepared.info["adapters"][0]["path"], "pt") as handle:
+        conv_keys = [k for k in handle.keys() if ".resnets." in k and ".conv1." in k]
+    assert conv_keys  # the convolutions were adapted and saved
+    adapted = {n: p for n, p in generator.pipe.unet.named_modules() if n.endswith(("resnets.0.conv1", "attn2.to_k"))}
+    assert len(adapted) > 2 and all("convs" in m.lora_A for m in adapted.values())  # both kinds loaded back
+    base = [r["image"] for r in ready(tiny_model, tmp_path).generate(SHARD)]
+    assert np.abs(base[0].astype(int) - next(iter(generator.generate(SHARD)))["image"].astype(int)).max() > 3
+
+
+def test_full_dreambooth_fine_tunes_a_new_pipeline_that_replaces_the_base_model(tiny_model, tmp_path):
+    ctx = BuildContext(cache_dir=tmp_path, models=ModelStore(tmp_path / "store"))
+    instances = captioned_folder(tmp_path / "sks", count=3)
+    dream = {"instance_dir": str(instances), "instance_prompt": "a photo of sks square", "method": "full",
+             "class_prompt": "a photo of a square", "num_class_images": 2, "steps": 3, "learning_rate": 1e-3}
+    generator = ready(tiny_model, tmp_path, ctx, dreambooth=dream)
+    [record] = generator.prepared.info["adapters"]
+    assert record["kind"] == "dreambooth-full" and (Path(record["path"]) / "model_index.json").is_file()
+    assert generator.prepared.outputs[0].role == "dreambooth-model" and len(record["sha256"]) == 64
+    assert not getattr(generator.pipe.unet, "peft_config", None)  # no adapters: the weights themselves changed
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    base_unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet")
+    changed = [n for n, p in generator.pipe.unet.named_parameters()
+               if not torch.equal(p, base_unet.state_dict()[n])]
+    assert len(changed) > 10 and any("resnets" in n for n in changed)  # beyond attention: all of the UNet
+    base = [r["image"] for r in ready(tiny_model, tmp_path).generate(SHARD)]
+    assert np.abs(base[0].astype(int) - next(iter(generator.generate(SHARD)))["image"].astype(int)).max() > 3
+    again = DiffusionGenerator(generator.params).prepare(ctx)
+    assert again.info["adapters"][0]["reused"] and again.info["adapters"][0]["sha256"] == record["sha256"]
+    with pytest.raises(GeneratorError, match="full DreamBooth makes a new pipeline"):
+        DiffusionGenerator(params(tiny_model, dreambooth=dream,
+                                  lora=[lora("x", captioned_folder(tmp_path / "red"))])).check_inputs(ctx)
