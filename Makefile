@@ -82,11 +82,12 @@ bench-fashion-mnist: install fashion-mnist
 # (benchmarks/RESULTS.md). To score an earlier run's checkpoint without training: add --reuse /tmp/bench-dcgan.
 bench-dcgan-fashion: install fashion-mnist
 	OMP_NUM_THREADS=2 flock $(HEAVY_LOCK) $(BIN)/python benchmarks/bench_dcgan.py fashion --threads 2 --minutes 8 \
-		--ngf 32 --ndf 32 --count 60000 --thresholds 0.5,0.7,0.9 --max-tries 10 --cnn-epochs 2
+		--ngf 32 --ndf 32 --count 60000 --filter-count 10000 --thresholds 0.5,0.7,0.9 --top 0.5,0.1 \
+		--max-tries 200 --cnn-epochs 2
 
 # Each DCGAN technique turned off (or on) alone on sklearn:digits: CAS/TRTR and FID per row.
 bench-dcgan-ablation: install
-	OMP_NUM_THREADS=2 flock $(HEAVY_LOCK) $(BIN)/python benchmarks/bench_dcgan.py ablation --threads 2 --epochs 60 --seeds 0
+	OMP_NUM_THREADS=2 flock $(HEAVY_LOCK) $(BIN)/python benchmarks/bench_dcgan.py ablation --threads 2 --epochs 60 --seeds 0 --cnn-epochs 20
 
 clean:
 	rm -rf $(VENV) $(RENDER_VENV) datasets .pytest_cache
