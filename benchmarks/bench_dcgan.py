@@ -6,13 +6,19 @@
     nn.BCELoss, label tensors filled per step), interleaved in the same run; images/s and the ratio.
 (2) fashion: train a class-conditional DCGAN on the Fashion-MNIST train split for at most --minutes,
     generate --count images (balanced classes) with its EMA generator, score them with the
-    discriminator, and report on the 10,000 test images: CAS and TRTR with the small CNN of
+    discriminator calibrated by Platt scaling (generators/gan_calibration.py) on the first --calibration
+    test images against as many generated ones, and report on the other test images: CAS and TRTR with the small CNN of
     evaluators/cas.py (same classifier and epochs for both), FID and precision/recall with a domain CNN
     trained on the train split (named; not comparable with Inception FIDs), the memorization audit's
     near-copy fraction; then the same with min_quality 0.5 / 0.7 / 0.9 (samples redrawn until accepted).
 
     flock /work/wt/heavy.lock python benchmarks/bench_dcgan.py throughput
     flock /work/wt/heavy.lock python benchmarks/bench_dcgan.py fashion --minutes 10
+    flock /work/wt/heavy.lock python benchmarks/bench_dcgan.py fashion --reuse /tmp/bench-dcgan  # no training
+(3) ablation: the digits demo's techniques (hinge loss, spectral norm, label smoothing, EMA of G, class-
+    balanced batches, TTUR) one at a time on sklearn:digits: CAS/TRTR (CNN) and FID (domain CNN) per row.
+
+    flock /work/wt/heavy.lock python benchmarks/bench_dcgan.py ablation --epochs 60 --seeds 0,1
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment  # noqa: E402
 
-from synthloom.generators.gan_training import TrainConfig, TrainData, Trainer, render, train_step  # noqa: E402
+from synthloom.generators.gan_calibration import calibrate, discriminator_logits  # noqa: E402
+from synthloom.generators.gan_training import CHECKPOINT, TrainConfig, TrainData, Trainer, render, train_step  # noqa: E402
 from synthloom.references import read_reference_images  # noqa: E402
 
 FASHION = "idx:/usr/share/datasets/fashion-mnist"
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
 
 
 def _data(reference: str):
@@ -107,8 +116,9 @@ def throughput(args) -> None:
 
 # -- (2) Fashion-MNIST -------------------------------------------------------------------------------
 @torch.no_grad()
-def generate(g, d, nz: int, per_class: int, classes: int, min_quality: float | None, max_tries: int, seed: int):
-    """`per_class` images of each class whose D real-probability is >= min_quality (redrawn until so)."""
+def generate(g, d, calibration, nz: int, per_class: int, classes: int, min_quality, max_tries: int, seed: int):
+    """`per_class` images of each class whose calibrated D real-probability is >= min_quality (redrawn until so);
+    min_quality: None, one threshold, or one per class."""
     gen = torch.Generator().manual_seed(seed)
     images, labels, quality, drawn = [], [], [], {}
     for c in range(classes):
@@ -119,8 +129,9 @@ def generate(g, d, nz: int, per_class: int, classes: int, min_quality: float | N
                 return None, f"class {c} cannot reach {per_class} (accepted {k} of {tries})"
             y = torch.full((n,), c)
             x = render(g, torch.randn(n, nz, generator=gen), y, "cpu", batch=1024)
-            q = torch.sigmoid(d(x * 2 - 1, y))
-            ok = q >= min_quality if min_quality is not None else torch.ones(n, dtype=torch.bool)
+            q = calibration.probability(discriminator_logits(d, x, y, "cpu", batch=1024), y)
+            threshold = min_quality[c] if isinstance(min_quality, list) else min_quality
+            ok = q >= threshold if threshold is not None else torch.ones(n, dtype=torch.bool)
             tries += n
             kept.append((x[ok], q[ok]))
             k += int(ok.sum())
@@ -131,8 +142,21 @@ def generate(g, d, nz: int, per_class: int, classes: int, min_quality: float | N
     return (torch.cat(images), torch.cat(labels), torch.cat(quality), drawn), None
 
 
+@torch.no_grad()
+def acceptance_probe(g, d, calibration, nz: int, classes: int, thresholds: list[float], n: int = 4096, seed: int = 7):
+    """Per class, the fraction of `n` fresh draws whose calibrated quality is >= each threshold."""
+    gen = torch.Generator().manual_seed(seed)
+    table = {}
+    for c in range(classes):
+        y = torch.full((n,), c)
+        x = render(g, torch.randn(n, nz, generator=gen), y, "cpu", batch=1024)
+        q = calibration.probability(discriminator_logits(d, x, y, "cpu", batch=1024), y)
+        table[c] = {t: float((q >= t).float().mean()) for t in thresholds} | {"mean": float(q.mean()), "q": q}
+    return table
+
+
 def fashion(args) -> None:
-    from synthloom.evaluators.cas import classification_accuracy_score
+    from synthloom.evaluators.cas import _fit_predict
     from synthloom.evaluators.features import DomainClassifierFeatures
     from synthloom.evaluators.image_metrics import FID, precision_recall_from_features
     from synthloom.evaluators.memorization import memorization_audit
@@ -145,10 +169,17 @@ def fashion(args) -> None:
     work = Path(args.work)
     import shutil
 
-    shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
-    print(f"{environment()}\nfashion: {args.reference}, train {tuple(images.shape)}, config {json.dumps(cfg.__dict__)}")
+    minutes = args.minutes
+    if args.reuse:  # the checkpoint of an earlier run: its config, no training (a zero time limit)
+        state = torch.load(Path(args.reuse) / CHECKPOINT, map_location="cpu", weights_only=False)
+        cfg, minutes = TrainConfig(**state["config"]), 0
+        work = Path(args.reuse)
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
+    print(f"{environment()}\nfashion: {args.reference}, train {tuple(images.shape)}, config {json.dumps(cfg.__dict__)}"
+          + (f", reused from {args.reuse}" if args.reuse else ""))
     t = time.perf_counter()
-    result = Trainer(cfg, TrainData(images, labels, ref.classes), work).run(time_limit_s=args.minutes * 60)
+    result = Trainer(cfg, TrainData(images, labels, ref.classes), work).run(time_limit_s=minutes * 60)
     history = result["history"]
     train_s = time.perf_counter() - t
     print(f"  trained {len(history)} epochs in {train_s:.0f}s (wall, incl. per-epoch monitoring), training loop "
@@ -158,8 +189,14 @@ def fashion(args) -> None:
 
     x_tr = ref.train_images
     y_tr = torch.tensor([int(c) for c in ref.train_labels])
-    x_te = ref.test_images
-    y_te = torch.tensor([int(c) for c in ref.test_labels])
+    # The first --calibration test images calibrate D (images it never trained on); the rest evaluate.
+    n_cal = args.calibration
+    x_cal, y_cal = ref.test_images[:n_cal], torch.tensor([int(c) for c in ref.test_labels[:n_cal]])
+    x_te = ref.test_images[n_cal:]
+    y_te = torch.tensor([int(c) for c in ref.test_labels[n_cal:]])
+    calibration = calibrate(g, d, x_cal, y_cal, cfg.nz, 10, "cpu", seed=4)
+    print(f"  calibration (Platt, per class where >= 30 held-out images; {n_cal} test images vs {n_cal} generated): "
+          f"{json.dumps(calibration.diagnostics)}; own fits {sum(calibration.per_class)}/10")
     t = time.perf_counter()
     ext = DomainClassifierFeatures(num_classes=10, input_size=(16, 16), dataset="fashion-mnist")
     ext.fit(x_tr[:args.extractor_size], y_tr[:args.extractor_size], epochs=2, seed=0)
@@ -167,34 +204,126 @@ def fashion(args) -> None:
     f_te, f_tr = feats(x_te), feats(x_tr)
     print(f"  extractor {ext.name} (trained on {args.extractor_size} train images, 2 epochs, "
           f"{time.perf_counter() - t:.0f}s; test accuracy {ext.accuracy(x_te, y_te):.3f})")
-    for threshold in [None] + [float(v) for v in args.thresholds.split(",") if v]:
+    t = time.perf_counter()
+    # TRTR and every CAS: the CNN of evaluators/cas.py (what classification_accuracy_score(classifier="cnn")
+    # trains), same seed and epochs; TRTR once, since its data is the same for every row.
+    classifier = f"small-cnn(epochs={args.cnn_epochs})"
+    trtr = float((_fit_predict("cnn", x_tr, y_tr.numpy(), x_te, 10, 0, 1.0, args.cnn_epochs) == y_te.numpy()).mean())
+    print(f"  TRTR {trtr:.4f} ({classifier}, {len(y_tr)} train images, tested on {len(y_te)}; "
+          f"{time.perf_counter() - t:.0f}s)", flush=True)
+    thresholds = [float(v) for v in args.thresholds.split(",") if v]
+    probe = acceptance_probe(g, d, calibration, cfg.nz, 10, thresholds)
+    print("  acceptance probe (4,096 draws per class; fraction with calibrated quality >= t):")
+    for c, row in probe.items():
+        print(f"    class {c} ({FASHION_NAMES[c]}): mean quality {row['mean']:.3f}, "
+              + ", ".join(f">= {t}: {row[t]:.3f}" for t in thresholds))
+    # Rows: unfiltered at --count (the issue's 60,000) and at --filter-count; the calibrated thresholds and
+    # per-class top fractions (thresholds = that quantile of the probe's qualities) at --filter-count.
+    rows = [("off", None, args.count), ("off", None, args.filter_count)]
+    rows += [(f"min_quality {t}", t, args.filter_count) for t in thresholds]
+    for f in [float(v) for v in args.top.split(",") if v]:
+        cut = [float(torch.quantile(probe[c]["q"], 1 - f)) for c in range(10)]
+        rows.append((f"top {f:.0%} per class (min_quality {min(cut):.3f}-{max(cut):.3f})", cut, args.filter_count))
+    for name, threshold, count in rows:
         t = time.perf_counter()
-        out, problem = generate(g, d, cfg.nz, args.count // 10, 10, threshold, args.max_tries, seed=1)
-        name = "off" if threshold is None else f"{threshold}"
+        short = [c for c, row in probe.items() if isinstance(threshold, float) and row[threshold] < 1 / args.max_tries]
+        if short:
+            print(f"  {name}: class(es) {short} accept fewer than 1 in max_tries {args.max_tries} draws (probe "
+                  "above): cannot reach their count; not generated")
+            continue
+        out, problem = generate(g, d, calibration, cfg.nz, count // 10, 10, threshold, args.max_tries, seed=1)
         if out is None:
-            print(f"  min_quality {name}: {problem}")
+            print(f"  {name}: {problem}")
             continue
         x, y, q, acceptance = out
-        cas = classification_accuracy_score(x, y, x_tr, y_tr, x_te, y_te, num_classes=10, classifier="cnn",
-                                            cnn_epochs=args.cnn_epochs, seed=0)
+        # CAS: the same seeded classifier and epochs as TRTR above (trained once: same real data every row).
+        pred = _fit_predict("cnn", x, y.numpy(), x_te, 10, 0, 1.0, args.cnn_epochs)
+        cas_value = float((pred == y_te.numpy()).mean())
+        cas = {"cas": cas_value, "trtr": trtr, "cas_ratio": cas_value / trtr, "classifier": classifier}
         f_x = feats(x)
         fid = FID(ext)
         fid.update_features(f_te, real=True), fid.update_features(f_x, real=False)
         sub = torch.randperm(len(f_x), generator=torch.Generator().manual_seed(0))[:5000]
         precision, recall = precision_recall_from_features(f_te[:5000], f_x[sub], k=3)
         memo = memorization_audit(f_x[sub].numpy(), f_tr.numpy(), real_holdout_feats=f_te.numpy())
-        print(f"  min_quality {name}: {len(y)} images, mean quality {q.mean():.3f}, acceptance per class "
+        print(f"  {name}: {len(y)} images, mean quality {q.mean():.3f}, acceptance per class "
               f"{[round(v, 3) for v in acceptance.values()]}; CAS {cas['cas']:.4f} TRTR {cas['trtr']:.4f} "
               f"CAS/TRTR {cas['cas_ratio']:.3f} ({cas['classifier']}); FID {fid.compute()['fid']:.2f}, precision "
               f"{precision:.3f} recall {recall:.3f} (k=3, 5000 vs 5000); near-copy fraction "
               f"{memo['near_copy_fraction']:.4f} (baseline {memo['baseline_near_copy_fraction']:.4f}); "
-              f"{time.perf_counter() - t:.0f}s")
+              f"{time.perf_counter() - t:.0f}s", flush=True)
+    print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+# -- (3) techniques one at a time on sklearn:digits ----------------------------------------------------
+# The digits demo's recipe (configs/dcgan-digits.yaml) is "full"; each row changes one thing.
+DIGITS_FULL = dict(resolution=8, channels=1, num_classes=10, nz=64, ngf=32, ndf=32, batch_size=32, lr_g=2e-4,
+                   lr_d=2e-4, beta1=0.0, beta2=0.9, loss="hinge", spectral_norm=True, label_smoothing=0.0,
+                   ema=0.99, balanced=True)
+ABLATIONS = {
+    "full (hinge, SN, EMA 0.99, balanced, lr 2e-4 both)": {},
+    "hinge -> bce": {"loss": "bce"},
+    "bce + label smoothing 0.1": {"loss": "bce", "label_smoothing": 0.1},
+    "no spectral norm": {"spectral_norm": False},
+    "no EMA": {"ema": 0.0},
+    "no class-balanced batches": {"balanced": False},
+    "+ TTUR (lr_g 1e-4, lr_d 4e-4)": {"lr_g": 1e-4, "lr_d": 4e-4},
+    "plain DCGAN (bce, no SN/EMA/balance, Adam 0.5/0.999)": {"loss": "bce", "spectral_norm": False, "ema": 0.0,
+                                                            "balanced": False, "beta1": 0.5, "beta2": 0.999},
+}
+
+
+def ablation(args) -> None:
+    from synthloom.evaluators.cas import classification_accuracy_score
+    from synthloom.evaluators.features import DomainClassifierFeatures
+    from synthloom.evaluators.image_metrics import FID
+
+    t0 = time.perf_counter()
+    ref = read_reference_images("sklearn:digits")
+    y_tr = torch.tensor([int(c) for c in ref.train_labels])
+    y_te = torch.tensor([int(c) for c in ref.test_labels])
+    # FID features: the fidelity evaluator's domain CNN (trained on the reference's train part, 16 px).
+    ext = DomainClassifierFeatures(num_classes=10, input_size=(16, 16), dataset="sklearn-digits")
+    ext.fit(ref.train_images, y_tr, seed=0)
+    f_te = ext(ref.test_images)
+    print(f"{environment()}\nablation: sklearn:digits, train {len(y_tr)} (GAN, TRTR), test {len(y_te)} (CAS, FID); "
+          f"{args.epochs} epochs per run, seeds {args.seeds}; {args.per_class} images per class generated (EMA G "
+          f"when EMA is on); CAS/TRTR with small-cnn(epochs={args.cnn_epochs}); FID with {ext.name}")
+    print("| config | seed | CAS | TRTR | CAS/TRTR | FID | min class spread / real | train s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    only = [v for v in args.only.split(",") if v] if args.only else None
+    for i, (name, change) in enumerate(ABLATIONS.items()):
+        if only is not None and str(i) not in only:
+            continue
+        for seed in [int(v) for v in args.seeds.split(",")]:
+            cfg = TrainConfig(**{**DIGITS_FULL, **change}, epochs=args.epochs, seed=seed)
+            work = Path(args.work) / f"ablation-{i}-{seed}"
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+            t = time.perf_counter()
+            result = Trainer(cfg, TrainData(ref.train_images * 2 - 1, y_tr, ref.classes), work).run()
+            train_s = time.perf_counter() - t
+            labels = torch.arange(10).repeat_interleave(args.per_class)
+            z = torch.randn(len(labels), cfg.nz, generator=torch.Generator().manual_seed(100 + seed))
+            x = render(result["generator"].eval(), z, labels, "cpu")
+            cas = classification_accuracy_score(x, labels, ref.train_images, y_tr, ref.test_images, y_te,
+                                                num_classes=10, classifier="cnn", cnn_epochs=args.cnn_epochs, seed=0)
+            fid = FID(ext)
+            fid.update_features(f_te, real=True), fid.update_features(ext(x), real=False)
+            print(f"| {name} | {seed} | {cas['cas']:.3f} | {cas['trtr']:.3f} | {cas['cas_ratio']:.3f} | "
+                  f"{fid.compute()['fid']:.1f} | {result['history'][-1]['min_spread_ratio']:.2f} | {train_s:.0f} |",
+                  flush=True)
     print(f"total {time.perf_counter() - t0:.0f}s")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["throughput", "fashion"])
+    ap.add_argument("part", choices=["throughput", "fashion", "ablation"])
+    ap.add_argument("--epochs", type=int, default=60, help="ablation: epochs per run")
+    ap.add_argument("--seeds", default="0", help="ablation: training seeds, comma-separated")
+    ap.add_argument("--per-class", type=int, default=100, help="ablation: generated images per class")
+    ap.add_argument("--only", default="", help="ablation: row numbers to run, comma-separated (default all)")
     ap.add_argument("--reference", default=FASHION)
     ap.add_argument("--ngf", type=int, default=64)
     ap.add_argument("--ndf", type=int, default=64)
@@ -212,14 +341,18 @@ def main(argv=None) -> None:
     ap.add_argument("--beta2", type=float, default=0.9)
     ap.add_argument("--count", type=int, default=60000)
     ap.add_argument("--thresholds", default="0.5,0.7,0.9")
+    ap.add_argument("--filter-count", type=int, default=10000, help="images per filtered row (and one unfiltered)")
+    ap.add_argument("--top", default="0.5,0.1", help="per-class top fractions by quality, as more rows")
     ap.add_argument("--max-tries", type=int, default=50)
     ap.add_argument("--cnn-epochs", type=int, default=3)
     ap.add_argument("--extractor-size", type=int, default=20000)
     ap.add_argument("--work", default="/tmp/bench-dcgan")
+    ap.add_argument("--reuse", default=None, help="a --work folder of an earlier run: evaluate its checkpoint")
+    ap.add_argument("--calibration", type=int, default=2000, help="test images that calibrate D (the rest evaluate)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    (throughput if args.part == "throughput" else fashion)(args)
+    {"throughput": throughput, "fashion": fashion, "ablation": ablation}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ keyed by (reference content hash, training params, code version): later builds r
 training resumes from its last epoch checkpoint. A collapsed generator (the diversity audit on a fixed
 noise batch after the last epoch) stops the build unless `on_collapse: warn`.
 
-Rows: `image`, `label` (conditional), `quality` = the discriminator's real-probability sigmoid(D(x, y))
-of the image, `attempts` (draws until accepted) and `seed`. With `min_quality` a sample redraws its
+Rows: `image`, `label` (conditional), `quality` = the discriminator's calibrated real-probability of
+the image (Platt scaling of D's logit, fitted after training on `calibration_holdout` of each class's
+training images, which the GAN never saw, against as many generated ones: see gan_calibration.py; 0.5
+means D cannot tell it from a real image), `attempts` (draws until accepted) and `seed`. With `min_quality` a sample redraws its
 noise (from its own seeded stream, so rows stay deterministic) until D scores it at least that, at most
 `max_tries` times; a class that runs out of tries stops the build with a message naming it. Acceptance
 per class goes into each shard's record and the manifest (`generator.stats`).
@@ -32,6 +34,7 @@ from synthloom.models import load_pretrained_state, save_pretrained
 from synthloom.provenance import sha256_file
 
 from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
+from .gan_calibration import CALIBRATION, Calibration, calibrate, discriminator_logits
 from .gan_nets import DCGANDiscriminator, DCGANGenerator
 from .gan_training import HISTORY, TrainConfig, TrainData, Trainer, collapse_check, render, to_uint8
 
@@ -60,6 +63,11 @@ class DCGANParams(GeneratorParams):
     balanced: bool = Field(default=False, description="Class-balanced training batches.")
     train_seed: int = Field(default=0, ge=0, description="Seed of initialisation and data order.")
     max_train_images: int | None = Field(default=None, ge=1, description="Train on at most this many (a seeded subset).")
+    calibration_holdout: float = Field(default=0.1, gt=0, le=0.5,
+                                       description="Fraction of each class's training images kept out of GAN "
+                                                   "training to calibrate `quality` (Platt scaling of D).")
+    calibration: Literal["per_class", "global"] = Field(
+        default="per_class", description="One Platt fit per class (classes with >= 30 held-out images) or one.")
     # -- generation (not part of the trained model's key)
     min_quality: float | None = Field(default=None, ge=0, le=1,
                                       description="Keep only samples the discriminator scores >= this (off by default).")
@@ -95,7 +103,7 @@ class DCGAN(Generator):
     name = "dcgan"
     Params = DCGANParams
     params: DCGANParams
-    code_version = "1"
+    code_version = "2"  # 2: calibrated quality (calibration.json, a held-out part of the training images)
     resources = {"gpu": 1}
 
     # -- preflight -----------------------------------------------------------------------------
@@ -118,9 +126,12 @@ class DCGAN(Generator):
         if few:
             raise GeneratorError(f"dcgan: reference {ctx.reference} is too small: class(es) {sorted(few)} have "
                                  f"{sorted(set(few.values()))} training image(s); at least {MIN_PER_CLASS} each")
-        if len(ref.train_labels) < self.params.batch_size:
-            raise GeneratorError(f"dcgan: reference {ctx.reference} has {len(ref.train_labels)} training images, "
-                                 f"fewer than batch_size {self.params.batch_size}")
+        labels = torch.tensor([ref.classes.index(c) for c in ref.train_labels])
+        trainable = len(labels) - len(_calibration_split(labels, self.params.calibration_holdout, self.params.train_seed))
+        if trainable < self.params.batch_size:
+            raise GeneratorError(f"dcgan: reference {ctx.reference} has {trainable} training images after holding out "
+                                 f"calibration_holdout {self.params.calibration_holdout}, fewer than batch_size "
+                                 f"{self.params.batch_size}")
         return ref
 
     def check_inputs(self, ctx: BuildContext) -> None:
@@ -138,6 +149,10 @@ class DCGAN(Generator):
         channels = 3 if channels == 4 else channels
         images = _prepare_images(ref.train_images, p.resolution, channels)
         labels = torch.tensor([ref.classes.index(c) for c in ref.train_labels])
+        held = _calibration_split(labels, p.calibration_holdout, p.train_seed)
+        held_out = ((images[held] + 1) / 2, labels[held] if classes else None)
+        rest = np.setdiff1d(np.arange(len(labels)), held)
+        images, labels = images[rest], labels[rest]
         if p.max_train_images and p.max_train_images < len(labels):
             keep = np.sort(np.random.default_rng(p.train_seed).permutation(len(labels))[:p.max_train_images])
             images, labels = images[keep], labels[keep]
@@ -149,7 +164,7 @@ class DCGAN(Generator):
         inputs = {"generator": self.name, "code_version": self.code_version, "data_sha256": ref.sha256,
                   "classes": classes, "training": p.training_params()}
         data = TrainData(images, labels if classes else torch.zeros(len(labels), dtype=torch.long), classes)
-        stored = ctx.models.get_or_build(inputs, lambda work: self._train(cfg, data, work, ctx.device))
+        stored = ctx.models.get_or_build(inputs, lambda work: self._train(cfg, data, held_out, work, ctx.device))
         history = json.loads((stored.path / HISTORY).read_text())
         final = history["epochs"][-1]
         if final["flag_mode_collapse"]:
@@ -163,6 +178,8 @@ class DCGAN(Generator):
         reference_asset = Asset(path=ref.source, sha256=ref.sha256, role="reference")
         outputs = [Asset(path=str(stored.path / name), sha256=stored.files[name], role="weights")
                    for name in ("generator/model.safetensors", "discriminator/model.safetensors")]
+        outputs.append(Asset(path=str(stored.path / CALIBRATION), sha256=stored.files[CALIBRATION], role="calibration"))
+        calibration = Calibration.load(stored.path / CALIBRATION)
         self.prepared = Prepared(
             generator=self.name, classes=classes, assets=[reference_asset], outputs=outputs,
             input_fingerprint=input_fingerprint(self.name, p, self.code_version, [reference_asset]),
@@ -170,10 +187,11 @@ class DCGAN(Generator):
                   "channels": channels, "train_images": len(labels), "epochs": len(history["epochs"]),
                   "resumed_from_epoch": history.get("resumed_from_epoch"),
                   "final": {k: final[k] for k in ("loss_d", "loss_g", "min_spread_ratio", "collapsed_classes")},
+                  "calibration": calibration.diagnostics,
                   "reference_notes": ref.notes})
         return self.prepared
 
-    def _train(self, cfg: TrainConfig, data: TrainData, work: Path, device: str) -> None:
+    def _train(self, cfg: TrainConfig, data: TrainData, held_out, work: Path, device: str) -> None:
         trainer = Trainer(cfg, data, work, device=device, on_epoch=_epoch_artifact(work))
         with _EpochBar(cfg.epochs) as bar:
             result = trainer.run(progress=bar.update)
@@ -186,6 +204,8 @@ class DCGAN(Generator):
         real, real_labels = result["monitor_real"]
         save_pretrained(_Tensors(images=real, labels=real_labels), {"what": "real images the collapse check compares"},
                         work / "monitor")
+        calibrate(g, d, *held_out, cfg.nz, cfg.num_classes, device, seed=cfg.seed + 4,
+                  per_class=self.params.calibration == "per_class").save(work / CALIBRATION)
 
     # -- load once per worker, generate ----------------------------------------------------------
     def load(self, prepared: Prepared, device: str = "cpu") -> None:
@@ -205,6 +225,7 @@ class DCGAN(Generator):
         self.d.to(device).eval()
         _, mstate = load_pretrained_state(folder / "monitor", "cpu")
         self.monitor = (mstate["images"], mstate["labels"])
+        self.calibration = Calibration.load(folder / CALIBRATION)
         self.nz = gcfg["nz"]
         self._stats: dict[str, Any] | None = None
 
@@ -219,12 +240,10 @@ class DCGAN(Generator):
 
     @torch.no_grad()
     def _score(self, z: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images in [0, 1], D's real-probability) for a batch of noise."""
+        """(images in [0, 1], D's calibrated real-probability) for a batch of noise."""
         images = render(self.g, z, y, self.device, batch=self.params.batch)
-        quality = torch.cat([torch.sigmoid(self.d(images[i:i + self.params.batch].to(self.device) * 2 - 1,
-                                                  None if y is None else y[i:i + self.params.batch].to(self.device)))
-                             .cpu() for i in range(0, len(z), self.params.batch)])
-        return images, quality
+        logits = discriminator_logits(self.d, images, y, self.device, batch=self.params.batch)
+        return images, self.calibration.probability(logits, y)
 
     def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:
         p, classes = self.params, self.prepared.classes
@@ -304,6 +323,16 @@ class DCGAN(Generator):
         return {"acceptance_rate": {name: c["accepted"] / c["drawn"] for name, c in totals.items()},
                 "per_class": totals,
                 "collapsed_shards": sum(1 for s in shard_stats if s.get("mode_collapse"))}
+
+
+def _calibration_split(labels: torch.Tensor, fraction: float, seed: int) -> np.ndarray:
+    """Indices of `fraction` of each class (at least one, leaving MIN_PER_CLASS - 1 to train on), seeded."""
+    rng = np.random.default_rng(seed + 5)
+    held = []
+    for c in np.unique(labels.numpy()):
+        members = rng.permutation(np.flatnonzero(labels.numpy() == c))
+        held.append(members[:min(max(1, round(fraction * len(members))), len(members) - MIN_PER_CLASS + 1)])
+    return np.sort(np.concatenate(held))
 
 
 class _Tensors(torch.nn.Module):

@@ -37,10 +37,12 @@ def trained(tmp_path_factory, one_torch_thread):
 def test_prepare_trains_once_and_reuses_the_store_entry(trained):
     store, generator = trained
     info = generator.prepared.info
-    assert info["reused"] is False and info["epochs"] == 2 and info["train_images"] == 899
+    # 899 training digits: 10 % of each class (9) held out to calibrate quality, the rest trains the GAN
+    assert info["reused"] is False and info["epochs"] == 2 and info["train_images"] == 809
+    assert info["calibration"]["held_out_real"] == 90 and info["calibration"]["generated"] == 90
     entry = Path(info["model_dir"])
     for name in ("generator/model.safetensors", "discriminator/model.safetensors", "loss.png", "history.json",
-                 "samples/epoch-001.png", "samples/epoch-002.png"):
+                 "samples/epoch-001.png", "samples/epoch-002.png", "calibration.json"):
         assert (entry / name).is_file(), name
     assert not (entry / ".checkpoint").exists()  # resume state is not part of the entry
     again = DCGAN({**TINY, "min_quality": 0.2}).prepare(context(store))  # generation params: same model
@@ -59,6 +61,14 @@ def test_rows_are_deterministic_labelled_and_scored(trained):
     assert all(r["image"].shape == (8, 8, 1) and r["image"].dtype == np.uint8 for r in rows)
     quality = np.array([r["quality"] for r in rows])
     assert ((quality > 0) & (quality < 1)).all() and quality.std() > 0
+    # quality is the stored Platt calibration of D's logit, not the raw sigmoid(D)
+    from synthloom.generators.gan_calibration import discriminator_logits
+
+    images = torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2).float() / 255
+    labels = torch.tensor([r["label"] for r in rows])
+    logits = discriminator_logits(generator.d, images, labels, "cpu")
+    assert np.allclose(quality, generator.calibration.probability(logits, labels).numpy(), atol=0.02)
+    assert not np.allclose(quality, torch.sigmoid(logits).numpy(), atol=0.02)
     assert [r["seed"] for r in rows] == [shard.sample_seed(i) for i in range(30)]
     # The same sample seeds in another shard layout give the same images: one noise stream per sample.
     later = list(generator.generate(ShardSpec("train", 1, 2, 10, 5, root_seed=5)))
