@@ -81,8 +81,8 @@ class BlenderParams(WorkerParams):
     physics: bool = Field(default=False, description="Drop objects and distractors onto the ground with "
                                                      "BlenderProc's rigid-body simulation (stable resting poses).")
     drop_height: Range = Field(default=(0.05, 0.3), description="With physics: height above the resting pose.")
-    settle_seconds: Range = Field(default=(1.0, 4.0), description="With physics: simulated seconds [min, max]; "
-                                                                  "stops early when nothing moves.")
+    settle_seconds: Range = Field(default=(4.0, 20.0), description="With physics: simulated seconds [min, max] "
+                                                                   "(BlenderProc's minimum); stops when nothing moves.")
     friction: float = Field(default=0.5, ge=0)
 
     @model_validator(mode="after")

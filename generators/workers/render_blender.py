@@ -284,7 +284,7 @@ class Renderer:
         for obj in bodies:
             self.MeshObject(obj).enable_rigidbody(True, collision_shape="CONVEX_HULL", friction=p["friction"])
         scene.frame_set(1)
-        _PhysicsSimulation.do_simulation(p["settle_seconds"][0], p["settle_seconds"][1], 0.5, 0.005, 0.05)
+        _PhysicsSimulation.do_simulation(p["settle_seconds"][0], p["settle_seconds"][1], 1.0, 0.005, 0.05)
         final = {obj.name: obj.matrix_world.copy() for obj in bodies}
         with bpy.context.temp_override(point_cache=scene.rigidbody_world.point_cache):
             bpy.ops.ptcache.free_bake()
@@ -297,6 +297,7 @@ class Renderer:
             matrix = np.array(item["object"].matrix_world)
             linear = matrix[:3, :3]
             item["vertices"] = item["unit_vertices"] @ linear.T + matrix[:3, 3]
+            record["dropped_from"] = record["location"]
             record["rotation"] = np.round(linear / record["scale"], 6).tolist()
             record["location"] = np.round(matrix[:3, 3], 5).tolist()
         for obj, record in zip(others, distractors):
