@@ -83,6 +83,7 @@ class Renderer:
             if node.bl_idname == "CompositorNodeOutputFile":
                 node.format.color_mode = "RGB"  # 3 channels: what BlenderProc's loader slices
                 node.format.color_depth = "32"
+                node.format.exr_codec = "NONE"  # temporary files read once: compressing them is wasted time
         self.meshes: dict[str, tuple] = {}
         self.primitives: dict[str, object] = {}  # distractor shape -> its bpy mesh, made once per worker
         ground = create_primitive("PLANE", scale=[30, 30, 1])
