@@ -92,6 +92,7 @@ class Renderer:
         self.world_nodes = None  # the HDRI's texture and mapping nodes, made on first use
         self.ground_material = bproc.material.create("ground")
         ground.replace_materials(self.ground_material)
+        self._fast_bsdf(self.ground_material)
         self.frame_blocks: list = []  # datablocks made for one frame, removed after it
 
     def configure_quality(self, p: dict) -> None:
@@ -119,6 +120,12 @@ class Renderer:
             cycles.caustics_reflective = cycles.caustics_refractive = False
         renderer.set_cpu_threads(p["threads"])
         bpy.context.scene.render.use_persistent_data = True
+
+    def _fast_bsdf(self, material) -> None:
+        """`fast`: single-scatter GGX instead of Blender 4's default multiscatter GGX, whose random walk
+        cost ~10 % of the render's CPU time here for images 52 dB apart (PSNR, 3 frames)."""
+        if self.params["quality"] == "fast":
+            material.get_the_one_node_with_type("BsdfPrincipled").distribution = "GGX"
 
     def _enable_world_normals(self) -> None:
         """Cycles' Normal pass (world space) to a float EXR, loaded by BlenderProc's render() as `normals`.
@@ -189,6 +196,7 @@ class Renderer:
         material.set_principled_shader_value("Base Color", [*color, 1.0])
         material.set_principled_shader_value("Roughness", roughness)
         material.set_principled_shader_value("Metallic", metallic)
+        self._fast_bsdf(material)
         self.frame_blocks.append(material.blender_obj)
         return material, {"color": [round(c, 4) for c in color], "roughness": round(roughness, 4),
                           "metallic": round(metallic, 4)}
