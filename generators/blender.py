@@ -193,7 +193,8 @@ class BlenderGenerator(WorkerGenerator):
         files = sorted(str(p.resolve()) for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in HDRI_EXTENSIONS) \
             if folder.is_dir() else []
         if not files:
-            raise GeneratorError(f"{folder}: hdri_folder has no .exr/.hdr files")
+            raise GeneratorError(f"{folder}: hdri_folder has no .exr/.hdr files (`make hdris` copies Blender's CC0 "
+                                 "studio-light HDRIs to data/hdris)")
         return files
 
     def _scan(self, ctx: BuildContext) -> tuple[list[Asset], list[SkippedInput]]:
