@@ -83,6 +83,20 @@ def test_a_mesh_over_max_faces_is_refused_after_loading_when_its_header_says_not
                           "decimate_faces": 500}).check_inputs(_ctx(tmp_path))
 
 
+def test_an_hdri_folder_without_environments_is_one_line_naming_make_hdris(scene_folder, tmp_path):
+    (tmp_path / "hdris").mkdir()
+    (tmp_path / "hdris" / "notes.txt").write_text("no environments")
+    with pytest.raises(GeneratorError, match=r"hdris: hdri_folder has no \.exr/\.hdr files \(`make hdris` copies"):
+        BlenderGenerator({"source": str(scene_folder), "hdri_folder": str(tmp_path / "hdris")})._hdris(_ctx(tmp_path))
+
+
+def test_physics_params_are_checked():
+    with pytest.raises(GeneratorError, match=r"settle_seconds must be \[min, max\] with min < max"):
+        BlenderGenerator({"source": ".", "settle_seconds": [4, 4]})
+    with pytest.raises(GeneratorError, match=r"drop_height must be \[low, high\]"):
+        BlenderGenerator({"source": ".", "drop_height": [0.3, 0.1]})
+
+
 def test_binary_stl_face_count_is_read_from_its_header(scene_folder):
     assert face_count(scene_folder / "primitive" / "box.stl") == 12
     assert face_count(scene_folder / "primitive" / "sphere.ply") == 320
