@@ -123,7 +123,7 @@ class Renderer:
 
     def _fast_bsdf(self, material) -> None:
         """`fast`: single-scatter GGX instead of Blender 4's default multiscatter GGX, whose random walk
-        cost ~10 % of the render's CPU time here for images 52 dB apart (PSNR, 3 frames)."""
+        cost 16 % of the render call's CPU time at 4 samples (benchmarks/RESULTS.md, profile_render.py)."""
         if self.params["quality"] == "fast":
             material.get_the_one_node_with_type("BsdfPrincipled").distribution = "GGX"
 
@@ -249,14 +249,15 @@ class Renderer:
             footprints.append((xy, size))
             obj.scale = (size / 2, size / 2, size / 2)  # primitives span [-1, 1]
             obj.location = (xy[0], xy[1], size / 2 + (_u(rng, p["drop_height"]) if p["physics"] else 0.0))
-            obj.rotation_euler = (0.0, 0.0, float(rng.uniform(0, 2 * math.pi)))
+            turn = float(rng.uniform(0, 2 * math.pi))
+            obj.rotation_euler = (0.0, 0.0, turn)
             obj.pass_index = OTHER_PASS_BASE + 1 + k
             material, look = self._material(f"distractor-{k}", rng, p)
             obj.material_slots[0].link = "OBJECT"
             obj.material_slots[0].material = material.blender_obj
             others.append(obj)
             distractors.append({"shape": shape, "size": round(size, 5), "location": [round(v, 5) for v in obj.location],
-                                **look})
+                                "turn": round(turn, 5), **look})
         if p["physics"]:
             self.settle(placed, others, records, distractors)
         return placed, [{"objects": records, "distractors": distractors}]
