@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow bench bench-fashion-mnist bench-dcgan-fashion bench-dcgan-ablation meshes fashion-mnist base-model render-env clean
+.PHONY: install demo test test-slow bench bench-fashion-mnist bench-dcgan-fashion bench-dcgan-ablation meshes fashion-mnist base-model render-env hdris clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ meshes: data/cgal-meshes/.complete
 
 data/cgal-meshes/.complete:
 	bash scripts/fetch_cgal_meshes.sh data/cgal-meshes
+
+# CC0 studio-light HDRIs of Debian's blender-data (generator `blender`, param hdri_folder: data/hdris).
+hdris: data/hdris/.complete
+
+data/hdris/.complete:
+	bash scripts/fetch_hdris.sh data/hdris
 
 demo: install
 	$(BIN)/synthloom build configs/demo-pointclouds.yaml

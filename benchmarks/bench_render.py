@@ -71,33 +71,48 @@ def per_frame(stats: list[dict]) -> tuple[float, float, float]:
     return ready, frames[0], float(np.mean(frames[1:])) if len(frames) > 1 else frames[0]
 
 
+def phases(stats: list[dict]) -> str:
+    """Mean seconds per phase over the frames after the first: scene (objects, lights, physics),
+    render (Cycles + BlenderProc loading the passes), write (the row's .npy files); the rest of a
+    frame is camera sampling and labelling."""
+    frames = [s for s in stats if s["event"] == "frame"][1:] or [s for s in stats if s["event"] == "frame"]
+    keys = frames[0].get("phases", {}).keys()
+    return ", ".join(f"{key} {np.mean([f['phases'][key] for f in frames]):.3f}" for key in keys)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--baseline-frames", type=int, default=3)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--samples", type=lambda text: [int(v) for v in text.split(",")], default=[16],
-                        help="comma-separated sample counts of our side, e.g. 4,8,16")
+    parser.add_argument("--samples", type=lambda text: text.split(","), default=["16"],
+                        help="comma-separated sample counts of our side, each optionally :bounces, e.g. 2,4,4:3")
     parser.add_argument("--rss-frames", type=int, default=200)
     parser.add_argument("--rss-size", type=int, default=128)
     parser.add_argument("--workers-frames", type=int, default=6, help="frames per shard in the workers test")
-    parser.add_argument("--only", choices=("speed", "rss", "workers"), default=None)
+    parser.add_argument("--physics-frames", type=int, default=6)
+    parser.add_argument("--only", default=None,
+                        help="one part; or a comma-separated list, e.g. physics,rss")
     args = parser.parse_args()
+    parts = set(args.only.split(",")) if args.only else {"speed", "rss", "workers", "physics"}
     common = {"width": args.size, "height": args.size, "threads": args.threads}
     print(environment())
     generator = BlenderGenerator({"source": str(MESHES)})
     print("render environment:", json.dumps(generator.worker_environment()["packages"]))
 
-    if args.only in (None, "speed"):
+    if "speed" in parts:
         print(f"\n{args.size}x{args.size} px, all passes, Cycles CPU, {args.threads} threads, CGAL meshes")
         base, base_stats, base_wall = render({**common, "quality": "blenderproc"}, args.baseline_frames)
         base_times = [s["seconds"] for s in base_stats if s["event"] == "frame"]
         base_cpu = [s["cpu_seconds"] for s in base_stats if s["event"] == "frame"]
         print(f"BlenderProc defaults: {np.mean(base_times):.2f} s/frame ({', '.join(f'{t:.2f}' for t in base_times)}), "
               f"{np.mean(base_cpu):.2f} CPU s/frame, worker start-up {per_frame(base_stats)[0]:.2f} s")
-        for samples in args.samples:
-            ours, our_stats, our_wall = render({**common, "quality": "fast", "samples": samples}, args.frames)
+        for spec in args.samples:
+            samples, _, bounces = spec.partition(":")
+            samples = int(samples)
+            extra = {"bounces": int(bounces)} if bounces else {}
+            ours, our_stats, our_wall = render({**common, "quality": "fast", "samples": samples, **extra}, args.frames)
             startup, first, later = per_frame(our_stats)
             times = [s["seconds"] for s in our_stats if s["event"] == "frame"]
             cpu = [s["cpu_seconds"] for s in our_stats if s["event"] == "frame"]
@@ -107,13 +122,25 @@ def main() -> None:
             scores = [psnr(a["image"], b["image"]) for a, b in zip(ours, base)]
             same = all(json.loads(a["params"]) == json.loads(b["params"]) for a, b in zip(ours, base))
             masks = sum(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(ours, base))
-            print(f"ours fast, {samples:3d} samples: {np.mean(times):.2f} s/frame over {len(times)} frames "
+            print(f"ours fast, {samples:3d} samples{f', {bounces} bounces' if bounces else ''}: {np.mean(times):.2f} s/frame over {len(times)} frames "
                   f"(first {first:.2f}, later {later:.2f}), {np.mean(cpu):.2f} CPU s/frame, start-up {startup:.2f} s, "
                   f"shard {our_wall:.1f} s | same {same_frames} frames: ratio BlenderProc/ours {ratio:.1f}, "
                   f"PSNR vs BlenderProc {np.mean(scores):.1f} dB ({', '.join(f'{v:.1f}' for v in scores)}), "
                   f"same scenes {same}, identical instance masks {masks}/{len(scores)}")
+            print(f"    seconds per frame by phase (frames 2..): {phases(our_stats)}")
 
-    if args.only in (None, "workers"):
+    if "physics" in parts:
+        # The cost of settling: the same seeds with physics off and on (physics draws drop heights, so
+        # the scenes differ after the objects' placement; both sides render the same number of frames).
+        print(f"\nphysics settling: {args.physics_frames} frames at {args.size} px, quality fast")
+        for physics in (False, True):
+            _, stats, wall = render({**common, "quality": "fast", "physics": physics}, args.physics_frames, seed=31)
+            frames = [s for s in stats if s["event"] == "frame"]
+            print(f"physics {str(physics):5s}: {np.mean([f['seconds'] for f in frames]):.2f} s/frame, "
+                  f"{np.mean([f['cpu_seconds'] for f in frames]):.2f} CPU s/frame; by phase (frames 2..): "
+                  f"{phases(stats)}")
+
+    if "workers" in parts:
         # Throughput with shard workers: one worker with all threads vs one worker per core, same frames.
         from concurrent.futures import ThreadPoolExecutor
 
@@ -130,7 +157,7 @@ def main() -> None:
         print(f"1 worker x {args.threads} threads: {2 * n / one:.2f} frames/s; 2 workers x 1 thread: "
               f"{2 * n / two:.2f} frames/s (ratio {one / two:.2f})")
 
-    if args.only in (None, "rss"):
+    if "rss" in parts:
         print(f"\nmemory: one worker, {args.rss_frames} frames at {args.rss_size} px, quality fast")
         _, stats, wall = render({"width": args.rss_size, "height": args.rss_size, "threads": args.threads,
                                  "quality": "fast"}, args.rss_frames, seed=7)

@@ -60,6 +60,8 @@ class BlenderParams(WorkerParams):
     hdri_folder: str | None = Field(default=None, description="Folder of .exr/.hdr environments (e.g. Debian "
                                                               "blender-data's studio lights).")
     hdri_probability: float = Field(default=0.5, ge=0, le=1)
+    hdri_strength: Range = Field(default=(0.5, 1.5), description="Strength of an HDRI environment (turned by a "
+                                                                "random angle about z).")
     focal_mm: Range = Field(default=(28.0, 60.0), description="Focal length on a 36 mm sensor.")
     elevation_deg: Range = (15.0, 70.0)
     distance_factor: Range = Field(default=(1.0, 1.5), description="Camera distance / distance that fits the scene.")
@@ -76,16 +78,25 @@ class BlenderParams(WorkerParams):
     denoise: bool = True
     bounces: int = Field(default=2, ge=0)
     threads: int = Field(default=0, ge=0, description="Cycles CPU threads (0: all cores).")
+    physics: bool = Field(default=False, description="Drop objects and distractors onto the ground with "
+                                                     "BlenderProc's rigid-body simulation (stable resting poses).")
+    drop_height: Range = Field(default=(0.05, 0.3), description="With physics: height above the resting pose.")
+    settle_seconds: Range = Field(default=(4.0, 20.0), description="With physics: simulated seconds [min, max] "
+                                                                   "(BlenderProc's minimum); stops when nothing moves.")
+    friction: float = Field(default=0.5, ge=0)
 
     @model_validator(mode="after")
     def _ordered(self):
         for name in ("objects", "distractors", "scale", "roughness", "metallic", "sun_strength", "lights",
-                     "light_energy", "background_strength", "focal_mm", "elevation_deg", "distance_factor"):
+                     "light_energy", "background_strength", "hdri_strength", "focal_mm", "elevation_deg",
+                     "distance_factor", "drop_height", "settle_seconds"):
             low, high = getattr(self, name)
             if low > high or low < 0:
                 raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got [{low}, {high}]")
         if self.objects[0] < 1:
             raise ValueError("objects: at least 1 object per frame")
+        if self.settle_seconds[0] >= self.settle_seconds[1]:
+            raise ValueError("settle_seconds must be [min, max] with min < max")
         if self.decimate_faces > self.max_faces:
             raise ValueError("decimate_faces must not exceed max_faces")
         return self
@@ -182,7 +193,8 @@ class BlenderGenerator(WorkerGenerator):
         files = sorted(str(p.resolve()) for p in folder.rglob("*") if p.suffix.lower().lstrip(".") in HDRI_EXTENSIONS) \
             if folder.is_dir() else []
         if not files:
-            raise GeneratorError(f"{folder}: hdri_folder has no .exr/.hdr files")
+            raise GeneratorError(f"{folder}: hdri_folder has no .exr/.hdr files (`make hdris` copies Blender's CC0 "
+                                 "studio-light HDRIs to data/hdris)")
         return files
 
     def _scan(self, ctx: BuildContext) -> tuple[list[Asset], list[SkippedInput]]:

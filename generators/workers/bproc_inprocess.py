@@ -12,6 +12,10 @@ Three small shims, none of which edits site-packages:
 3. `bproc.init()` sets the UI language to `en_US` and fails: the pip `bpy` ships no translations
    (only `DEFAULT` exists). `init` below is BlenderProc 2.8.0's `Initializer.init` without that line
    (the language only affects UI labels, never rendering).
+
+The API modules are imported on first use (`_LazyModule`): importing all fifteen, as `blenderproc run`
+does, pulls scikit-learn, matplotlib and scipy.stats through loaders and writers the renderer never
+calls, about 3 s of a worker's ~4 s start-up on this machine; one worker starts per shard.
 """
 
 from __future__ import annotations
@@ -45,12 +49,24 @@ def import_blenderproc(temp_dir: str):
     SetupUtility.setup = staticmethod(lambda *args, **kwargs: sys.argv)
     SetupUtility.setup_utility_paths(temp_dir)
     for name in API_MODULES:
-        setattr(bproc, name, importlib.import_module(f"blenderproc.api.{name}"))
+        setattr(bproc, name, _LazyModule(f"blenderproc.api.{name}"))
     from blenderproc.python.utility.Initializer import clean_up
 
     bproc.init = init
     bproc.clean_up = clean_up
     return bproc
+
+
+class _LazyModule:
+    """`blenderproc.api.<name>`, imported when one of its attributes is first read."""
+
+    def __init__(self, name: str):
+        self._name, self._module = name, None
+
+    def __getattr__(self, attribute: str):
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attribute)
 
 
 def init(clean_up_scene: bool = True) -> None:

@@ -15,6 +15,7 @@ import colorsys
 import json
 import math
 import os
+import time
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from synthloom_worker import WorkerFailure
 
 OBJECT_PASS_BASE = 1        # objects of a frame: pass_index 1..N (their order in the frame)
 OTHER_PASS_BASE = 10_000    # ground and distractors: never an object instance
+HDRI_MAP_RESOLUTION = 256  # world importance map of an HDRI (see Renderer.set_hdri)
 PRIMITIVES = ("CUBE", "CYLINDER", "CONE", "SPHERE", "MONKEY")
 
 
@@ -61,8 +63,9 @@ class Renderer:
             raise WorkerFailure(str(error)) from None
         import bpy
         import mathutils
+        from blenderproc.python.types.MeshObjectUtility import MeshObject, create_primitive
 
-        self.bpy, self.mathutils = bpy, mathutils
+        self.bpy, self.mathutils, self.MeshObject, self.create_primitive = bpy, mathutils, MeshObject, create_primitive
         self.params = p = request["params"]
         self.assets = request["meshes"]  # [{"path", "label", "faces"}] of usable meshes
         self.classes = request["prepared"]["classes"]
@@ -80,11 +83,16 @@ class Renderer:
             if node.bl_idname == "CompositorNodeOutputFile":
                 node.format.color_mode = "RGB"  # 3 channels: what BlenderProc's loader slices
                 node.format.color_depth = "32"
+                node.format.exr_codec = "NONE"  # temporary files read once: compressing them is wasted time
         self.meshes: dict[str, tuple] = {}
-        ground = bproc.object.create_primitive("PLANE", scale=[30, 30, 1])
+        self.primitives: dict[str, object] = {}  # distractor shape -> its bpy mesh, made once per worker
+        ground = create_primitive("PLANE", scale=[30, 30, 1])
         ground.blender_obj.pass_index = OTHER_PASS_BASE
+        self.ground = ground
+        self.world_nodes = None  # the HDRI's texture and mapping nodes, made on first use
         self.ground_material = bproc.material.create("ground")
         ground.replace_materials(self.ground_material)
+        self._fast_bsdf(self.ground_material)
         self.frame_blocks: list = []  # datablocks made for one frame, removed after it
 
     def configure_quality(self, p: dict) -> None:
@@ -112,6 +120,12 @@ class Renderer:
             cycles.caustics_reflective = cycles.caustics_refractive = False
         renderer.set_cpu_threads(p["threads"])
         bpy.context.scene.render.use_persistent_data = True
+
+    def _fast_bsdf(self, material) -> None:
+        """`fast`: single-scatter GGX instead of Blender 4's default multiscatter GGX, whose random walk
+        cost 16 % of the render call's CPU time at 4 samples (benchmarks/RESULTS.md, profile_render.py)."""
+        if self.params["quality"] == "fast":
+            material.get_the_one_node_with_type("BsdfPrincipled").distribution = "GGX"
 
     def _enable_world_normals(self) -> None:
         """Cycles' Normal pass (world space) to a float EXR, loaded by BlenderProc's render() as `normals`.
@@ -182,6 +196,7 @@ class Renderer:
         material.set_principled_shader_value("Base Color", [*color, 1.0])
         material.set_principled_shader_value("Roughness", roughness)
         material.set_principled_shader_value("Metallic", metallic)
+        self._fast_bsdf(material)
         self.frame_blocks.append(material.blender_obj)
         return material, {"color": [round(c, 4) for c in color], "roughness": round(roughness, 4),
                           "metallic": round(metallic, 4)}
@@ -205,7 +220,9 @@ class Renderer:
             radius = float(np.linalg.norm(local[:, :2], axis=1).max())
             xy = self._free_spot(rng, radius, footprints)
             footprints.append((xy, radius))
-            translation = np.array([xy[0], xy[1], -local[:, 2].min()])  # resting on the ground
+            # Resting on the ground; with physics, dropped from drop_height to settle into a stable pose.
+            lift = _u(rng, p["drop_height"]) if p["physics"] else 0.0
+            translation = np.array([xy[0], xy[1], -local[:, 2].min() + lift])
             matrix = np.eye(4)
             matrix[:3, :3], matrix[:3, 3] = rotation * scale, translation
             obj = bpy.data.objects.new(f"object-{k}", data)
@@ -216,29 +233,86 @@ class Renderer:
             obj.material_slots[0].link = "OBJECT"
             obj.material_slots[0].material = material.blender_obj
             self.frame_blocks.append(obj)
-            placed.append({"object": obj, "vertices": local + translation, "faces": faces,
+            placed.append({"object": obj, "vertices": local + translation, "faces": faces, "unit_vertices": unit_vertices,
                            "category": self.classes.index(label)})
             records.append({"mesh": asset["path"], "class": label, "faces": len(data.polygons),
                             "scale": round(scale, 5), "rotation": np.round(rotation, 6).tolist(),
                             "location": np.round(translation, 5).tolist(), **look})
-        distractors = []
+        distractors, others = [], []
         for k in range(int(rng.integers(p["distractors"][0], p["distractors"][1] + 1))):
             shape = PRIMITIVES[int(rng.integers(len(PRIMITIVES)))]
             size = _u(rng, p["scale"]) * 0.5
-            primitive = self.bproc.object.create_primitive(shape)
-            obj = primitive.blender_obj
-            self.frame_blocks += [obj, obj.data]
+            obj = bpy.data.objects.new(f"distractor-{k}", self._primitive(shape))
+            bpy.context.scene.collection.objects.link(obj)
+            self.frame_blocks.append(obj)
             xy = self._free_spot(rng, size, footprints)
             footprints.append((xy, size))
             obj.scale = (size / 2, size / 2, size / 2)  # primitives span [-1, 1]
-            obj.location = (xy[0], xy[1], size / 2)
-            obj.rotation_euler = (0.0, 0.0, float(rng.uniform(0, 2 * math.pi)))
+            obj.location = (xy[0], xy[1], size / 2 + (_u(rng, p["drop_height"]) if p["physics"] else 0.0))
+            turn = float(rng.uniform(0, 2 * math.pi))
+            obj.rotation_euler = (0.0, 0.0, turn)
             obj.pass_index = OTHER_PASS_BASE + 1 + k
             material, look = self._material(f"distractor-{k}", rng, p)
-            primitive.replace_materials(material)
+            obj.material_slots[0].link = "OBJECT"
+            obj.material_slots[0].material = material.blender_obj
+            others.append(obj)
             distractors.append({"shape": shape, "size": round(size, 5), "location": [round(v, 5) for v in obj.location],
-                                **look})
+                                "turn": round(turn, 5), **look})
+        if p["physics"]:
+            self.settle(placed, others, records, distractors)
         return placed, [{"objects": records, "distractors": distractors}]
+
+    def _primitive(self, shape: str):
+        """The distractor shape's mesh (spanning [-1, 1]), made once: BlenderProc's create_primitive runs
+        an operator and makes a new mesh per call; objects share this one and link their own material."""
+        if shape not in self.primitives:
+            made = self.create_primitive(shape)
+            data = made.blender_obj.data
+            self.bpy.data.objects.remove(made.blender_obj, do_unlink=True)
+            data.materials.clear()
+            data.materials.append(None)
+            self.primitives[shape] = data
+        return self.primitives[shape]
+
+    def settle(self, placed: list[dict], others: list, records: list[dict], distractors: list[dict]) -> None:
+        """Drop the objects and distractors onto the ground with BlenderProc's rigid-body simulation
+        (Bullet, convex-hull shapes, the ground a passive box) and keep their final poses.
+
+        BlenderProc's `simulate_physics_and_fix_final_poses` wraps the same bake loop
+        (`_PhysicsSimulation.do_simulation`) in an undo step and re-centres and re-scales each object's
+        mesh; here meshes are shared between objects (loaded once per worker) and Python holds references
+        to the frame's datablocks, which an undo would invalidate. So the loop is called directly: objects
+        are centred on their bounding box (the centre of mass is approximated by it) and uniformly
+        scaled, which Bullet takes as it is."""
+        from blenderproc.python.object.PhysicsSimulation import _PhysicsSimulation
+
+        bpy, p = self.bpy, self.params
+        scene = bpy.context.scene
+        if self.ground.blender_obj.rigid_body is None:  # kept between frames: the world is only disabled
+            self.MeshObject(self.ground.blender_obj).enable_rigidbody(False, collision_shape="BOX")
+        bodies = [item["object"] for item in placed] + others
+        for obj in bodies:
+            self.MeshObject(obj).enable_rigidbody(True, collision_shape="CONVEX_HULL", friction=p["friction"])
+        scene.frame_set(1)
+        _PhysicsSimulation.do_simulation(p["settle_seconds"][0], p["settle_seconds"][1], 1.0, 0.005, 0.05)
+        final = {obj.name: obj.matrix_world.copy() for obj in bodies}
+        with bpy.context.temp_override(point_cache=scene.rigidbody_world.point_cache):
+            bpy.ops.ptcache.free_bake()
+        scene.rigidbody_world.enabled = False  # as BlenderProc does: the bodies no longer move
+        scene.frame_set(0)
+        for obj in bodies:
+            obj.matrix_world = final[obj.name]
+        bpy.context.view_layer.update()
+        for item, record in zip(placed, records):
+            matrix = np.array(item["object"].matrix_world)
+            linear = matrix[:3, :3]
+            item["vertices"] = item["unit_vertices"] @ linear.T + matrix[:3, 3]
+            record["dropped_from"] = record["location"]
+            record["rotation"] = np.round(linear / record["scale"], 6).tolist()
+            record["location"] = np.round(matrix[:3, 3], 5).tolist()
+        for obj, record in zip(others, distractors):
+            record["location"] = [round(v, 5) for v in obj.matrix_world.translation]
+            record["rotation"] = np.round(np.array(obj.matrix_world)[:3, :3] / record["size"] * 2, 6).tolist()
 
     def _free_spot(self, rng, radius: float, taken: list) -> tuple[float, float]:
         spread = self.params["spread"]
@@ -275,9 +349,10 @@ class Renderer:
                                      "energy": round(energy, 2), "color": [round(c, 4) for c in tint]})
         hdris = self.params.get("hdris") or []
         if hdris and rng.uniform() < p["hdri_probability"]:
-            path, strength = hdris[int(rng.integers(len(hdris)))], _u(rng, p["background_strength"])
-            bproc.world.set_world_background_hdr_img(path, strength=strength)
-            record["background"] = {"hdri": path, "strength": round(strength, 4)}
+            path, strength = hdris[int(rng.integers(len(hdris)))], _u(rng, p["hdri_strength"])
+            rotation = float(rng.uniform(0, 2 * math.pi))
+            self.set_hdri(path, strength, rotation)
+            record["background"] = {"hdri": path, "strength": round(strength, 4), "rotation": round(rotation, 5)}
         else:
             color, strength = _random_color(rng), _u(rng, p["background_strength"])
             bproc.renderer.set_world_background(color, strength=strength)
@@ -288,6 +363,31 @@ class Renderer:
         self.ground_material.set_principled_shader_value("Roughness", ground_roughness)
         record["ground"] = {"color": [round(c, 4) for c in ground_color], "roughness": round(ground_roughness, 4)}
         return record
+
+    def set_hdri(self, path: str, strength: float, rotation: float) -> None:
+        """World light and background from an environment image, turned `rotation` radians about z.
+        BlenderProc's `set_world_background_hdr_img` adds three new nodes to the world on every call (a
+        long loop grows the world shader frame after frame); these nodes are made once and re-pointed.
+        Images are loaded once per worker (check_existing)."""
+        bpy = self.bpy
+        tree = bpy.context.scene.world.node_tree
+        if self.world_nodes is None:
+            texture, mapping = tree.nodes.new("ShaderNodeTexEnvironment"), tree.nodes.new("ShaderNodeMapping")
+            coordinates = tree.nodes.new("ShaderNodeTexCoord")
+            tree.links.new(coordinates.outputs["Generated"], mapping.inputs["Vector"])
+            tree.links.new(mapping.outputs["Vector"], texture.inputs["Vector"])
+            self.world_nodes = (texture, mapping)
+            # Cycles builds the environment's importance map on every render whose world changed (each
+            # frame here): at its automatic resolution that took ~2.3 s per frame; 256 x 128 suffices for
+            # these soft studio environments.
+            bpy.context.scene.world.cycles.sampling_method = "MANUAL"
+            bpy.context.scene.world.cycles.sample_map_resolution = HDRI_MAP_RESOLUTION
+        texture, mapping = self.world_nodes
+        texture.image = bpy.data.images.load(path, check_existing=True)
+        mapping.inputs["Rotation"].default_value = (0.0, 0.0, rotation)
+        background = tree.nodes.get("Background")
+        tree.links.new(texture.outputs["Color"], background.inputs["Color"])
+        background.inputs["Strength"].default_value = strength
 
     @staticmethod
     def _shell_point(rng, radius, elevation_deg) -> np.ndarray:
@@ -369,8 +469,10 @@ class Renderer:
         """One row: re-samples the camera (up to max_camera_tries) until an object is visible."""
         p = self.params
         rng = np.random.default_rng(seed)
+        clock = time.perf_counter()
         placed, [scene] = self.place_objects(rng)
         scene.update(self.light_scene(rng))
+        self.timings = {"scene": time.perf_counter() - clock, "render": 0.0}
         tries = 0
         try:
             for tries in range(1, p["max_camera_tries"] + 1):
@@ -378,7 +480,9 @@ class Renderer:
                 masks = self.silhouettes(placed, K, cam_to_world)
                 if not any(mask.sum() >= p["min_visible_pixels"] for mask in masks):
                     continue  # nothing in view: no render needed to know it
+                clock = time.perf_counter()
                 output = self.render(K, cam_to_world, seed + tries)
+                self.timings["render"] += time.perf_counter() - clock
                 row = self.label(output, placed, masks, K)
                 if row is not None:
                     break
@@ -438,8 +542,6 @@ def _rss_bytes() -> int:
 def produce(request: dict, writer) -> None:
     """Render the shard. With $SYNTHLOOM_RENDER_STATS set, append one JSON line per frame (seconds,
     resident memory) to that file: what benchmarks/bench_render.py measures; rows never carry timings."""
-    import time
-
     stats = os.environ.get("SYNTHLOOM_RENDER_STATS")
     started = time.perf_counter()
     renderer = Renderer(request)
@@ -450,10 +552,14 @@ def produce(request: dict, writer) -> None:
         log.write(json.dumps({"event": "ready", "seconds": time.perf_counter() - started, "rss": _rss_bytes()}) + "\n")
     for offset, seed in enumerate(request["seeds"]):
         clock, cpu = time.perf_counter(), time.process_time()
-        writer.add(renderer.frame(seed, offset, name))
+        row = renderer.frame(seed, offset, name)
+        written = time.perf_counter()
+        writer.add(row)
         if log:
+            phases = {**renderer.timings, "write": time.perf_counter() - written}
             log.write(json.dumps({"event": "frame", "frame": offset, "seconds": time.perf_counter() - clock,
-                                  "cpu_seconds": time.process_time() - cpu, "rss": _rss_bytes()}) + "\n")
+                                  "cpu_seconds": time.process_time() - cpu, "rss": _rss_bytes(),
+                                  "phases": phases}) + "\n")
             log.flush()
 
 

@@ -1,0 +1,81 @@
+"""Render-environment half of `profile_render.py`: the same scenes under several Cycles settings.
+
+Run by `profile_render.py` as `.venv-render/bin/python benchmarks/render_variants.py request.json
+variants.json` with `generators/workers` on PYTHONPATH. For each frame the scene (objects, lights, camera)
+is built once from the sample seed, then rendered under every variant in turn; prints, per variant, the
+mean wall and CPU seconds (all threads: Cycles, OIDN) of BlenderProc's render call over frames 2.. (the
+first loads meshes) and the mean PSNR of its RGB against the first variant's (the reference).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import render_blender
+
+
+def apply(bpy, settings: dict) -> None:
+    scene = bpy.context.scene
+    cycles = scene.cycles
+    for key, value in settings.items():
+        if key == "denoise":
+            cycles.use_denoising = bpy.context.view_layer.cycles.use_denoising = value
+        elif key == "bounces":
+            cycles.max_bounces = cycles.diffuse_bounces = cycles.glossy_bounces = value
+        elif key == "distribution":  # Principled BSDF microfacet model of every material
+            for material in bpy.data.materials:
+                for node in (material.node_tree.nodes if material.node_tree else []):
+                    if node.bl_idname == "ShaderNodeBsdfPrincipled":
+                        node.distribution = value
+        elif key == "world_sampling":
+            scene.world.cycles.sampling_method = value
+        else:  # any other Cycles scene setting by name: samples, use_light_tree, denoising_quality...
+            setattr(cycles, key, value)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def main() -> None:
+    request = json.load(open(sys.argv[1]))
+    variants = json.load(open(sys.argv[2]))
+    renderer = render_blender.Renderer(request)
+    import bpy
+
+    base = {"samples": bpy.context.scene.cycles.samples, "denoise": True, "bounces": bpy.context.scene.cycles.max_bounces,
+            "distribution": "GGX", "world_sampling": "AUTOMATIC"}
+    results: dict[str, list] = {json.dumps(v): [] for v in variants}
+    for index, seed in enumerate(request["seeds"]):
+        rng = np.random.default_rng(seed)
+        placed, _ = renderer.place_objects(rng)
+        renderer.light_scene(rng)
+        for _ in range(request["params"]["max_camera_tries"]):
+            K, cam_to_world, _ = renderer.sample_camera(rng, placed)
+            if any(m.sum() >= request["params"]["min_visible_pixels"] for m in renderer.silhouettes(placed, K, cam_to_world)):
+                break
+        reference = None
+        for variant in variants:
+            apply(bpy, {**base, **variant})
+            clock, cpu = time.perf_counter(), time.process_time()
+            image = np.asarray(renderer.render(K, cam_to_world, seed)["colors"])[:, :, :3]
+            wall, cpu = time.perf_counter() - clock, time.process_time() - cpu
+            reference = image if reference is None else reference
+            if index > 0:
+                results[json.dumps(variant)].append((wall, cpu, psnr(image, reference)))
+        renderer.clear_frame()
+    for name, values in results.items():
+        values = np.array(values)
+        print(f"{name:72s} wall {values[:, 0].mean():.3f} s, CPU {values[:, 1].mean():.3f} s, "
+              f"PSNR vs first {values[:, 2].mean():.1f} dB")
+    sys.stdout.flush()
+    os._exit(0)  # bpy can crash while tearing down
+
+
+if __name__ == "__main__":
+    main()
