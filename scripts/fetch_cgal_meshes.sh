@@ -2,13 +2,12 @@
 # Real meshes for tests and the mesh recipe: Debian's libcgal-demo ships CGAL's sample data
 # (OFF/PLY/STL). We take a few per class into data/cgal-meshes/<class>/.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/apt_extract.sh"
 dest=${1:-data/cgal-meshes}
 [ -f "$dest/.complete" ] && exit 0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-( cd "$work" && { apt-get download libcgal-demo >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download libcgal-demo >/dev/null 2>&1; }; } ) \
-  || { echo "fetch_cgal_meshes: 'apt-get download libcgal-demo' failed (needs Debian's apt)" >&2; exit 1; }
-dpkg -x "$work"/libcgal-demo_*.deb "$work/x"
+apt_extract libcgal-demo "$work"
 tar xzf "$work/x/usr/share/doc/libcgal-dev/data.tar.gz" -C "$work" data/meshes
 take() { mkdir -p "$dest/$1"; shift; for f in "$@"; do cp "$work/data/meshes/$f" "$dest/$cls/"; done; }
 declare -A classes=(

@@ -3,13 +3,12 @@
 # Blender's studio-light worlds (city, courtyard, forest, interior, night, studio, sunrise, sunset; 2:1
 # equirectangular OpenEXR, by Greg Zaal / HDRI Haven, license.txt: CC0). We copy them into data/hdris/.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/apt_extract.sh"
 dest=${1:-data/hdris}
 [ -f "$dest/.complete" ] && exit 0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-( cd "$work" && { apt-get download blender-data >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download blender-data >/dev/null 2>&1; }; } ) \
-  || { echo "fetch_hdris: 'apt-get download blender-data' failed (needs Debian's apt)" >&2; exit 1; }
-dpkg -x "$work"/blender-data_*.deb "$work/x"
+apt_extract blender-data "$work"
 source_dir="$work/x/usr/share/blender/datafiles/studiolights/world"
 [ -n "$(ls "$source_dir"/*.exr 2>/dev/null)" ] || { echo "fetch_hdris: blender-data has no studiolights/world/*.exr" >&2; exit 1; }
 mkdir -p "$dest"
