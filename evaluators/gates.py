@@ -13,6 +13,10 @@ EVALUATORS = ("fidelity", "cas", "memorization", "diversity", "attributes", "lab
 # Kinds that score the dataset against itself, so need no `reference`: label agreement (auto-labels vs
 # the generator's ground truth) and CLIP score (images vs their own prompts).
 REFERENCE_FREE = ("labels", "clip_score")
+REFERENCE_FREE_METRICS = ("label_map", "clip_score")  # their metrics: gates on these need no reference either
+# What `synthloom evaluate --extractor/--clip-model` runs when the recipe lists no evaluators: every kind
+# that compares with the reference (label agreement runs anyway when the dataset has auto-labels).
+WITH_REFERENCE = tuple(kind for kind in EVALUATORS if kind not in REFERENCE_FREE)
 # Kinds that run only when asked for: CLIP score needs a CLIP model folder (`params.model`).
 ON_REQUEST = ("clip_score",)
 

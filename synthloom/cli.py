@@ -276,14 +276,13 @@ def cmd_evaluate(args) -> int:
 
             raise SynthloomError(f"--only: unknown evaluator(s) {unknown}; known: {list(EVALUATORS)}")
         evaluators = {kind: evaluators.get(kind, {}) for kind in args.only}
+    if (args.extractor or args.clip_model) and not evaluators:
+        from synthloom.evaluators.gates import WITH_REFERENCE
+
+        evaluators = {kind: {} for kind in WITH_REFERENCE}
     if args.extractor:
-        evaluators = evaluators or {kind: {} for kind in ("fidelity", "cas", "memorization", "diversity",
-                                                          "attributes")}
         evaluators.setdefault("fidelity", {})["extractor"] = args.extractor
     if args.clip_model:
-        from synthloom.evaluators.gates import EVALUATORS, ON_REQUEST
-
-        evaluators = evaluators or {kind: {} for kind in EVALUATORS if kind not in ON_REQUEST + ("labels",)}
         evaluators.setdefault("clip_score", {})["model"] = args.clip_model
     result = evaluate_dataset(str(version_dir), reference=args.reference, evaluators=evaluators or None,
                               split=args.split)

@@ -114,10 +114,10 @@ class Recipe(StrictModel):
     def _evaluation_needs_reference(self) -> "Recipe":
         # Label agreement (`labels`, gate `label_map_min`) scores auto-labels against the generator's own
         # ground truth, CLIP score images against their own prompts: they alone need no reference.
-        from synthloom.evaluators.gates import GATES, REFERENCE_FREE
+        from synthloom.evaluators.gates import GATES, REFERENCE_FREE, REFERENCE_FREE_METRICS
 
         needs = [e for e in self.evaluators if e.kind not in REFERENCE_FREE] + \
-            [g for g in self.gates if GATES[g][0] not in ("label_map", "clip_score")]
+            [g for g in self.gates if GATES[g][0] not in REFERENCE_FREE_METRICS]
         if needs and not self.reference:
             raise ValueError("`evaluators` and `gates` need `reference` (the real data to compare against)")
         return self
