@@ -40,6 +40,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
     update_progress_artifact
 from prefect.context import TaskRunContext
 from prefect.futures import as_completed
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from synthloom import dataset as ds
@@ -333,10 +334,26 @@ LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device")
 
 
 # -- the flow ----------------------------------------------------------------------------------
-@flow(name="build-dataset")
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
                   progress: bool = False, workers: int = 1, device: str | None = None) -> dict[str, Any]:
-    """Build the dataset a recipe describes and commit it; returns a summary dict."""
+    """Build the dataset a recipe describes and commit it (the `build-dataset` flow); returns a summary dict.
+
+    Prefect's flow-run heartbeats are off here unless the user set `PREFECT_FLOWS_HEARTBEAT_FREQUENCY`
+    (env or profile). They exist to drive zombie-run automations for deployments (Prefect's "detect
+    zombie flows" guide), and the sync engine joins their thread on exit, which sleeps in 1 s steps:
+    each build waited 0-1 s for it, a third of Prefect's whole overhead on a 7 s build
+    (benchmarks/RESULTS.md). `synthloom serve` runs this under its `scheduled-build` deployment flow,
+    which keeps Prefect's default heartbeats."""
+    with temporary_settings(set_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return build_dataset_flow(recipe_path, overwrite=overwrite, version=version, seed=seed, progress=progress,
+                                  workers=workers, device=device)
+
+
+@flow(name="build-dataset")
+def build_dataset_flow(recipe_path: str, overwrite: bool = False, version: str | None = None,
+                       seed: int | None = None, progress: bool = False, workers: int = 1,
+                       device: str | None = None) -> dict[str, Any]:
+    """The flow itself; call `build_dataset`, which sets Prefect's run settings for a one-off build."""
     logger = get_run_logger()
     plan = plan_build(recipe_path, overwrite, version, seed, device)
     with ds.version_lock(plan.final):

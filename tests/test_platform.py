@@ -4,6 +4,7 @@ write them."""
 
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -167,6 +168,37 @@ def test_prefect_ui_gets_named_shard_runs_logs_and_an_embedded_preview(tmp_path)
     assert any("committed" in log.message for log in logs), [log.message for log in logs]
     summary = [a for a in artifact if a.key == "dataset-uirun-summary"][0]
     assert "](data:image/png;base64," in summary.data and "file://" not in summary.data
+
+
+def _flow_run_events(run_id, prefix: str = "prefect.flow-run.") -> list[str]:
+    """The event names the server recorded for one flow run (events reach it asynchronously: wait for
+    the run's final state event before reading)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for _ in range(60):
+            response = client.request("POST", "/events/filter", json={
+                "filter": {"event": {"prefix": [prefix]}, "occurred": {"since": "2000-01-01T00:00:00Z"},
+                           "resource": {"id": [f"prefect.flow-run.{run_id}"]}}, "limit": 50})
+            names = [event["event"] for event in response.json()["events"]]
+            if "prefect.flow-run.Completed" in names:
+                return names
+            time.sleep(0.5)
+    raise AssertionError(f"no Completed event for flow run {run_id}: {names}")
+
+
+def test_one_off_builds_send_no_heartbeats_unless_the_user_asks(tmp_path):
+    """Prefect's heartbeat thread cost each build 0-1 s on exit; heartbeats only serve zombie-run
+    automations, so a one-off build leaves them off, and a user's PREFECT_FLOWS_HEARTBEAT_FREQUENCY wins."""
+    (tmp_path / "quiet").mkdir(), (tmp_path / "asked").mkdir()
+    quiet = write_recipe(tmp_path / "quiet", name="quiet", count={"train": 4}, shard_size=4)
+    asked = write_recipe(tmp_path / "asked", name="asked", count={"train": 4}, shard_size=4)
+    assert run_cli("build", str(quiet)).returncode == 0
+    assert run_cli("build", str(asked), env={"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}).returncode == 0
+    quiet_events = _flow_run_events(build_runs(tmp_path / "quiet")[0].id)
+    asked_events = _flow_run_events(build_runs(tmp_path / "asked")[0].id)
+    assert "prefect.flow-run.heartbeat" not in quiet_events, quiet_events
+    assert "prefect.flow-run.heartbeat" in asked_events, asked_events
 
 
 # -- recipes as users write them ---------------------------------------------------------------
