@@ -4,7 +4,8 @@ logs) and the build-summary artifact (embedded preview), with headless Chromium.
     python scripts/screenshot_prefect_ui.py RECIPE --out screenshots/
 
 Starts a local `prefect server start` on a free port (PREFECT_UI_API_URL pointed at its API), builds
-RECIPE against it with the CLI, then writes flow-run.png, logs.png and summary-artifact.png.
+RECIPE against it with the CLI, then writes flow-run.png (graph and logs), task-runs.png,
+summary-artifact.png and, when the recipe has evaluators, report.png (its eval/report.html).
 Needs Debian's chromium (`apt-get install chromium`).
 """
 
@@ -77,17 +78,25 @@ def main() -> None:
         synthloom = str(Path(sys.executable).with_name("synthloom"))
         subprocess.run([synthloom, "build", args.recipe, "--overwrite"], check=True, env={**env, "PREFECT_API_URL": api})
         from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterName
         from prefect.client.schemas.sorting import FlowRunSort
 
         with get_client(sync_client=True) as client:
-            run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+            # The build's own run, not its newest subflow (a recipe with evaluators ends in one).
+            run = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["build-dataset"])),
+                                        sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
             summary = [a for a in client.read_latest_artifacts() if (a.key or "").endswith("-summary")]
         ui = f"http://127.0.0.1:{port}"
-        screenshot(chromium, f"{ui}/runs/flow-run/{run.id}", out / "flow-run.png")
-        screenshot(chromium, f"{ui}/runs/flow-run/{run.id}?tab=Logs", out / "logs.png")
+        screenshot(chromium, f"{ui}/runs/flow-run/{run.id}", out / "flow-run.png")  # graph and logs
+        screenshot(chromium, f"{ui}/runs/flow-run/{run.id}?tab=Task%20Runs", out / "task-runs.png")
         if summary:
             # read_latest_artifacts returns the key's collection; its page is the newest artifact's id.
             screenshot(chromium, f"{ui}/artifacts/artifact/{summary[0].latest_id}", out / "summary-artifact.png")
+        from synthloom.recipe import load_recipe
+
+        report = load_recipe(args.recipe).version_dir().resolve() / "eval" / "report.html"
+        if report.exists():  # the evaluation report a recipe with evaluators writes
+            screenshot(chromium, report.as_uri(), out / "report.png")
     finally:
         server.terminate()
         server.wait(timeout=30)
