@@ -139,7 +139,7 @@ def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     )
 
 
-@task(name="prepare-generator")
+@task(name="prepare-generator", task_run_name="prepare-{plan.recipe.generator.kind}")
 def prepare_generator(plan: BuildPlan) -> Prepared:
     generator = make_generator(plan.recipe.generator.kind, plan.recipe.generator.params)
     return generator.prepare(plan.context())
@@ -271,7 +271,7 @@ def _check_labelers_preflight(recipe: Recipe, generator: Generator, recipe_dir: 
     check_chain(labelers, features)
 
 
-@task(name="prepare-labelers")
+@task(name="prepare-labelers", task_run_name="prepare-labelers")
 def prepare_labelers(plan: BuildPlan, generator_prepared: Prepared) -> Labelling:
     """Check the chain against the generator's real columns and prepare each labeler (models go into
     the model store), before any shard is generated."""

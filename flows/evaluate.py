@@ -31,7 +31,7 @@ def _has_auto_labels(version_dir, manifest) -> bool:
     return agreement_columns(ds.read_features(schema, manifest), manifest) is not None
 
 
-@task(name="evaluate-version")
+@task(name="evaluate-version", task_run_name="evaluate-{split}")
 def evaluate_task(version_dir: str, reference: str, evaluators: dict[str, dict], split: str) -> dict[str, Any]:
     from synthloom.evaluators.evaluate import evaluate_version
 

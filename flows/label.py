@@ -90,7 +90,7 @@ def plan_label(dataset: str, specs: list[tuple[str, dict[str, Any]]], version: s
     return LabelPlan(source, manifest, final, list(specs), resolve_device(device or "auto"))
 
 
-@task(name="prepare-labelers")
+@task(name="prepare-labelers", task_run_name="prepare-labelers")
 def prepare_chain(plan: LabelPlan) -> Labelling:
     """Prepare each labeler (model lookup, weights hashes) once, before any shard is labelled."""
     labelers = [make_labeler(kind, params) for kind, params in plan.specs]

@@ -4,7 +4,7 @@ logs) and the build-summary artifact (embedded preview), with headless Chromium.
     python scripts/screenshot_prefect_ui.py RECIPE --out screenshots/
 
 Starts a local `prefect server start` on a free port (PREFECT_UI_API_URL pointed at its API), builds
-RECIPE against it with the CLI, then writes flow-run.png (graph and logs), task-runs.png,
+RECIPE against it with the CLI, then writes flow-run.png (task-run graph and logs),
 summary-artifact.png and, when the recipe has evaluators, report.png (its eval/report.html).
 Needs Debian's chromium (`apt-get install chromium`).
 """
@@ -88,7 +88,6 @@ def main() -> None:
             summary = [a for a in client.read_latest_artifacts() if (a.key or "").endswith("-summary")]
         ui = f"http://127.0.0.1:{port}"
         screenshot(chromium, f"{ui}/runs/flow-run/{run.id}", out / "flow-run.png")  # graph and logs
-        screenshot(chromium, f"{ui}/runs/flow-run/{run.id}?tab=Task%20Runs", out / "task-runs.png")
         if summary:
             # read_latest_artifacts returns the key's collection; its page is the newest artifact's id.
             screenshot(chromium, f"{ui}/artifacts/artifact/{summary[0].latest_id}", out / "summary-artifact.png")

@@ -165,6 +165,7 @@ def test_prefect_ui_gets_named_shard_runs_logs_and_an_embedded_preview(tmp_path)
     # The first shard (the recipe's YAML lists `test` first) runs alone and is timed; the rest are one group.
     names = sorted(t.name for t in tasks if t.name.startswith("shard"))
     assert names == ["shard-test-00000-of-00001", "shards-train-00000-to-00001-of-00002"], names
+    assert "prepare-pointcloud" in {t.name for t in tasks}, [t.name for t in tasks]  # not "prepare-generator-dde"
     assert any("committed" in log.message for log in logs), [log.message for log in logs]
     summary = [a for a in artifact if a.key == "dataset-uirun-summary"][0]
     assert "](data:image/png;base64," in summary.data and "file://" not in summary.data
