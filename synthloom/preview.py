@@ -52,7 +52,7 @@ def grid(tiles: list[Image.Image], captions: list[str], path: Path, columns: int
         x, y = (k % columns) * TILE, (k // columns) * (TILE + caption_h)
         canvas.paste(tile.resize((TILE, TILE)), (x, y))
         draw.text((x + 4, y + TILE + 2), caption[:26], fill=(0, 0, 0))
-    canvas.save(path, optimize=True)
+    canvas.save(path)  # optimize=True cost ~0.1 s per build for ~10 % fewer bytes
     return path
 
 
