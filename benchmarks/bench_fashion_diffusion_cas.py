@@ -9,7 +9,8 @@ it never saw ("ankle boot", held out of its training).
    on both sides; the real train/test images of the held-out class are left out of both).
 3. LoRA-DreamBooth through the generator's `dreambooth:` option on `--instances` real ankle-boot train
    images, instance prompt "a photo of a ankle boot" (the captions' template), prior preservation on the
-   base model's own images of "a photo of a sneaker" (default) or of every class it knows (--class-prompts all). The same prompts and seeds are generated again: the
+   base model's own images of every class it knows (the option's default) or of some (--class-prompts
+   sneaker). The same prompts and seeds are generated again: the
    real-trained classifier's accuracy on the new prompt before vs after, and on the other 9 classes
    before vs after (forgetting). Also: how many generated boots are nearest (pixels) to one of the
    instance images among all real train ankle boots (copying, rather than learning, the class).
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--cnn-epochs", type=int, default=2)
     parser.add_argument("--instances", type=int, default=8)
-    parser.add_argument("--db-steps", type=int, default=300)
+    parser.add_argument("--db-steps", type=int, default=400)
     parser.add_argument("--db-lr", type=float, default=1e-3)
     parser.add_argument("--db-rank", type=int, default=8)
     parser.add_argument("--db-batch", type=int, default=4)
@@ -88,10 +89,11 @@ def main() -> None:
     parser.add_argument("--db-method", choices=["lora", "full"], default="lora")
     parser.add_argument("--db-targets", default=None,
                         help="comma-separated UNet modules for LoRA (default: the attention projections)")
-    parser.add_argument("--class-images", type=int, default=50, help="prior-preservation images in all")
-    parser.add_argument("--class-prompts", default="sneaker",
-                        help="prior-preservation classes: 'all' (the template 'a photo of a {class}' over the "
-                             "generator's classes: the 9 the base model knows) or comma-separated class names")
+    parser.add_argument("--class-images", type=int, default=100, help="prior-preservation images in all")
+    parser.add_argument("--class-prompts", default="all",
+                        help="prior-preservation classes: 'all' (the dreambooth option's default: 'a photo of a "
+                             "{class}' over the generator's classes but ankle boot, the 9 the base model knows) or "
+                             "comma-separated class names ('sneaker': one class, the first measurement)")
     parser.add_argument("--prior-weight", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="/tmp/fashion-diffusion-bench")
@@ -166,13 +168,14 @@ def main() -> None:
     boots = np.flatnonzero(train_y == HELD_OUT)
     picked = np.random.default_rng(args.seed).choice(boots, args.instances, replace=False)
     write_instances(out / "instances", train_x[picked])
-    if args.class_prompts == "all":
-        class_prompt, prior_classes = "a photo of a {class}", [c for c in range(len(CLASS_NAMES)) if c != HELD_OUT]
+    prior = {}  # 'all': the option's default class_prompt, "a photo of a {class}" over the classes not named
+    if args.class_prompts == "all":  # in the instance prompt: the 9 the base model was trained on
+        prior_classes = [c for c in range(len(CLASS_NAMES)) if c != HELD_OUT]
     else:
         prior_classes = [CLASS_NAMES.index(name) for name in args.class_prompts.split(",")]
-        class_prompt = caption(prior_classes[0]) if len(prior_classes) == 1 else [caption(c) for c in prior_classes]
+        prior["class_prompt"] = caption(prior_classes[0]) if len(prior_classes) == 1 else [caption(c) for c in prior_classes]
     dreambooth = {"instance_dir": str(out / "instances"), "instance_prompt": caption(HELD_OUT),
-                  "class_prompt": class_prompt, "num_class_images": args.class_images,
+                  **prior, "num_class_images": args.class_images,
                   "prior_loss_weight": args.prior_weight, "steps": args.db_steps, "learning_rate": args.db_lr,
                   "rank": args.db_rank, "batch_size": args.db_batch, "train_text_encoder": args.db_text_encoder,
                   "checkpoint_every": 0, "seed": args.seed, "method": args.db_method}

@@ -5,9 +5,11 @@ the model store, keyed by their inputs), and how `load` puts them on the pipelin
       - {name: style, data: my-captioned-images/, steps: 300, rank: 8, scale: 0.8}
       - {name: other, weights: some/pytorch_lora_weights.safetensors}
     dreambooth:                         # LoRA-DreamBooth with prior preservation
-      {instance_dir: my-dog/, instance_prompt: "a photo of sks dog", class_prompt: "a photo of a dog"}
-                                        # class_prompt: a list, or "a photo of a {class}" over the
-                                        # generator's classes: keeps every class the base model knows
+      {instance_dir: my-dog/, instance_prompt: "a photo of sks dog"}
+                                        # class_prompt (default "a photo of a {class}"): the base model's
+                                        # images of each generator class not named in the instance prompt
+                                        # (100 in all), so the other classes are not forgotten; or a list,
+                                        # one prompt ("a photo of a dog"), or null
                                         # method: full -> every UNet weight is fine-tuned instead, into a
                                         # new pipeline directory that replaces the base model in `load`
     lora_scale: 1.0                     # multiplies every adapter's scale
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +43,7 @@ from .prompts import CLASS_SLOT, template_slots
 ADAPTER_CODE_VERSION = "1"
 PREVIEWS = 4
 PIPELINE_DIR = "pipeline"  # full DreamBooth's fine-tuned pipeline, inside its store entry
+EVERY_CLASS = "a photo of a {class}"  # the default prior-preservation prompts: one per class of the generator
 
 
 def _pipeline_sha256(stored) -> str:
@@ -102,10 +106,11 @@ class DreamBoothParams(TrainingParams):
     instance_dir: str
     instance_prompt: str = Field(min_length=1)
     class_prompt: str | list[str] | None = Field(
-        default=None, description="Prior preservation on the base model's own images of this prompt; of every "
-        "prompt of a list; or of a template with a {class} slot, expanded over the generator's classes (the "
-        "class whose prompt is the instance prompt left out). num_class_images is split evenly between them.")
-    num_class_images: int = Field(default=50, ge=1)
+        default=EVERY_CLASS, description="Prior preservation on the base model's own images of: a template with a "
+        "{class} slot, expanded over the generator's classes except those named in the instance prompt (the "
+        "default: every other class the dataset will hold is kept; measured in benchmarks/RESULTS.md); a list of "
+        "prompts; or one prompt. null: no prior preservation. num_class_images is split evenly between them.")
+    num_class_images: int = Field(default=100, ge=1)
     prior_loss_weight: float = Field(default=1.0, ge=0)
     steps: int = 400
 
@@ -116,9 +121,9 @@ class DreamBoothParams(TrainingParams):
         return self
 
     def class_prompts(self, class_phrases: list[str]) -> list[str]:
-        """The prior-preservation prompts: the list given, or the template over the generator's classes.
-        One prompt per class of the base model keeps every class it knows, not just one (one class prompt
-        measured: the classes not prompted drifted toward the new one; benchmarks/RESULTS.md)."""
+        """The prior-preservation prompts. Over the generator's classes by default: with one class prompt
+        only ("a photo of a sneaker"), the classes not prompted drifted toward the new one (dress 1.00 ->
+        0.32 on the Fashion-MNIST base model; benchmarks/RESULTS.md)."""
         if self.class_prompt is None:
             return []
         try:
@@ -132,13 +137,18 @@ class DreamBoothParams(TrainingParams):
             if others:
                 raise GeneratorError(f"dreambooth class_prompt {self.class_prompt!r}: only the {{class}} slot can be "
                                      f"filled, not {others}")
-            expanded = [self.class_prompt.format(**{CLASS_SLOT: phrase}) for phrase in class_phrases]
-            prompts = [p for p in dict.fromkeys(expanded) if p != self.instance_prompt]
+            # A class named in the instance prompt is the one being taught ("sks dog", "ankle boot"): its
+            # base-model images would pull the adapter back to what the base model draws for it.
+            kept = [phrase for phrase in class_phrases
+                    if not re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", self.instance_prompt)]
+            prompts = list(dict.fromkeys(self.class_prompt.format(**{CLASS_SLOT: phrase}) for phrase in kept))
+            if not prompts and "class_prompt" not in self.model_fields_set:
+                return []  # the default, and the generator's only class is the instance's: nothing to keep
         else:
             prompts = [self.class_prompt]
         if not prompts:
-            raise GeneratorError(f"dreambooth class_prompt {self.class_prompt!r}: no class prompt left (the template "
-                                 f"over the classes gives only the instance prompt)")
+            raise GeneratorError(f"dreambooth class_prompt {self.class_prompt!r}: no class prompt left (every class "
+                                 f"is named in the instance prompt {self.instance_prompt!r})")
         if self.num_class_images < len(prompts):
             raise GeneratorError(f"dreambooth: num_class_images {self.num_class_images} is fewer than the "
                                  f"{len(prompts)} class prompts; give at least one image per prompt")

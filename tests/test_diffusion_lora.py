@@ -163,14 +163,15 @@ def test_dreambooth_trains_with_prior_preservation_on_class_images_of_the_base_m
 
 
 def test_dreambooth_prior_over_every_class_splits_class_images_evenly_between_the_prompts(tiny_model, tmp_path):
-    """class_prompt as a template over the generator's classes (the instance's own class left out): class
-    images of every other class, split evenly, each made from its own prompt; a list works the same way."""
+    """By default class_prompt is a template over the generator's classes (the class named in the instance
+    prompt left out): class images of every other class, split evenly, each made from its own prompt; a
+    list works the same way."""
     from synthloom.generators.diffusion_adapters import AdapterTrainer, DreamBoothParams
 
     ctx = BuildContext(cache_dir=tmp_path, models=ModelStore(tmp_path / "store"))
     instances = captioned_folder(tmp_path / "car", count=2)
-    dream = {"instance_dir": str(instances), "instance_prompt": "a photo of a car", "class_prompt": "a photo of a {class}",
-             "num_class_images": 5, "steps": 2, "rank": 2}
+    dream = {"instance_dir": str(instances), "instance_prompt": "a photo of a car", "num_class_images": 5,
+             "steps": 2, "rank": 2}  # class_prompt left at its default
     generator = ready(tiny_model, tmp_path, ctx, dreambooth=dream)  # classes dog, cat, car
     entry = Path(generator.prepared.info["adapters"][0]["path"]).parent
     summary = json.loads((entry / "training.json").read_text())
@@ -204,6 +205,16 @@ def test_bad_class_prompts_get_one_line_each(tiny_model, tmp_path):
         DiffusionGenerator(params(tiny_model, dreambooth={**dream, "class_prompt": "a {colour} {class}"})).check_inputs(ctx)
     with pytest.raises(GeneratorError, match="class_prompt: give at least one non-empty prompt"):
         DiffusionGenerator(params(tiny_model, dreambooth={**dream, "class_prompt": []}))
+    with pytest.raises(GeneratorError, match="no class prompt left .every class is named in the instance prompt"):
+        DiffusionGenerator(params(tiny_model, classes=["car"], dreambooth={**dream, "class_prompt": "a {class}"})
+                           ).check_inputs(ctx)
+    from synthloom.generators.diffusion_adapters import DreamBoothParams
+
+    default = DreamBoothParams(instance_dir="x", instance_prompt="a photo of sks dog")
+    assert default.class_prompts(["sks dog"]) == []  # the default with nothing else to keep: no prior, no error
+    assert default.class_prompts(["sks dog", "t-shirt", "cat"]) == ["a photo of a t-shirt", "a photo of a cat"]
+    assert DreamBoothParams(instance_dir="x", instance_prompt="a photo of a t-shirt").class_prompts(
+        ["t-shirt", "shirt", "coat"]) == ["a photo of a shirt", "a photo of a coat"]  # whole phrases only
 
 
 def test_lora_on_the_resnet_convs_too_loads_back_and_changes_images(tiny_model, tmp_path):
