@@ -123,7 +123,7 @@ class DreamBoothParams(TrainingParams):
     def class_prompts(self, class_phrases: list[str]) -> list[str]:
         """The prior-preservation prompts. Over the generator's classes by default: with one class prompt
         only ("a photo of a sneaker"), the classes not prompted drifted toward the new one (dress 1.00 ->
-        0.32 on the Fashion-MNIST base model; benchmarks/RESULTS.md)."""
+        0.39 on the Fashion-MNIST base model; benchmarks/RESULTS.md)."""
         if self.class_prompt is None:
             return []
         try:
