@@ -104,6 +104,8 @@ class DiffusionGenerator(Generator):
                 raise GeneratorError(f"adapter '{adapter.name}': {source} not found")
         if self.params.dreambooth and not ctx.resolve_path(self.params.dreambooth.instance_dir).is_dir():
             raise GeneratorError(f"dreambooth: instance folder {self.params.dreambooth.instance_dir} not found")
+        if self.params.dreambooth:
+            self.params.dreambooth.class_prompts(list(self._prompts().phrases.values()))
 
     def prepare(self, ctx: BuildContext) -> Prepared:
         self.check_inputs(ctx)
@@ -132,7 +134,7 @@ class DiffusionGenerator(Generator):
         trainer = AdapterTrainer(model_dir, base, ctx, p.steps, p.guidance_scale, p.batch_size)
         results = [trainer.lora(spec) for spec in p.lora]
         if p.dreambooth is not None:
-            results.append(trainer.dreambooth(p.dreambooth))
+            results.append(trainer.dreambooth(p.dreambooth, list(self._prompts().phrases.values())))
         return [record for record, _ in results], [asset for _, assets in results for asset in assets]
 
     def features(self) -> Features:

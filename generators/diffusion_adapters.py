@@ -5,7 +5,11 @@ the model store, keyed by their inputs), and how `load` puts them on the pipelin
       - {name: style, data: my-captioned-images/, steps: 300, rank: 8, scale: 0.8}
       - {name: other, weights: some/pytorch_lora_weights.safetensors}
     dreambooth:                         # LoRA-DreamBooth with prior preservation
-      {instance_dir: my-dog/, instance_prompt: "a photo of sks dog", class_prompt: "a photo of a dog"}
+      {instance_dir: my-dog/, instance_prompt: "a photo of sks dog"}
+                                        # class_prompt (default "a photo of a {class}"): the base model's
+                                        # images of each generator class not named in the instance prompt
+                                        # (100 in all), so the other classes are not forgotten; or a list,
+                                        # one prompt ("a photo of a dog"), or null
                                         # method: full -> every UNet weight is fine-tuned instead, into a
                                         # new pipeline directory that replaces the base model in `load`
     lora_scale: 1.0                     # multiplies every adapter's scale
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,10 +38,12 @@ from synthloom.provenance import sha256_file
 from .base import Asset, BuildContext
 from .lora_training import LORA_FILE, Example, TrainConfig, check_adapter_fits, image_grid, native_resolution, \
     plot_losses, read_captioned_folder, read_instance_folder, save_adapter, save_png, train_lora
+from .prompts import CLASS_SLOT, template_slots
 
 ADAPTER_CODE_VERSION = "1"
 PREVIEWS = 4
 PIPELINE_DIR = "pipeline"  # full DreamBooth's fine-tuned pipeline, inside its store entry
+EVERY_CLASS = "a photo of a {class}"  # the default prior-preservation prompts: one per class of the generator
 
 
 def _pipeline_sha256(stored) -> str:
@@ -97,10 +105,54 @@ class DreamBoothParams(TrainingParams):
         "encoder's with train_text_encoder) into a new pipeline directory (rank, alpha, unet_targets unused).")
     instance_dir: str
     instance_prompt: str = Field(min_length=1)
-    class_prompt: str | None = Field(default=None, description="Prior preservation on this class's images.")
-    num_class_images: int = Field(default=50, ge=1)
+    class_prompt: str | list[str] | None = Field(
+        default=EVERY_CLASS, description="Prior preservation on the base model's own images of: a template with a "
+        "{class} slot, expanded over the generator's classes except those named in the instance prompt (the "
+        "default: every other class the dataset will hold is kept; measured in benchmarks/RESULTS.md); a list of "
+        "prompts; or one prompt. null: no prior preservation. num_class_images is split evenly between them.")
+    num_class_images: int = Field(default=100, ge=1)
     prior_loss_weight: float = Field(default=1.0, ge=0)
     steps: int = 400
+
+    @model_validator(mode="after")
+    def _class_prompts_given(self):
+        if isinstance(self.class_prompt, list) and (not self.class_prompt or not all(p.strip() for p in self.class_prompt)):
+            raise ValueError("dreambooth class_prompt: give at least one non-empty prompt")
+        return self
+
+    def class_prompts(self, class_phrases: list[str]) -> list[str]:
+        """The prior-preservation prompts. Over the generator's classes by default: with one class prompt
+        only ("a photo of a sneaker"), the classes not prompted drifted toward the new one (dress 1.00 ->
+        0.39 on the Fashion-MNIST base model; benchmarks/RESULTS.md)."""
+        if self.class_prompt is None:
+            return []
+        try:
+            slots = [] if isinstance(self.class_prompt, list) else template_slots(self.class_prompt)
+        except ValueError as error:
+            raise GeneratorError(f"dreambooth class_prompt {self.class_prompt!r} is malformed ({error})") from None
+        if isinstance(self.class_prompt, list):
+            prompts = list(dict.fromkeys(self.class_prompt))
+        elif CLASS_SLOT in slots:
+            others = [s for s in slots if s != CLASS_SLOT]
+            if others:
+                raise GeneratorError(f"dreambooth class_prompt {self.class_prompt!r}: only the {{class}} slot can be "
+                                     f"filled, not {others}")
+            # A class named in the instance prompt is the one being taught ("sks dog", "ankle boot"): its
+            # base-model images would pull the adapter back to what the base model draws for it.
+            kept = [phrase for phrase in class_phrases
+                    if not re.search(rf"(?<![\w-]){re.escape(phrase)}(?![\w-])", self.instance_prompt)]
+            prompts = list(dict.fromkeys(self.class_prompt.format(**{CLASS_SLOT: phrase}) for phrase in kept))
+            if not prompts and "class_prompt" not in self.model_fields_set:
+                return []  # the default, and the generator's only class is the instance's: nothing to keep
+        else:
+            prompts = [self.class_prompt]
+        if not prompts:
+            raise GeneratorError(f"dreambooth class_prompt {self.class_prompt!r}: no class prompt left (every class "
+                                 f"is named in the instance prompt {self.instance_prompt!r})")
+        if self.num_class_images < len(prompts):
+            raise GeneratorError(f"dreambooth: num_class_images {self.num_class_images} is fewer than the "
+                                 f"{len(prompts)} class prompts; give at least one image per prompt")
+        return prompts
 
     def training_inputs(self) -> dict[str, Any]:
         inputs = super().training_inputs()
@@ -176,20 +228,22 @@ class AdapterTrainer:
                       "scale": spec.scale, "allow_other_base": spec.allow_other_base}
             return record, []
         examples = read_captioned_folder(self.ctx.resolve_path(spec.data))
-        return self._train(spec, "lora", examples, class_prompt=None)
+        return self._train(spec, "lora", examples, class_prompts=None)
 
-    def dreambooth(self, spec: DreamBoothParams) -> tuple[dict[str, Any], list[Asset]]:
+    def dreambooth(self, spec: DreamBoothParams, class_phrases: list[str]) -> tuple[dict[str, Any], list[Asset]]:
         examples = read_instance_folder(self.ctx.resolve_path(spec.instance_dir), spec.instance_prompt)
-        return self._train(spec, f"dreambooth-{spec.method}", examples, class_prompt=spec.class_prompt)
+        return self._train(spec, f"dreambooth-{spec.method}", examples, spec.class_prompts(class_phrases))
 
-    def _train(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompt: str | None):
+    def _train(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompts: list[str] | None):
         inputs = {"kind": kind, "code": ADAPTER_CODE_VERSION, "base_model_sha256": self.base.sha256,
                   "data": [[Path(e.path).name, e.sha256, e.caption] for e in examples],
                   "training": spec.training_inputs(), "preview": [self.steps, self.guidance_scale]}
         if isinstance(spec, DreamBoothParams):
+            # One prompt stays a string: the keys of entries made before lists existed stay valid.
+            class_prompt = class_prompts[0] if len(class_prompts) == 1 else (class_prompts or None)
             inputs["prior"] = {"class_prompt": class_prompt, "num_class_images": spec.num_class_images,
                                "prior_loss_weight": spec.prior_loss_weight, "class_image_steps": self.steps}
-        stored = self.ctx.models.get_or_build(inputs, lambda work: self._build(spec, kind, examples, class_prompt, work))
+        stored = self.ctx.models.get_or_build(inputs, lambda work: self._build(spec, kind, examples, class_prompts, work))
         summary = json.loads((stored.path / "training.json").read_text())
         _publish(spec.name, stored.path, {**summary, "reused": stored.reused})
         # A LoRA file, or (full DreamBooth) the fine-tuned pipeline directory, hashed like a base model.
@@ -203,7 +257,7 @@ class AdapterTrainer:
         role = "dreambooth-instance" if kind.startswith("dreambooth") else "lora-data"
         return record, [Asset(path=e.path, sha256=e.sha256, role=role) for e in examples]
 
-    def _build(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompt: str | None,
+    def _build(self, spec: TrainingParams, kind: str, examples: list[Example], class_prompts: list[str] | None,
                work: Path) -> None:
         pipe = self.pipe()
         resolution = spec.resolution or native_resolution(pipe)
@@ -212,8 +266,8 @@ class AdapterTrainer:
         before = self.sample(pipe, prompts, seeds, resolution)
         class_examples = None
         extra: dict[str, Any] = {}
-        if isinstance(spec, DreamBoothParams) and class_prompt:
-            class_examples = self._class_images(pipe, spec, class_prompt, resolution, work)
+        if isinstance(spec, DreamBoothParams) and class_prompts:
+            class_examples = self._class_images(pipe, spec, class_prompts, resolution, work)
             extra["prior_loss_weight"] = spec.prior_loss_weight
         full = kind == "dreambooth-full"
         config = spec.train_config(full=full, **extra)
@@ -228,23 +282,29 @@ class AdapterTrainer:
         summary = {"kind": kind, "losses": result.losses, "seconds": result.seconds, "resumed_from": result.resumed_from,
                    "resolution": resolution, "preview_prompts": prompts, "preview_seeds": seeds,
                    "examples": [Path(e.path).name for e in examples],
-                   "class_images": len(class_examples or [])}
+                   "class_images": len(class_examples or []),
+                   "class_images_per_prompt": dict(Counter(prompt for _, prompt in class_examples or []))}
         (work / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
         self._pipe = None  # its UNet now carries this adapter's layers (or fine-tuned weights)
 
-    def _class_images(self, pipe, spec: DreamBoothParams, prompt: str, resolution: int, work: Path):
-        """The base model's own images of the class (kept in the work dir, so a resumed run reuses them)."""
+    def _class_images(self, pipe, spec: DreamBoothParams, prompts: list[str], resolution: int, work: Path):
+        """The base model's own images of the class prompts, split evenly (image i is of prompt i mod the
+        number of prompts, so the prior batches, drawn at random from all of them, mix every class). Kept in
+        the work dir, so a resumed run reuses them."""
         from PIL import Image
 
         folder = work / ".class-images"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        prompt_of = [prompts[i % len(prompts)] for i in range(spec.num_class_images)]
         have = sorted(folder.glob("*.png"))
         missing = list(range(len(have), spec.num_class_images))
         if missing:
             seeds = [1_000_003 * (spec.seed + 1) + i for i in missing]  # apart from the preview seeds
-            for i, image in zip(missing, self.sample(pipe, [prompt] * len(missing), seeds, resolution)):
+            images = self.sample(pipe, [prompt_of[i] for i in missing], seeds, resolution)
+            for i, image in zip(missing, images):
                 Image.fromarray(image).save(folder / f"{i:05d}.png")
-        return [(np.asarray(Image.open(p).convert("RGB")), prompt) for p in sorted(folder.glob("*.png"))]
+        return [(np.asarray(Image.open(p).convert("RGB")), prompt_of[i])
+                for i, p in enumerate(sorted(folder.glob("*.png")))]
 
 
 def apply_adapters(pipe, adapters: list[dict[str, Any]], base_sha256: str, lora_scale: float, fuse: bool) -> None:

@@ -162,6 +162,61 @@ def test_dreambooth_trains_with_prior_preservation_on_class_images_of_the_base_m
     assert not any(name.startswith(".") for name in store["files"])  # class images and checkpoints stay out
 
 
+def test_dreambooth_prior_over_every_class_splits_class_images_evenly_between_the_prompts(tiny_model, tmp_path):
+    """By default class_prompt is a template over the generator's classes (the class named in the instance
+    prompt left out): class images of every other class, split evenly, each made from its own prompt; a
+    list works the same way."""
+    from synthloom.generators.diffusion_adapters import AdapterTrainer, DreamBoothParams
+
+    ctx = BuildContext(cache_dir=tmp_path, models=ModelStore(tmp_path / "store"))
+    instances = captioned_folder(tmp_path / "car", count=2)
+    dream = {"instance_dir": str(instances), "instance_prompt": "a photo of a car", "num_class_images": 5,
+             "steps": 2, "rank": 2}  # class_prompt left at its default
+    generator = ready(tiny_model, tmp_path, ctx, dreambooth=dream)  # classes dog, cat, car
+    entry = Path(generator.prepared.info["adapters"][0]["path"]).parent
+    summary = json.loads((entry / "training.json").read_text())
+    assert summary["class_images_per_prompt"] == {"a photo of a dog": 3, "a photo of a cat": 2}
+    store = json.loads((entry / "store.json").read_text())
+    assert store["inputs"]["prior"]["class_prompt"] == ["a photo of a dog", "a photo of a cat"]
+
+    spec = DreamBoothParams(**{**dream, "class_prompt": ["a photo of a dog", "a photo of a red bird"],
+                               "num_class_images": 4})
+    trainer = AdapterTrainer(tiny_model, generator.prepared.assets[0], ctx, steps=2, guidance_scale=1.0, batch_size=4)
+    pipe = trainer.pipe()
+    prompts = spec.class_prompts(["dog", "cat", "car"])
+    made = trainer._class_images(pipe, spec, prompts, 32, tmp_path / "work")
+    assert [prompt for _, prompt in made] == ["a photo of a dog", "a photo of a red bird"] * 2
+    seed = 1_000_003 * (spec.seed + 1) + 1  # image 1: the second prompt's, with its own seed
+    [own] = trainer.sample(pipe, ["a photo of a red bird"], [seed], 32)
+    [other] = trainer.sample(pipe, ["a photo of a dog"], [seed], 32)
+    assert np.array_equal(made[1][0], own) and not np.array_equal(made[1][0], other)
+    again = trainer._class_images(pipe, spec, prompts, 32, tmp_path / "work")  # resumed: the same images back
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(made, again))
+
+
+def test_bad_class_prompts_get_one_line_each(tiny_model, tmp_path):
+    ctx = BuildContext(cache_dir=tmp_path, models=ModelStore(tmp_path / "store"))
+    instances = captioned_folder(tmp_path / "sks", count=2)
+    dream = {"instance_dir": str(instances), "instance_prompt": "a photo of a car"}
+    with pytest.raises(GeneratorError, match="num_class_images 1 is fewer than the 2 class prompts"):
+        DiffusionGenerator(params(tiny_model, dreambooth={**dream, "class_prompt": "a photo of a {class}",
+                                                          "num_class_images": 1})).check_inputs(ctx)
+    with pytest.raises(GeneratorError, match=r"only the \{class\} slot can be filled, not \['colour'\]"):
+        DiffusionGenerator(params(tiny_model, dreambooth={**dream, "class_prompt": "a {colour} {class}"})).check_inputs(ctx)
+    with pytest.raises(GeneratorError, match="class_prompt: give at least one non-empty prompt"):
+        DiffusionGenerator(params(tiny_model, dreambooth={**dream, "class_prompt": []}))
+    with pytest.raises(GeneratorError, match="no class prompt left .every class is named in the instance prompt"):
+        DiffusionGenerator(params(tiny_model, classes=["car"], dreambooth={**dream, "class_prompt": "a {class}"})
+                           ).check_inputs(ctx)
+    from synthloom.generators.diffusion_adapters import DreamBoothParams
+
+    default = DreamBoothParams(instance_dir="x", instance_prompt="a photo of sks dog")
+    assert default.class_prompts(["sks dog"]) == []  # the default with nothing else to keep: no prior, no error
+    assert default.class_prompts(["sks dog", "t-shirt", "cat"]) == ["a photo of a t-shirt", "a photo of a cat"]
+    assert DreamBoothParams(instance_dir="x", instance_prompt="a photo of a t-shirt").class_prompts(
+        ["t-shirt", "shirt", "coat"]) == ["a photo of a shirt", "a photo of a coat"]  # whole phrases only
+
+
 def test_lora_on_the_resnet_convs_too_loads_back_and_changes_images(tiny_model, tmp_path):
     """unet_targets adds the ResNet convolutions (peft Conv2d LoRA); load_lora_weights reads them back."""
     ctx = BuildContext(cache_dir=tmp_path, models=ModelStore(tmp_path / "store"))
