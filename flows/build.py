@@ -40,7 +40,6 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
     update_progress_artifact
 from prefect.context import TaskRunContext
 from prefect.futures import as_completed
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from synthloom import dataset as ds
@@ -59,6 +58,7 @@ from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import get_generator_class, make_generator, make_labeler
 
 from .evaluate import GateError, evaluate_dataset
+from .run_settings import one_off_run
 
 GENERATION_MARK = ".generation_sha256"
 RECORDS_DIR = ".records"  # one JSON record per finished shard, beside Prefect's result cache
@@ -336,15 +336,9 @@ LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device")
 # -- the flow ----------------------------------------------------------------------------------
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
                   progress: bool = False, workers: int = 1, device: str | None = None) -> dict[str, Any]:
-    """Build the dataset a recipe describes and commit it (the `build-dataset` flow); returns a summary dict.
-
-    Prefect's flow-run heartbeats are off here unless the user set `PREFECT_FLOWS_HEARTBEAT_FREQUENCY`
-    (env or profile). They exist to drive zombie-run automations for deployments (Prefect's "detect
-    zombie flows" guide), and the sync engine joins their thread on exit, which sleeps in 1 s steps:
-    each build waited 0-1 s for it, a third of Prefect's whole overhead on a 7 s build
-    (benchmarks/RESULTS.md). `synthloom serve` runs this under its `scheduled-build` deployment flow,
-    which keeps Prefect's default heartbeats."""
-    with temporary_settings(set_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    """Build the dataset a recipe describes and commit it (the `build-dataset` flow, run without
+    Prefect's heartbeats unless the user asks: see run_settings.py); returns a summary dict."""
+    with one_off_run():
         return build_dataset_flow(recipe_path, overwrite=overwrite, version=version, seed=seed, progress=progress,
                                   workers=workers, device=device)
 

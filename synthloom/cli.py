@@ -261,6 +261,7 @@ def _leave_a_core_for_prefect() -> None:
 def cmd_evaluate(args) -> int:
     _leave_a_core_for_prefect()
     from synthloom.flows.evaluate import evaluate_dataset
+    from synthloom.flows.run_settings import one_off_run
 
     from . import dataset as ds
 
@@ -284,8 +285,9 @@ def cmd_evaluate(args) -> int:
         evaluators.setdefault("fidelity", {})["extractor"] = args.extractor
     if args.clip_model:
         evaluators.setdefault("clip_score", {})["model"] = args.clip_model
-    result = evaluate_dataset(str(version_dir), reference=args.reference, evaluators=evaluators or None,
-                              split=args.split)
+    with one_off_run():  # no Prefect heartbeats unless asked (flows/run_settings.py)
+        result = evaluate_dataset(str(version_dir), reference=args.reference, evaluators=evaluators or None,
+                                  split=args.split)
     for key, value in result["summary"].items():
         print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"{result['path']}: {result['status']}; report at {result['report']}")
@@ -317,6 +319,7 @@ def cmd_export(args) -> int:
 
 def cmd_label(args) -> int:
     from synthloom.flows.label import label_dataset, plan_label
+    from synthloom.flows.run_settings import one_off_run
 
     if args.workers < 1:
         from .errors import SynthloomError
@@ -324,8 +327,9 @@ def cmd_label(args) -> int:
         raise SynthloomError(f"--workers must be at least 1, got {args.workers}")
     # Bad labeler params, columns a labeler needs, a taken version name: one line before any flow run.
     plan_label(args.dataset, args.labelers, args.version, args.device, args.overwrite)
-    result = label_dataset(args.dataset, args.labelers, version=args.version, device=args.device,
-                           overwrite=args.overwrite, workers=args.workers)
+    with one_off_run():
+        result = label_dataset(args.dataset, args.labelers, version=args.version, device=args.device,
+                               overwrite=args.overwrite, workers=args.workers)
     print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards labelled by "
           f"{', '.join(result['labelers'])} from {result['source']}, verified")
     return 0

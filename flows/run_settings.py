@@ -1,0 +1,22 @@
+"""Prefect settings for one-off runs (`synthloom build`, `evaluate`, `label`).
+
+Prefect's flow-run heartbeats exist to drive zombie-run automations for deployments (Prefect's "detect
+zombie flows" guide). The sync engine joins their thread when a flow run ends, and that thread sleeps
+in 1 s steps, so every one-off run waited 0-1 s for it: a third of Prefect's whole overhead on a 7 s
+build (benchmarks/RESULTS.md). One-off runs therefore send none unless the user set
+`PREFECT_FLOWS_HEARTBEAT_FREQUENCY` (env or profile), which still wins. `synthloom serve`'s deployment
+flow is not run under this and keeps Prefect's default.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+
+@contextmanager
+def one_off_run() -> Iterator[None]:
+    with temporary_settings(set_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
