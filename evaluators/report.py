@@ -239,7 +239,8 @@ def write_report(path: Path, title: str, result: dict[str, Any], gates: dict[str
     if preview is not None and Path(preview).exists():
         parts += ["<h2>Samples</h2>", _image(Path(preview), "sample grid (preview.png)")]
     order = list(HELP)  # headline metrics first, in HELP's order (the manifest sorts keys by name)
-    summary = dict(sorted(result["summary"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    summary = dict(sorted(result["summary"].items(),
+                          key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
     parts += ["<h2>Summary</h2>", _table(summary, ("metric", "value", "meaning"), help_texts=HELP)]
     if result.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>")
