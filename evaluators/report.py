@@ -39,6 +39,9 @@ HELP = {
     "clip_score": "agreement of images with their prompts, higher is better",
     "extractor": "feature extractor the distances are measured in",
 }
+# The number that explains a raised flag, shown beside it (flag_mode_collapse: the collapsed classes).
+FLAG_DETAIL = {"flag_memorization": "near_copy_fraction", "flag_data_copying": "data_copying_z",
+               "flag_duplicates": "near_duplicate_rate", "flag_mode_collapse": "mode_collapse"}
 MAX_ROWS = 12  # rows shown of a long list (worst pairs); the manifest keeps all of them
 
 STYLE = """
@@ -160,13 +163,15 @@ def _records(items: list[dict]) -> str:
 
 
 def _table(rows: dict[str, Any], header: tuple[str, ...] = ("metric", "value"), classes: list[str] | None = None,
-           help_texts: dict[str, str] | None = None) -> str:
+           help_texts: dict[str, str] | None = None, failing: set[str] = frozenset()) -> str:
+    """A key/value table; rows named in `failing` (metrics of failed gates) are highlighted."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = []
     for k, v in rows.items():
         cls = " class='flag'" if _raised(str(k), v) else ""
         extra = f"<td class='help'>{html.escape(help_texts.get(str(k), ''))}</td>" if help_texts is not None else ""
-        body.append(f"<tr><td>{html.escape(str(k))}</td><td{cls}>{_value(v, str(k), classes)}</td>{extra}</tr>")
+        row = " class='fail'" if k in failing else ""
+        body.append(f"<tr{row}><td>{html.escape(str(k))}</td><td{cls}>{_value(v, str(k), classes)}</td>{extra}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
@@ -201,22 +206,24 @@ def _gates(gates: dict[str, Any]) -> list[str]:
 
 
 def _flags(result: dict[str, Any]) -> list[str]:
-    """Every flag the evaluators report, raised ones first and highlighted. A `flag_x` is shown with
-    the section's `x` when there is one (flag_mode_collapse -> the collapsed classes)."""
+    """Every flag the evaluators report, raised ones first and highlighted, each raised one with the
+    number behind it (FLAG_DETAIL)."""
     flags: list[tuple[str, bool, Any]] = []
     for section, values in result.get("details", {}).items():
         for key, value in values.items():
             if key.startswith("flag_"):
-                flags.append((f"{section}: {key}", bool(value), values.get(key[len("flag_"):]) if value else None))
+                detail = FLAG_DETAIL.get(key)
+                shown = f"{html.escape(detail)}: {_value(values[detail])}" if value and detail in values else None
+                flags.append((f"{section}: {key}", bool(value), shown))
             elif key in ("warnings", "overly_consistent"):
-                flags.append((f"{section}: {key}", bool(value), value or None))
+                flags.append((f"{section}: {key}", bool(value), _value(value) if value else None))
     if not flags:
         return []
     flags.sort(key=lambda item: not item[1])
     up = sum(raised for _, raised, _ in flags)
     banner = f"{up} flag{'s' if up != 1 else ''} raised" if up else "No flags raised"
     rows = "".join(f"<tr class='{'fail' if raised else 'pass'}'><td>{html.escape(name)}</td>"
-                   f"<td>{'RAISED' if raised else 'no'}</td><td>{'' if detail is None else _value(detail)}</td></tr>"
+                   f"<td>{'RAISED' if raised else 'no'}</td><td>{detail or ''}</td></tr>"
                    for name, raised, detail in flags)
     return ["<h2>Flags</h2>", f"<div class='banner {'fail' if up else 'pass'}'>{html.escape(banner)}</div>",
             f"<table><tr><th>flag</th><th>raised</th><th>detail</th></tr>{rows}</table>"]
@@ -241,7 +248,8 @@ def write_report(path: Path, title: str, result: dict[str, Any], gates: dict[str
     order = list(HELP)  # headline metrics first, in HELP's order (the manifest sorts keys by name)
     summary = dict(sorted(result["summary"].items(),
                           key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
-    parts += ["<h2>Summary</h2>", _table(summary, ("metric", "value", "meaning"), help_texts=HELP)]
+    failing = {r["metric"] for r in (gates or {}).get("results", []) if not r["passed"]}
+    parts += ["<h2>Summary</h2>", _table(summary, ("metric", "value", "meaning"), help_texts=HELP, failing=failing)]
     if result.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>")
     if result.get("class_counts"):
