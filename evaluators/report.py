@@ -222,11 +222,13 @@ def _flags(result: dict[str, Any]) -> list[str]:
     flags.sort(key=lambda item: not item[1])
     up = sum(raised for _, raised, _ in flags)
     banner = f"{up} flag{'s' if up != 1 else ''} raised" if up else "No flags raised"
+    details = any(detail for _, _, detail in flags)  # a detail column only when a raised flag has one
     rows = "".join(f"<tr class='{'fail' if raised else 'pass'}'><td>{html.escape(name)}</td>"
-                   f"<td>{'RAISED' if raised else 'no'}</td><td>{detail or ''}</td></tr>"
-                   for name, raised, detail in flags)
+                   f"<td>{'RAISED' if raised else 'no'}</td>" + (f"<td>{detail or ''}</td>" if details else "")
+                   + "</tr>" for name, raised, detail in flags)
+    head = "<tr><th>flag</th><th>raised</th>" + ("<th>detail</th>" if details else "") + "</tr>"
     return ["<h2>Flags</h2>", f"<div class='banner {'fail' if up else 'pass'}'>{html.escape(banner)}</div>",
-            f"<table><tr><th>flag</th><th>raised</th><th>detail</th></tr>{rows}</table>"]
+            f"<table>{head}{rows}</table>"]
 
 
 def write_report(path: Path, title: str, result: dict[str, Any], gates: dict[str, Any] | None,
