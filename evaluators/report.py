@@ -40,18 +40,19 @@ HELP = {
     "extractor": "feature extractor the distances are measured in",
 }
 # The number that explains a raised flag, shown beside it (flag_mode_collapse: the collapsed classes).
-FLAG_DETAIL = {"flag_memorization": "near_copy_fraction", "flag_data_copying": "data_copying_z",
-               "flag_duplicates": "near_duplicate_rate", "flag_mode_collapse": "mode_collapse"}
+FLAG_DETAIL = {"flag_memorization": ("near_copy_fraction",), "flag_data_copying": ("data_copying_z",),
+               "flag_duplicates": ("near_duplicate_rate",), "flag_mode_collapse": ("mode_collapse",),
+               "flagged": ("shifted", "overly_consistent")}  # the attribute audit's flag
 MAX_ROWS = 12  # rows shown of a long list (worst pairs); the manifest keeps all of them
 
 STYLE = """
-body{font-family:system-ui,sans-serif;max-width:64em;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+body{font-family:system-ui,sans-serif;max-width:72em;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
 h1{margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 h3{margin:1.2em 0 .4em}.meta{color:#555;margin-top:0}
 table{border-collapse:collapse;margin:.3em 0}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td table{margin:0;font-size:.92em}.help{color:#666;font-size:.9em}
+td table{margin:0;font-size:.85em}.help{color:#666;font-size:.9em}
 .banner{padding:.5em 1em;border-radius:4px;font-weight:600;margin:1em 0}
 .banner.pass{background:#e6f4e6;color:#075e07;border:1px solid #9c9}
 .banner.fail{background:#fbe9e9;color:#a00;border:1px solid #d99}
@@ -80,7 +81,7 @@ def _is_scalar(value: Any) -> bool:
 
 def _raised(key: str, value: Any) -> bool:
     """A flag that is up: `flag_*` true, or a non-empty mode-collapse / overly-consistent result."""
-    if key.startswith("flag_") or key in ("mode_collapse", "overly_consistent", "warnings"):
+    if key.startswith("flag_") or key in ("flagged", "mode_collapse", "overly_consistent", "warnings"):
         return bool(value)
     return False
 
@@ -109,7 +110,7 @@ def _value(value: Any, key: str = "", classes: list[str] | None = None) -> str:
     if _is_scalar(value):
         return html.escape(fmt(value))
     if isinstance(value, list):
-        if key.endswith("_per_class"):
+        if key.endswith("_per_class"):  # by label index
             names = classes if classes and len(classes) == len(value) else [f"class {i}" for i in range(len(value))]
             return _table(dict(zip(names, value)), ("class", "value"))
         if not value:
@@ -122,6 +123,8 @@ def _value(value: Any, key: str = "", classes: list[str] | None = None) -> str:
             return _records(value)
         return "<br>".join(_value(v) for v in value)
     if isinstance(value, dict):
+        if key.endswith("_per_class"):
+            return _table(value, ("class", "value"))
         value = _ordered(value)
         if value and all(isinstance(v, dict) for v in value.values()):
             return _grid(value)
@@ -144,12 +147,19 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _grid(rows: dict[str, dict]) -> str:
-    """{row: {column: value}} (nested dicts flattened to `a.b` columns) as one table."""
+    """{row: {column: value}} (nested dicts flattened to `a.b` columns) as one table; many fields of
+    few rows are turned a quarter, one row a column, so the table stays on the page."""
     flat = {name: _flatten(record) for name, record in rows.items()}
-    columns = list(dict.fromkeys(c for record in flat.values() for c in record))
-    head = "<th></th>" + "".join(f"<th>{_head(c)}</th>" for c in columns)
-    body = "".join(f"<tr><th>{html.escape(str(name))}</th>" + "".join(_td(record.get(c), c) for c in columns)
-                   + "</tr>" for name, record in flat.items())
+    fields = list(dict.fromkeys(c for record in flat.values() for c in record))
+    if len(fields) > 8 and len(fields) > len(flat):
+        head = "<th></th>" + "".join(f"<th>{_head(name)}</th>" for name in flat)
+        body = "".join(f"<tr><th>{html.escape(field)}</th>" + "".join(_td(record.get(field), field)
+                                                                       for record in flat.values()) + "</tr>"
+                       for field in fields)
+    else:
+        head = "<th></th>" + "".join(f"<th>{_head(field)}</th>" for field in fields)
+        body = "".join(f"<tr><th>{html.escape(str(name))}</th>" + "".join(_td(record.get(f), f) for f in fields)
+                       + "</tr>" for name, record in flat.items())
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -211,11 +221,11 @@ def _flags(result: dict[str, Any]) -> list[str]:
     flags: list[tuple[str, bool, Any]] = []
     for section, values in result.get("details", {}).items():
         for key, value in values.items():
-            if key.startswith("flag_"):
-                detail = FLAG_DETAIL.get(key)
-                shown = f"{html.escape(detail)}: {_value(values[detail])}" if value and detail in values else None
-                flags.append((f"{section}: {key}", bool(value), shown))
-            elif key in ("warnings", "overly_consistent"):
+            if key.startswith("flag_") or key == "flagged":
+                shown = "; ".join(f"{html.escape(k)}: {_value(values[k])}" for k in FLAG_DETAIL.get(key, ())
+                                  if value and k in values)
+                flags.append((f"{section}: {key}", bool(value), shown or None))
+            elif key == "warnings":
                 flags.append((f"{section}: {key}", bool(value), _value(value) if value else None))
     if not flags:
         return []
