@@ -65,7 +65,8 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
     result["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest = ds.update_manifest(version_dir, {"metrics": result, "gates": verdict, "status": status})
     (version_dir / "README.md").write_text(dataset_card(manifest))
-    write_report(version_dir / "eval" / "report.html", f"{recipe['name']} {manifest['version']}", result, verdict)
+    write_report(version_dir / "eval" / "report.html", f"{recipe['name']} {manifest['version']}", result, verdict,
+                 classes=manifest.get("classes"), preview=version_dir / "preview.png")
     create_table_artifact(
         table=[{"metric": k, "value": v} for k, v in result["summary"].items() if isinstance(v, (int, float))],
         key="metrics-" + "".join(c if c.isalnum() else "-" for c in recipe["name"].lower()),

@@ -1,6 +1,7 @@
 """Evaluation as users run it: after a build (recipe `evaluators` + `gates`) and via the CLI."""
 
 import json
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -103,7 +104,11 @@ def write_image_dataset(folder, images: np.ndarray, labels: np.ndarray):
                      "label": int(label), "label_name": str(int(label)), "generator": "test",
                      "generation_sha256": "test"})
     version_dir = folder / "digits" / "1.0.0"
-    record = ds.write_shard(ds.rows_to_table(rows, schema), version_dir / "data" / "train-00000-of-00001.parquet")
+    table = ds.rows_to_table(rows, schema)
+    record = ds.write_shard(table, version_dir / "data" / "train-00000-of-00001.parquet")
+    from synthloom.preview import write_preview
+
+    write_preview(table, version_dir / "preview.png")  # as a build does: the report embeds it
     from synthloom.provenance import package_versions
 
     manifest = {"recipe": {"name": "digits", "gates": {"near_copy_max": 0.05}}, "version": "1.0.0",
@@ -138,6 +143,65 @@ def test_copies_of_training_images_are_flagged_and_rejected(tmp_path, digits):
     assert any("not comparable" in note.lower() for note in manifest["metrics"]["notes"])
     assert (version_dir / "eval" / "worst_pairs.png").exists()
     assert (version_dir / "eval" / "attributes.png").exists()
+    check_report(version_dir, manifest)
+
+
+class ReportParser(HTMLParser):
+    """report.html as data: its <img> tags and every table row (cells' text, row class)."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.rows, self.texts, self._open = [], [], [], []  # _open: rows being read (nesting)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        elif tag == "tr":
+            self._open.append({"class": attrs.get("class", ""), "cells": []})
+        elif tag in ("td", "th") and self._open:
+            self._open[-1]["cells"].append("")
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._open:
+            self.rows.append(self._open.pop())
+
+    def handle_data(self, data):
+        if self.lasttag != "style":
+            self.texts.append(data)
+        if self._open and self._open[-1]["cells"]:
+            self._open[-1]["cells"][-1] += data
+
+
+def check_report(version_dir, manifest):
+    """What a reader of eval/report.html relies on, checked on the parsed page."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from synthloom.evaluators.report import fmt
+
+    page = ReportParser()
+    page.feed((version_dir / "eval" / "report.html").read_text())
+    pictures = {}
+    for img in page.images:  # self-contained: every picture is inline
+        assert img["src"].startswith("data:image/png;base64,"), img["src"][:60]
+        pictures[img["alt"]] = Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1])))
+    preview = next(p for alt, p in pictures.items() if "preview.png" in alt)
+    assert preview.size == Image.open(version_dir / "preview.png").size
+    assert len(pictures) == 3  # the sample grid, worst pairs, attribute distributions
+    rows = {tuple(r["cells"][:1]): r for r in page.rows}
+    per_class = manifest["metrics"]["details"]["cas"]["cas_per_class"]
+    for name, accuracy in zip(manifest["classes"], per_class):  # class name -> its CAS accuracy
+        assert [name, fmt(accuracy)] in [r["cells"] for r in page.rows], name
+    floats = re.findall(r"(?<![\w.])-?(\d+\.\d+)(?:e[-+]?\d+)?(?![\w.])", " ".join(page.texts))
+    assert floats and all(len(f.replace(".", "").lstrip("0")) <= 4 for f in floats), floats
+    gate = rows[("near_copy_max",)]
+    assert gate["class"] == "fail" and gate["cells"][-1] == "FAIL"
+    flag = rows[("memorization: flag_memorization",)]
+    assert flag["class"] == "fail" and flag["cells"][1] == "RAISED"
 
 
 def test_new_real_images_pass_and_score_well(tmp_path, digits):
@@ -208,3 +272,24 @@ def test_a_synthloom_dataset_works_as_reference(recipe_factory, real_meshes):
     result = evaluate_version(load_recipe(synthetic).version_dir(), str(reference_dir), {"fidelity": {}})
     assert result["details"]["fidelity"]["n_ref"] == 40
     assert result["summary"]["one_nna_cd"] is not None
+
+
+def test_report_escapes_strings_and_names_per_class_rows(tmp_path):
+    from synthloom.evaluators.report import write_report
+
+    result = {"reference": "<ref>", "split": "train", "modality": "images", "evaluators": ["cas"],
+              "summary": {"cas": 0.123456, "min_class_count": 3}, "notes": ["<script>alert(1)</script>"],
+              "class_counts": {"<b>cat</b>": 3, "dog": 5},
+              "details": {"cas": {"cas_per_class": [0.5, 2 / 3], "quantiles": {"q100": 9.0, "q05": 1.0}}}}
+    gates = {"passed": False, "results": [{"gate": "cas_min", "metric": "cas", "value": 0.123456, "threshold": 0.5,
+                                           "op": ">=", "passed": False, "message": "cas_min: cas = 0.123456"}]}
+    (tmp_path / "eval").mkdir()
+    path = write_report(tmp_path / "eval" / "report.html", "t<1>", result, gates, classes=["<b>cat</b>", "dog"])
+    page = ReportParser()
+    page.feed(path.read_text())
+    cells = [r["cells"] for r in page.rows]
+    assert ["<b>cat</b>", "0.5"] in cells and ["dog", "0.6667"] in cells  # escaped, so read back as text
+    assert "<script>alert(1)</script>" in page.texts and not page.images  # no preview given: no picture
+    assert "<script" not in path.read_text()
+    assert ["q05", "q100"] == [c for r in cells for c in r if c in ("q05", "q100")]  # numeric order
+    assert next(r for r in page.rows if r["cells"][0] == "cas_min")["class"] == "fail"
