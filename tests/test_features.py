@@ -278,8 +278,8 @@ def test_image_build_records_features_everywhere(squares):
     assert "## Features" in card and "| `objects` | BoundingBoxes(COCO xywh; categories: red, green, blue) |" in card
     assert "| `depth` | Array(24 x 20 float32) | Array2D(shape=(24, 20), dtype=float32) |" in card
     with PILImage.open(squares / "preview.png") as preview:
-        # The first shard's 8 rows on a 4-column grid of 160-px tiles with captions.
-        assert preview.size == (4 * 160, 2 * (160 + 16))
+        # The first shard's 8 rows on a 4-column grid of 160-px tiles with captions, 6 px apart.
+        assert preview.size == (4 * 160 + 3 * 6, 2 * (160 + 16))  # 4 x 2 tiles, 6 px gaps, captions
         pixels = np.asarray(preview.convert("RGB"))
     assert ((pixels[..., 0] > 200) & (pixels[..., 1] < 80)).any()  # red squares
     assert ((pixels[..., 0] == 255) & (pixels[..., 1] == 220) & (pixels[..., 2] == 0)).any()  # box outlines
