@@ -57,6 +57,26 @@ def per_class_accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> np
     return np.array([(predicted[labels == c] == c).mean() for c in range(len(CLASS_NAMES))]), predicted
 
 
+def base_model_images(params: dict, per_class: int, seed: int, ctx: BuildContext, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` base-model images of each class, cached in ctx.cache_dir by model, count, steps, guidance, seed."""
+    count = per_class * len(CLASS_NAMES)
+    t = time.perf_counter()
+    key = f"{Path(model).resolve().parent.name[:12]}-{per_class}-{params['steps']}-{params['guidance_scale']}-{seed}"
+    cached = Path(ctx.cache_dir) / f"base-{key}.npz"
+    from_cache = cached.is_file()
+    if from_cache:
+        with np.load(cached) as data:
+            images, labels = data["images"], data["labels"]
+    else:
+        images, labels, _ = generate(params, count, seed, ctx)
+        np.savez(cached, images=images, labels=labels)
+    seconds = time.perf_counter() - t
+    made = f"loaded from {cached}" if from_cache else f"in {seconds:.0f} s ({count / seconds:.1f} images/s)"
+    print(f"base model: {count} images ({per_class} per class, DDIM {params['steps']} steps, guidance "
+          f"{params['guidance_scale']}) {made}")
+    return images, labels
+
+
 def write_instances(folder: Path, images: np.ndarray) -> None:
     from PIL import Image
 
@@ -73,13 +93,20 @@ def grid(images: np.ndarray, labels: np.ndarray, per_row: int, path: Path) -> No
     Image.fromarray(canvas).resize((canvas.shape[1] * 2, canvas.shape[0] * 2), Image.NEAREST).save(path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_base_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The base model, its sampling, the classifier and the cache: shared with bench_cas_like_for_like.py."""
     parser.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "models" / "fashion-sd"))
-    parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps per image")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--cnn-epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="/tmp/fashion-diffusion-bench", help="cache of classifiers and images")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_base_model_arguments(parser)
+    parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--instances", type=int, default=8)
     parser.add_argument("--db-steps", type=int, default=400)
     parser.add_argument("--db-lr", type=float, default=1e-3)
@@ -95,8 +122,6 @@ def main() -> None:
                              "{class}' over the generator's classes but ankle boot, the 9 the base model knows) or "
                              "comma-separated class names ('sneaker': one class, the first measurement)")
     parser.add_argument("--prior-weight", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="/tmp/fashion-diffusion-bench")
     parser.add_argument("--skip-cas", action="store_true")
     parser.add_argument("--real-limit", type=int, default=None, help="fewer real train images (smoke tests only)")
     args = parser.parse_args()
@@ -131,18 +156,7 @@ def main() -> None:
     params = {"model": args.model, "classes": CLASS_NAMES, "templates": ["a photo of a {class}"], "attributes": {},
               "steps": args.steps, "guidance_scale": args.guidance, "batch_size": 100}
     count = args.per_class * len(CLASS_NAMES)
-    t = time.perf_counter()
-    cached = out / f"base-{Path(args.model).resolve().parent.name[:12]}-{args.per_class}-{args.steps}-{args.guidance}-{args.seed}.npz"
-    from_cache = cached.is_file()
-    if from_cache:
-        with np.load(cached) as data:
-            before, labels = data["images"], data["labels"]
-    else:
-        before, labels, _ = generate(params, count, args.seed, ctx)
-        np.savez(cached, images=before, labels=labels)
-    gen_s = time.perf_counter() - t
-    print((f"(loaded from {cached}) " if from_cache else "") + f"base model: {count} images ({args.per_class} per class, DDIM {args.steps} steps, guidance {args.guidance}) "
-          f"in {gen_s:.0f} s ({count / gen_s:.1f} images/s)")
+    before, labels = base_model_images(params, args.per_class, args.seed, ctx, args.model)
     acc_before, _ = per_class_accuracy(classifier, before, labels)
     grid(before, labels, 10, out / "base.png")
 
