@@ -77,6 +77,17 @@ def base_model_images(params: dict, per_class: int, seed: int, ctx: BuildContext
     return images, labels
 
 
+def class_spread(images: np.ndarray, labels: np.ndarray, per_class: int = 100) -> dict[int, tuple[float, float]]:
+    """class -> (mean pairwise L2 distance between its first `per_class` images, mean pixel value), in [0, 1]."""
+    out = {}
+    for c in np.unique(labels):
+        x = images[labels == c][:per_class].reshape(-1, 28 * 28).astype(np.float64) / 255
+        squared = (x ** 2).sum(1)[:, None] - 2 * x @ x.T + (x ** 2).sum(1)[None]
+        pairs = np.sqrt(np.clip(squared[np.triu_indices(len(x), 1)], 0, None))
+        out[int(c)] = (float(pairs.mean()), float(x.mean()))
+    return out
+
+
 def write_instances(folder: Path, images: np.ndarray) -> None:
     from PIL import Image
 
@@ -212,6 +223,19 @@ def main() -> None:
     print(f"new prompt '{caption(HELD_OUT)}': {acc_before[HELD_OUT]:.3f} -> {acc_after[HELD_OUT]:.3f}; other 9 "
           f"classes (mean): {acc_before[trained].mean():.3f} -> {acc_after[trained].mean():.3f}; worst other class "
           f"after: {CLASS_NAMES[trained[acc_after[trained].argmin()]]} {acc_after[trained].min():.2f}")
+
+    # Accuracy misses images that are still recognisable but all alike: the spread within each class
+    # (mean pairwise pixel distance) and its mean brightness, base model -> after, real test images beside.
+    spread = {name: class_spread(x, y) for name, (x, y) in
+              {"real": (test_x, test_y), "base": (before, labels), "after": (after, labels_after)}.items()}
+    print("within-class spread (mean pairwise distance of [0, 1] pixels) and mean brightness, real test / base / after:")
+    for c in trained:
+        print(f"  {CLASS_NAMES[c]:10s} spread {spread['real'][c][0]:.2f} / {spread['base'][c][0]:.2f} / "
+              f"{spread['after'][c][0]:.2f}; brightness {spread['real'][c][1]:.3f} / {spread['base'][c][1]:.3f} / "
+              f"{spread['after'][c][1]:.3f}")
+    ratio = np.mean([spread["after"][c][0] / spread["base"][c][0] for c in trained])
+    print(f"other 9 classes: spread after / base {ratio:.3f} (mean of per-class ratios); base / real "
+          f"{np.mean([spread['base'][c][0] / spread['real'][c][0] for c in trained]):.3f}")
 
     # Copying check: for each generated boot, its nearest real train ankle boot (pixels): an instance?
     gen_boots = after[labels_after == HELD_OUT].reshape(-1, 28 * 28).astype(np.float32)

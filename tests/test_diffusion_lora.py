@@ -160,6 +160,17 @@ def test_dreambooth_trains_with_prior_preservation_on_class_images_of_the_base_m
     store = json.loads((entry / "store.json").read_text())
     assert store["inputs"]["prior"]["class_prompt"] == "a photo of a square"
     assert not any(name.startswith(".") for name in store["files"])  # class images and checkpoints stay out
+    # By default LoRA-DreamBooth adapts the ResNet convolutions as well as the attention projections.
+    from safetensors import safe_open
+
+    with safe_open(adapter["path"], "pt") as handle:
+        keys = list(handle.keys())
+    assert any(".resnets." in k and ".conv2." in k for k in keys) and any(".to_k." in k for k in keys)
+    from synthloom.generators.diffusion_adapters import DreamBoothParams
+
+    attention_only = DreamBoothParams(**{**dream, "unet_targets": None})
+    assert "unet_targets" not in attention_only.training_inputs()  # keys of attention-only entries unchanged
+    assert DreamBoothParams(**dream).training_inputs()["unet_targets"][-2:] == ["conv1", "conv2"]
 
 
 def test_dreambooth_prior_over_every_class_splits_class_images_evenly_between_the_prompts(tiny_model, tmp_path):
