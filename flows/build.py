@@ -111,8 +111,8 @@ def _existing_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None
     pending = final / ds.PENDING_MANIFEST
     source = final / ds.MANIFEST if (final / ds.MANIFEST).exists() else pending
     try:
-        manifest = json.loads(source.read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = ds.read_json_object(source, "manifest")
+    except (OSError, DatasetError):
         if overwrite:
             return None
         raise DatasetError(f"{final}: exists but is not a complete dataset; remove it or pass --overwrite") from None

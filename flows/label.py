@@ -7,7 +7,11 @@ exists (a build without labelers, or one labelled with older weights). It reuses
   columns, the new version's name and the output folder, before any flow run: one line on bad input;
 - the source shards are hard-linked (copied across file systems) into the new version's staging
   `.raw/` and labelled by the build's own cached `label-shard` tasks, so a killed run resumes;
-- the commit protocol, verify, Croissant metadata, card and preview are the build's.
+- the commit protocol, verify, Croissant metadata, card and preview are the build's, and so is its
+  promise that every instant is resumable: a rerun of the same command that finds the new version
+  already committed, or killed between its folder rename and its manifest, finishes the remaining
+  steps (manifest, clean-up, `latest`) instead of refusing the folder as taken. A run that fails
+  before labelling any shard removes its staging folder.
 
 The new version's manifest is the source's with: the new `version`, the labelers that ran appended to
 `labelers` (each marked with the source version it ran on), `labelled_from` (source path, version,
@@ -34,6 +38,7 @@ from synthloom.card import dataset_card
 from synthloom.croissant import croissant_metadata
 from synthloom.devices import resolve_device
 from synthloom.errors import DatasetError, LabelerError
+from synthloom.faults import crash_point
 from synthloom.generators.base import BuildContext, ShardSpec
 from synthloom.labelers.base import chain_fingerprint, check_chain
 from synthloom.preview import write_preview
@@ -53,6 +58,7 @@ class LabelPlan:
     final: Path
     specs: list[tuple[str, dict[str, Any]]]
     device: str
+    existing: dict[str, Any] | None = None  # manifest of this same labelling, committed (or half) at `final`
 
     def context(self) -> BuildContext:
         return BuildContext(cache_dir=self.source.parent / ".cache", recipe_dir=Path.cwd(), device=self.device)
@@ -83,11 +89,47 @@ def plan_label(dataset: str, specs: list[tuple[str, dict[str, Any]]], version: s
     final = source.parent / version
     if final.resolve() == source.resolve():
         raise DatasetError(f"{final}: is the source version; label into a new version")
-    if final.exists() and not overwrite:
-        raise DatasetError(f"{final}: already exists; pass --version NAME or --overwrite")
+    plan = LabelPlan(source, manifest, final, list(specs), resolve_device(device or "auto"))
+    plan.existing = _existing_version(plan, overwrite)
     ds.check_writable(source.parent)
     ds.check_not_locked(final)
-    return LabelPlan(source, manifest, final, list(specs), resolve_device(device or "auto"))
+    return plan
+
+
+def _existing_version(plan: LabelPlan, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of `plan.final` when it holds this very labelling (committed, or killed between the
+    folder rename and the manifest rename), None when there is nothing to finish, else an error: the
+    name is taken by something else. Read-only: the flow finishes the commit under the version lock."""
+    final = plan.final
+    if not final.exists() or overwrite:
+        return None
+    for name in (ds.MANIFEST, ds.PENDING_MANIFEST):
+        if (final / name).is_file():
+            try:
+                manifest = ds.read_json_object(final / name, "manifest")
+            except DatasetError:
+                break
+            if _same_labelling(plan, manifest):
+                return manifest
+            break
+    raise DatasetError(f"{final}: already exists; pass --version NAME or --overwrite")
+
+
+def _same_labelling(plan: LabelPlan, manifest: dict[str, Any]) -> bool:
+    """Whether `manifest` records the labelling `plan` asks for: the same labelers with the same params,
+    run on the same shards of the same source version."""
+    source = plan.manifest
+    before = list(source.get("labelers") or [])
+    ran = manifest.get("labelers")
+    shards = manifest.get("shards")
+    if not isinstance(ran, list) or not isinstance(shards, list) or ran[:len(before)] != before:
+        return False
+    asked = json.loads(json.dumps([[kind, params] for kind, params in plan.specs], default=str))
+    added = [[r.get("kind"), r.get("params")] for r in ran[len(before):] if isinstance(r, dict)]
+    return ((manifest.get("labelled_from") or {}).get("version") == str(source["version"])
+            and added == asked
+            and [s.get("generated_sha256") for s in shards if isinstance(s, dict)]
+            == [s["sha256"] for s in source["shards"]])
 
 
 @task(name="prepare-labelers", task_run_name="prepare-labelers")
@@ -172,21 +214,52 @@ def label_dataset(dataset: str, labelers: list[tuple[str, dict[str, Any]]], vers
     logger = get_run_logger()
     plan = plan_label(dataset, labelers, version, device, overwrite)
     with ds.version_lock(plan.final):
-        staging = _staging_for(plan.final, plan.key)
-        labelling = prepare_chain(plan)
-        generated, shards = _link_source_shards(plan, staging)
-        storage = (staging / ".results").resolve()
-        records = _label_shards(labelling, generated, shards, staging, storage, plan.device, workers, logger)
-        manifest = _manifest(plan, labelling, records, staging)
-        write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
-        ds.write_json_atomic(staging / "croissant.json",
-                             croissant_metadata(manifest, pq.read_schema(staging / records[0]["file"])))
-        (staging / "README.md").write_text(dataset_card(manifest))
-        ds.commit(staging, plan.final, manifest, overwrite=overwrite)
-        ds.remove_build_state(plan.final)
-        report = ds.verify(plan.final)
-        if manifest["status"] == "accepted":
-            ds.set_latest(plan.final.parent, plan.final.name)
+        plan.existing = _existing_version(plan, overwrite)  # again, now that no other run can change it
+        status = "labelled"
+        if plan.existing is not None:
+            ds.finish_commit(plan.final)  # killed between its two renames: finish it, label nothing again
+            logger.info("%s already labelled this way; finishing the steps after the commit", plan.final)
+            manifest, status = ds.read_manifest(plan.final), "exists"
+        else:
+            staging = _staging_for(plan.final, plan.key)
+            try:
+                manifest = _label_and_commit(plan, staging, overwrite, workers, logger)
+            except BaseException:
+                if staging.exists() and not _has_labelled_shards(staging):
+                    shutil.rmtree(staging, ignore_errors=True)  # only links to the source: nothing to resume
+                raise
+        report = _finish_label(plan, manifest)
     logger.info("labelled %s into %s", plan.source, plan.final)
     return {"path": str(plan.final), "source": str(plan.source), "rows": report["rows"], "shards": report["shards"],
-            "labelers": [kind for kind, _ in plan.specs]}
+            "labelers": [kind for kind, _ in plan.specs], "status": status}
+
+
+def _label_and_commit(plan: LabelPlan, staging: Path, overwrite: bool, workers: int, logger) -> dict[str, Any]:
+    labelling = prepare_chain(plan)
+    generated, shards = _link_source_shards(plan, staging)
+    storage = (staging / ".results").resolve()
+    records = _label_shards(labelling, generated, shards, staging, storage, plan.device, workers, logger)
+    crash_point("label:shards-done")
+    manifest = _manifest(plan, labelling, records, staging)
+    write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
+    ds.write_json_atomic(staging / "croissant.json",
+                         croissant_metadata(manifest, pq.read_schema(staging / records[0]["file"])))
+    (staging / "README.md").write_text(dataset_card(manifest))
+    ds.commit(staging, plan.final, manifest, overwrite=overwrite)
+    crash_point("label:committed")
+    return manifest
+
+
+def _finish_label(plan: LabelPlan, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every step after the commit, idempotent: a rerun after a crash anywhere here completes them."""
+    ds.remove_build_state(plan.final)
+    report = ds.verify(plan.final)
+    crash_point("label:before-latest")
+    if manifest.get("status") == "accepted":
+        ds.set_latest(plan.final.parent, plan.final.name)
+    return report
+
+
+def _has_labelled_shards(staging: Path) -> bool:
+    """Labelled shards are worth resuming from; `.raw/` holds only links to the source's shards."""
+    return any((staging / ds.DATA_DIR).glob("*.parquet"))

@@ -28,6 +28,7 @@ EPILOG = """examples:
   synthloom label datasets/shoes/1.0.0 --labeler owlv2 --param model=models/owlv2 \\
       --param 'ontology={"a photo of a sneaker": sneaker}' --labeler blip --param model=models/blip
   synthloom serve configs/demo-pointclouds.yaml --cron "0 3 * * *"
+  synthloom server start     # once: later build/evaluate/label commands skip Prefect's ~6 s server start
 """
 
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Run the build flow: plan shards, generate each shard as a cached Prefect "
                                        "task, then commit <output>/<name>/<version>/ with manifest, Croissant "
                                        "metadata, dataset card and preview. Rerunning a killed build reuses every "
-                                       "finished shard.")
+                                       "finished shard. " + SERVER_NOTE)
     build.add_argument("recipe", help="path to a recipe YAML file (see configs/)")
     build.add_argument("--overwrite", action="store_true",
                        help="replace an existing version built from a different recipe")
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Run labelers on every shard of a committed version and commit the result "
                                        "as a new version beside it (default name <version>+<labelers>); the "
                                        "source is not changed. Each --param KEY=VALUE (VALUE read as YAML) "
-                                       "belongs to the --labeler before it.")
+                                       "belongs to the --labeler before it. Rerunning a killed run resumes it: "
+                                       "labelled shards are reused and an interrupted commit is finished.")
     label.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
     label.add_argument("--labeler", action=_LabelerAction, dest="labelers", metavar="KIND", required=True,
                        help="a registered labeler: owlv2, blip, attributes, ... (repeat for a chain)")
@@ -118,7 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", type=float, help="run every N seconds instead of a cron schedule")
     serve.add_argument("--port", type=int, default=4200, help="port of the local Prefect server (default 4200)")
     serve.add_argument("--limit", type=int, default=1, help="max concurrent runs (default 1)")
+
+    server = sub.add_parser("server", help="start, stop or show a local Prefect server that later commands reuse",
+                            description="A one-off build, evaluate or label command without PREFECT_API_URL "
+                                        "starts Prefect's ephemeral server, ~6 s per command. `synthloom server "
+                                        "start` starts `prefect server start` on 127.0.0.1 once, in the "
+                                        "background (recorded in $PREFECT_HOME/synthloom-server.json, log "
+                                        "beside it); while it answers, later commands use it and their runs "
+                                        "show in its UI. Commands never start it by themselves. A "
+                                        "PREFECT_API_URL you set always wins: then this server is not used "
+                                        "and `start` refuses.")
+    server.add_argument("action", choices=["start", "stop", "status"],
+                        help="start: in the background (returns when it answers); stop: end it; status: say "
+                             "whether it runs and where its UI is (exit 1 when it does not)")
+    server.add_argument("--port", type=int, default=4200,
+                        help="start: port on 127.0.0.1 (default 4200; 0 picks a free one)")
     return parser
+
+
+SERVER_NOTE = ("Prefect: uses $PREFECT_API_URL if set; else the background server of `synthloom server "
+               "start` if it answers; else Prefect's ephemeral server, started in this process (~6 s). "
+               "A build never starts a background server by itself.")
 
 
 class _LabelerAction(argparse.Action):
@@ -183,6 +205,7 @@ def cmd_build(args) -> int:
     # A bad recipe, bad generator params or inputs, an absurd size, a conflicting version, a build of
     # the same version in progress or an unwritable output fails here, in a second, before any flow run.
     plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device)
+    _say_which_server()
     if plan.recipe.evaluators or plan.recipe.gates:
         _leave_a_core_for_prefect()
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
@@ -258,8 +281,20 @@ def _leave_a_core_for_prefect() -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
+def _say_which_server() -> None:
+    """One stderr line when a one-off command will use the background server (run_settings.one_off_run
+    points the flow at it), so the user knows where to watch the run."""
+    from .server import attach
+
+    state = attach()
+    if state is not None:
+        print(f"Prefect: background server at {state['ui_url']} (watch runs at {state['ui_url']}/runs)",
+              file=sys.stderr)
+
+
 def cmd_evaluate(args) -> int:
     _leave_a_core_for_prefect()
+    _say_which_server()
     from synthloom.flows.evaluate import evaluate_dataset
     from synthloom.flows.run_settings import one_off_run
 
@@ -327,11 +362,16 @@ def cmd_label(args) -> int:
         raise SynthloomError(f"--workers must be at least 1, got {args.workers}")
     # Bad labeler params, columns a labeler needs, a taken version name: one line before any flow run.
     plan_label(args.dataset, args.labelers, args.version, args.device, args.overwrite)
+    _say_which_server()
     with one_off_run():
         result = label_dataset(args.dataset, args.labelers, version=args.version, device=args.device,
                                overwrite=args.overwrite, workers=args.workers)
-    print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards labelled by "
-          f"{', '.join(result['labelers'])} from {result['source']}, verified")
+    if result["status"] == "exists":
+        print(f"{result['path']}: already labelled by {', '.join(result['labelers'])} from {result['source']} "
+              f"({result['rows']} rows); finished the steps after the commit, nothing labelled again")
+    else:
+        print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards labelled by "
+              f"{', '.join(result['labelers'])} from {result['source']}, verified")
     return 0
 
 
@@ -344,7 +384,13 @@ def cmd_serve(args) -> int:
 
             raise RecipeError(f"{path}: no schedule: pass --cron or --interval, or set `schedule:` in the recipe")
     server = None
-    if not os.environ.get("PREFECT_API_URL"):
+    from .server import attach
+
+    background = attach()
+    if background is not None:  # `synthloom server start`'s server runs the scheduler service too
+        os.environ["PREFECT_API_URL"] = background["api_url"]
+        print(f"Prefect: background server; watch runs at {background['ui_url']}/runs", file=sys.stderr)
+    elif not os.environ.get("PREFECT_API_URL"):
         server = _start_local_server(args.port)
         os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"
         print(f"Prefect server started; watch runs at http://127.0.0.1:{args.port}/runs", file=sys.stderr)
@@ -389,6 +435,32 @@ def _start_local_server(port: int, timeout: float = 180.0) -> subprocess.Popen:
     raise SynthloomError(f"Prefect server on port {port} did not start within {timeout:.0f} s")
 
 
+def cmd_server(args) -> int:
+    from . import server
+
+    if args.action == "start":
+        state, started = server.start(args.port)
+        what = "started" if started else "already running"
+        print(f"Prefect server {what} at {state['ui_url']} (pid {state['pid']}; API {state['api_url']}; "
+              f"log {state['log']}). Later build, evaluate and label commands use it; "
+              "`synthloom server stop` ends it.")
+        return 0
+    if args.action == "stop":
+        state = server.stop()
+        print(f"stopped the Prefect server at {state['ui_url']} (pid {state['pid']})" if state
+              else "no background Prefect server was running")
+        return 0
+    user = os.environ.get("PREFECT_API_URL") or server.user_api_url()
+    state = server.running()
+    if state is None:
+        print(f"not running (no answering server recorded in {server.state_path()})")
+    else:
+        print(f"running at {state['ui_url']} (pid {state['pid']}, API {state['api_url']}, log {state['log']})")
+    if user:
+        print(f"PREFECT_API_URL is set ({user}): commands use that server, not this one")
+    return 0 if state is not None else 1
+
+
 COMMANDS = {
     "build": cmd_build,
     "inspect": cmd_inspect,
@@ -397,6 +469,7 @@ COMMANDS = {
     "export": cmd_export,
     "label": cmd_label,
     "serve": cmd_serve,
+    "server": cmd_server,
 }
 
 if __name__ == "__main__":

@@ -18,6 +18,14 @@ POINTS = (
 LABEL_POINTS = (
     "build:generated-before-labels",  # every shard generated into .raw/, none labelled yet
 )
+# The `synthloom label` command's commit (flows/label.py); the two `commit:` points are ds.commit's.
+LABEL_COMMAND_POINTS = (
+    "label:shards-done",       # every shard labelled into staging, no metadata yet
+    "commit:pending-written",
+    "commit:renamed",          # the new version's folder exists, its manifest.json does not
+    "label:committed",         # manifest.json in place, resume state not yet removed
+    "label:before-latest",     # resume state removed, `latest` not yet moved
+)
 
 
 def crash_point(name: str) -> None:
