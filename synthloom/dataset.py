@@ -253,10 +253,35 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
         if version_dir.is_dir():
             raise DatasetError(f"{version_dir}: not a complete synthloom dataset (no {MANIFEST})")
         raise DatasetError(f"{version_dir}: dataset not found")
+    manifest = read_json_object(path, "manifest")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(s, dict) and _is_shard_record(s) for s in shards):
+        raise DatasetError(f"{path}: corrupt manifest ('shards' must be a list of {{file, split, rows, sha256}})")
+    return manifest
+
+
+def _is_shard_record(shard: dict[str, Any]) -> bool:
+    return (all(isinstance(shard.get(key), str) for key in ("file", "split", "sha256"))
+            and isinstance(shard.get("rows"), int) and not isinstance(shard.get("rows"), bool))
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object (a manifest, pending or committed): anything else is a
+    DatasetError naming the file, never an AttributeError further on."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: corrupt manifest ({error.msg} at line {error.lineno})") from None
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" at line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
+        raise DatasetError(f"{path}: corrupt {what} ({reason}{where})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: corrupt {what} (a JSON {_json_type(data)}, not an object)")
+    return data
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def resolve_version_dir(path: str | os.PathLike) -> Path:
