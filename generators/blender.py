@@ -132,9 +132,8 @@ class BlenderGenerator(WorkerGenerator):
     python_env_var = "SYNTHLOOM_RENDER_PYTHON"
     default_venv = ".venv-render"
     install_hint = ("bpy is needed for rendering: create the render environment with `make render-env` "
-                    "(python3.11 -m venv .venv-render; .venv-render/bin/pip install blenderproc==2.8.0 bpy==4.2.0 "
-                    "'numpy<2' opencv-contrib-python-headless==4.10.0.84), or set generator.params.python / "
-                    "$SYNTHLOOM_RENDER_PYTHON to its interpreter")
+                    "(python3.11 -m venv .venv-render; .venv-render/bin/pip install -r requirements/render-lock.txt), "
+                    "or set generator.params.python / $SYNTHLOOM_RENDER_PYTHON to its interpreter")
 
     @property
     def resources(self):  # one Cycles render uses a whole GPU

@@ -27,8 +27,7 @@ import sys
 API_MODULES = ("loader", "utility", "sampler", "math", "postprocessing", "writer", "material", "lighting", "camera",
                "renderer", "world", "constructor", "types", "object", "filter")
 INSTALL_HINT = ("create the render environment: `make render-env` (python3.11 -m venv .venv-render && "
-                ".venv-render/bin/pip install blenderproc==2.8.0 bpy==4.2.0 'numpy<2' "
-                "opencv-contrib-python-headless==4.10.0.84 + BlenderProc's runtime packages)")
+                ".venv-render/bin/pip install -r requirements/render-lock.txt)")
 
 
 class RenderEnvMissing(ImportError):
