@@ -6,6 +6,10 @@ in 1 s steps, so every one-off run waited 0-1 s for it: a third of Prefect's who
 build (benchmarks/RESULTS.md). One-off runs therefore send none unless the user set
 `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` (env or profile), which still wins. `synthloom serve`'s deployment
 flow is not run under this and keeps Prefect's default.
+
+One-off runs also use the background Prefect server of `synthloom server start` when it answers and
+the user set no `PREFECT_API_URL` (synthloom/server.py): that skips the 6.6 s ephemeral server start of
+every process. A user's `PREFECT_API_URL` always wins.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from typing import Iterator
 
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+from synthloom.server import using_background_server
+
 
 @contextmanager
 def one_off_run() -> Iterator[None]:
-    with temporary_settings(set_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with using_background_server(), temporary_settings(set_defaults={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
