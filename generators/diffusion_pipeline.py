@@ -70,10 +70,33 @@ def check_pipeline_dir(path: Path) -> Path:
     if not index.is_file():
         raise GeneratorError(f"model '{path}': not a diffusers pipeline (no model_index.json)")
     try:
-        json.loads(index.read_text())
+        components = json.loads(index.read_text())
     except ValueError as error:
         raise GeneratorError(f"model '{path}': model_index.json is not valid JSON ({error})") from None
+    if not isinstance(components, dict):
+        raise GeneratorError(f"model '{path}': {index} is not a diffusers model index (a JSON "
+                             f"{type(components).__name__}, not an object)")
+    _check_components(path, components)
     return path
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def _check_components(path: Path, components: dict[str, Any]) -> None:
+    """Each component model_index.json names ([library, class], not [null, null]) has its folder, and a
+    model folder (config.json) its weights: checked in milliseconds, where from_pretrained took ~13 s
+    and printed a library warning before failing on a missing folder."""
+    for name, entry in components.items():
+        if name.startswith("_") or not (isinstance(entry, list) and len(entry) == 2 and all(entry)):
+            continue
+        folder = path / name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            raise GeneratorError(f"model '{path}': model_index.json names the component '{name}' "
+                                 f"({entry[1]}) but {folder} is missing or empty")
+        if (folder / "config.json").is_file() and not any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.iterdir()):
+            raise GeneratorError(f"model '{path}': component '{name}' has no weights in {folder} "
+                                 f"(*.safetensors or *.bin)")
 
 
 def pipeline_files(path: Path) -> list[Path]:

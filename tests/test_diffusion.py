@@ -40,6 +40,32 @@ def test_a_missing_or_wrong_model_fails_in_under_two_seconds_naming_it(tmp_path,
     assert "\n" not in str(error.value)
 
 
+def test_a_pipeline_folder_with_a_missing_component_or_a_wrong_index_fails_in_the_preflight(tiny_model, tmp_path,
+                                                                                             capfd):
+    """Found by breaking it (issue 29): a missing unet/ took ~13 s and a library warning to fail in
+    from_pretrained; a model_index.json holding [1, 2, 3] was an AttributeError."""
+    import shutil
+
+    cases = {}
+    missing = shutil.copytree(tiny_model, tmp_path / "no-unet")
+    shutil.rmtree(missing / "unet")
+    cases[missing] = f"model_index.json names the component 'unet' (UNet2DConditionModel) but {missing / 'unet'} is missing or empty"
+    no_weights = shutil.copytree(tiny_model, tmp_path / "no-weights")
+    (no_weights / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    cases[no_weights] = f"component 'vae' has no weights in {no_weights / 'vae'} (*.safetensors or *.bin)"
+    wrong = shutil.copytree(tiny_model, tmp_path / "wrong-index")
+    (wrong / "model_index.json").write_text("[1, 2, 3]")
+    cases[wrong] = f"{wrong / 'model_index.json'} is not a diffusers model index (a JSON list, not an object)"
+    for model, message in cases.items():
+        generator = DiffusionGenerator({"model": str(model), "classes": ["dog"]})
+        start = time.perf_counter()
+        with pytest.raises(GeneratorError) as error:
+            generator.check_inputs(BuildContext(cache_dir=tmp_path, recipe_dir=tmp_path))
+        assert time.perf_counter() - start < 1.0
+        assert str(error.value) == f"model '{model}': {message}"
+    assert capfd.readouterr().err == "", "no library warning before the one line"
+
+
 def test_half_precision_on_cpu_and_empty_prompt_lists_are_refused(tiny_model, tmp_path):
     ctx = BuildContext(cache_dir=tmp_path)
     with pytest.raises(GeneratorError, match="dtype 'fp16' needs a GPU"):
