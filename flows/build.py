@@ -408,7 +408,7 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
     manifest = _manifest(plan, prepared, records, staging, labelling)
     write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
     ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
-    (staging / "README.md").write_text(dataset_card(manifest))
+    ds.write_text(staging / "README.md", dataset_card(manifest))
     ds.commit(staging, plan.final, manifest, overwrite=overwrite)
     crash_point("build:committed")
     logger.info("committed %s: %d shards", plan.final, len(records))
@@ -448,7 +448,7 @@ def _refresh_metadata(final: Path, recipe: Recipe, manifest: dict[str, Any]) -> 
         changes.update(metrics={}, gates=None, status="unevaluated" if evaluated else "accepted")
     manifest = ds.update_manifest(final, changes)
     ds.write_json_atomic(final / "croissant.json", croissant_metadata(manifest, _schema_of(final, manifest["shards"])))
-    (final / "README.md").write_text(dataset_card(manifest))
+    ds.write_text(final / "README.md", dataset_card(manifest))
     return manifest
 
 

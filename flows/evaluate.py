@@ -64,7 +64,7 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
     status = "rejected" if verdict and not verdict["passed"] else "accepted"
     result["evaluated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest = ds.update_manifest(version_dir, {"metrics": result, "gates": verdict, "status": status})
-    (version_dir / "README.md").write_text(dataset_card(manifest))
+    ds.write_text(version_dir / "README.md", dataset_card(manifest))
     write_report(version_dir / "eval" / "report.html", f"{recipe['name']} {manifest['version']}", result, verdict,
                  classes=manifest.get("classes"), preview=version_dir / "preview.png")
     create_table_artifact(

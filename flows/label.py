@@ -244,7 +244,7 @@ def _label_and_commit(plan: LabelPlan, staging: Path, overwrite: bool, workers: 
     write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
     ds.write_json_atomic(staging / "croissant.json",
                          croissant_metadata(manifest, pq.read_schema(staging / records[0]["file"])))
-    (staging / "README.md").write_text(dataset_card(manifest))
+    ds.write_text(staging / "README.md", dataset_card(manifest))
     ds.commit(staging, plan.final, manifest, overwrite=overwrite)
     crash_point("label:committed")
     return manifest

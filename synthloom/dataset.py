@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DatasetError, FeatureError
+from .errors import DatasetError, FeatureError, file_named
 from .faults import crash_point
 from .features import SYNTHLOOM_KEY, Array, Features, Value, leaf_dtype
 from .provenance import sha256_file
@@ -88,7 +88,7 @@ def _fsync_dir(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
+    with file_named(path), open(tmp, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
         handle.flush()
@@ -106,9 +106,10 @@ def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
     try:
         # Dictionary-encode only strings: on float point lists it wastes space and halves read speed.
         strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group, use_dictionary=strings)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        with file_named(path):
+            pq.write_table(table, tmp, compression="zstd", row_group_size=row_group, use_dictionary=strings)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -116,6 +117,12 @@ def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
     _fsync_dir(path.parent)
     return {"file": f"{path.parent.name}/{path.name}", "rows": table.num_rows, "bytes": path.stat().st_size,
             "sha256": sha256_file(path)}
+
+
+def write_text(path: Path, text: str) -> None:
+    """A small text file (the dataset card); a failed write names the file."""
+    with file_named(path):
+        path.write_text(text)
 
 
 def staging_dir(version_dir: Path) -> Path:

@@ -1,5 +1,9 @@
 """User-facing errors: each carries one line that says what is wrong and where."""
 
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class SynthloomError(Exception):
     """An error the CLI prints as one line (no traceback) before exiting non-zero."""
@@ -25,8 +29,30 @@ class ModelError(SynthloomError):
     """A model (feature extractor, classifier, checkpoint) is missing or cannot be loaded."""
 
 
+class EvaluatorError(SynthloomError, ValueError):
+    """An evaluator cannot score a dataset (bad parameter, wrong modality, missing column or reference).
+    Also a ValueError: the metric functions raised plain ValueErrors before, and callers catch those."""
+
+
+class GateError(SynthloomError):
+    """A dataset version missed a quality gate."""
+
+
 class FeatureError(SynthloomError):
     """A column's declared feature does not fit its values (wrong shape, dtype, class, image)."""
+
+
+@contextmanager
+def file_named(path: Path | str):
+    """A failed write (a full disk: `[Errno 28] Error writing bytes to file`) raises an OSError that
+    names no file; re-raise it naming `path`, so the CLI's line says which output filled up."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
+        raise OSError(error.errno, reason, str(path)) from error
 
 
 def describe_validation_error(error, what: str = "key", prefix: str = "") -> list[str]:

@@ -70,6 +70,28 @@ def test_verify_cli_names_bad_shard(tmp_path):
     assert "train-00000-of-00001.parquet: sha256 mismatch" in out.stderr
 
 
+@pytest.mark.parametrize("text, reason", [
+    ("[]", "a JSON array, not an object"),
+    ('"v"', "a JSON string, not an object"),
+    ('{"shards": 3}', "'shards' must be a list of {file, split, rows, sha256}"),
+    ('{"shards": [{"file": "data/a.parquet", "split": "train", "rows": "12", "sha256": "0"}]}',
+     "'shards' must be a list of {file, split, rows, sha256}"),
+    ("{", "Expecting property name enclosed in double quotes at line 1"),
+])
+def test_a_manifest_of_the_wrong_json_type_is_one_line_naming_it(tmp_path, capsys, text, reason):
+    from synthloom.cli import main
+
+    version = tmp_path / "ds" / "1.0.0"
+    version.mkdir(parents=True)
+    (version / "manifest.json").write_text(text)
+    for command in ("verify", "inspect", "export", "label"):
+        extra = {"export": ["--format", "ply", "--out", str(tmp_path / "x")],
+                 "label": ["--labeler", "attributes"]}.get(command, [])
+        assert main([command, str(version), *extra]) == 1
+        err = capsys.readouterr().err
+        assert err == f"synthloom: error: {version / 'manifest.json'}: corrupt manifest ({reason})\n", command
+
+
 SLOW_PARAMS = {"num_points": 2048, "sampler": "poisson", "rotation": "so3"}
 
 
@@ -166,12 +188,32 @@ def test_full_disk_fails_clearly_and_loses_nothing(tmp_path, tmpfs):
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1
     assert len(stderr.strip().splitlines()) == 1 and "No space left on device" in stderr
+    assert f"synthloom: error: {ds.staging_dir(final)}/" in stderr, "the line names the file that did not fit"
     assert not final.exists()
     assert list(staged.glob("*.parquet")), "shards finished before the disk filled are kept"
     filler.unlink()
     out = run_cli("build", str(path))
     assert out.returncode == 0, out.stderr
     assert ds.verify(final)["rows"] == 48
+
+
+def test_every_write_on_a_full_disk_names_its_file(tmp_path, tmpfs):
+    """pyarrow's `[Errno 28] Error writing bytes to file` and a plain write's ENOSPC name no file (issue 29)."""
+    import pyarrow as pa
+
+    from synthloom.preview import grid
+
+    full = tmpfs("full", "size=256k")
+    subprocess.run(["dd", "if=/dev/zero", f"of={full / 'filler'}", "bs=4k"], capture_output=True)  # until ENOSPC
+    table = pa.table({"x": np.random.default_rng(0).random(100_000)})
+    writes = {full / "data" / "train-00000-of-00001.parquet": lambda path: ds.write_shard(table, path),
+              full / "manifest.json": lambda path: ds.write_json_atomic(path, {"rows": list(range(100_000))}),
+              full / "README.md": lambda path: ds.write_text(path, "card " * 100_000),
+              full / "preview.png": lambda path: grid([], [], path, columns=1)}
+    for path, write in writes.items():
+        with pytest.raises(OSError) as error:
+            write(path)
+        assert (error.value.filename, error.value.strerror) == (str(path), "No space left on device"), path
 
 
 def test_serve_without_a_schedule_fails_before_starting_a_server(tmp_path):
