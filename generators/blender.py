@@ -22,6 +22,7 @@ visible pixels / pixels of the unoccluded silhouette in the image), `camera_K` (
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,12 @@ MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb")
 HDRI_EXTENSIONS = ("exr", "hdr")
 Range = tuple[float, float]
 IntRange = tuple[int, int]
+
+
+# Ranges where zero makes no picture: an object of size 0, a 0 mm lens, a camera at the scene's centre.
+POSITIVE_RANGES = ("scale", "focal_mm", "distance_factor")
+# Principled BSDF factors, defined on [0, 1].
+UNIT_RANGES = ("roughness", "metallic")
 
 
 class BlenderParams(WorkerParams):
@@ -91,8 +98,16 @@ class BlenderParams(WorkerParams):
                      "light_energy", "background_strength", "hdri_strength", "focal_mm", "elevation_deg",
                      "distance_factor", "drop_height", "settle_seconds"):
             low, high = getattr(self, name)
+            if not (math.isfinite(low) and math.isfinite(high)):  # NaN compares false with everything
+                raise ValueError(f"{name} must be finite numbers, got [{low}, {high}]")
+            if name in POSITIVE_RANGES and not 0 < low <= high:
+                raise ValueError(f"{name} must be [low, high] with 0 < low <= high, got [{low}, {high}]")
             if low > high or low < 0:
                 raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got [{low}, {high}]")
+            if name in UNIT_RANGES and high > 1:
+                raise ValueError(f"{name} must be [low, high] within [0, 1], got [{low}, {high}]")
+        if not math.isfinite(self.roll_deg):
+            raise ValueError(f"roll_deg must be a finite number, got {self.roll_deg}")
         if self.objects[0] < 1:
             raise ValueError("objects: at least 1 object per frame")
         if self.settle_seconds[0] >= self.settle_seconds[1]:

@@ -97,6 +97,23 @@ def test_physics_params_are_checked():
         BlenderGenerator({"source": ".", "drop_height": [0.3, 0.1]})
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("focal_mm", [0, 0], "focal_mm must be [low, high] with 0 < low <= high, got [0.0, 0.0]"),
+    ("scale", [0, 0], "scale must be [low, high] with 0 < low <= high, got [0.0, 0.0]"),
+    ("distance_factor", [0, 1.5], "distance_factor must be [low, high] with 0 < low <= high"),
+    ("light_energy", [float("nan"), 1.0], "light_energy must be finite numbers, got [nan, 1.0]"),
+    ("elevation_deg", [10, float("inf")], "elevation_deg must be finite numbers, got [10.0, inf]"),
+    ("metallic", [0, 2], "metallic must be [low, high] within [0, 1], got [0.0, 2.0]"),
+    ("roll_deg", float("nan"), "roll_deg must be a finite number, got nan"),
+])
+def test_ranges_where_zero_or_nan_make_no_picture_are_refused(name, value, message):
+    """Found by breaking it (issue 29): the check was `low > high or low < 0`, which 0 and NaN pass."""
+    with pytest.raises(GeneratorError) as error:
+        BlenderGenerator({"source": ".", name: value})
+    assert message in str(error.value)
+    BlenderGenerator({"source": ".", "light_energy": [0, 0], "elevation_deg": [0, 90]})  # zero still means something
+
+
 def test_binary_stl_face_count_is_read_from_its_header(scene_folder):
     assert face_count(scene_folder / "primitive" / "box.stl") == 12
     assert face_count(scene_folder / "primitive" / "sphere.ply") == 320
