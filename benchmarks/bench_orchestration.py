@@ -3,25 +3,32 @@ and writer called in a plain Python loop, in the same run.
 
 The flow side runs `build_dataset` (shard tasks with result persistence and caching,
 progress artifact, preview, card, Croissant, commit, verify) against a Prefect server
-that is already up, as under `synthloom serve` or a shared `prefect server start`.
-The ephemeral server a one-off `synthloom build` starts is timed separately, because
-it is a fixed per-process cost, not a per-shard one. Prints the extra wall time in % against two
-baselines: the shards alone in a plain loop, and the same dataset (shards plus manifest, preview, card,
-Croissant, commit and verify, the flow's own functions) built in a plain loop without Prefect.
+that is already up (`synthloom server start`, in a PREFECT_HOME of this run). Prints the extra wall
+time in % against two baselines: the shards alone in a plain loop, and the same dataset (shards plus
+manifest, preview, card, Croissant, commit and verify, the flow's own functions) built in a plain loop
+without Prefect.
 
-    python benchmarks/bench_orchestration.py [--shards 20] [--shard-size 8] [--points 2048]
+Then the fixed cost per command (`--command-repeats`, 0 skips it): fresh processes, interleaved, each
+building a tiny dataset (one shard of 8 small clouds, a new version each time):
+  - plain: the same dataset steps without a Prefect flow run, in a fresh Python (it imports the same
+    modules, Prefect included, so importing is not counted as Prefect's fixed cost);
+  - `synthloom build`, ephemeral: no server recorded, so Prefect starts its ephemeral one (warm home);
+  - `synthloom build`, background: reusing the server of `synthloom server start`;
+  - an empty `@flow` in a fresh process, ephemeral and background, and `import prefect` alone.
+Fixed cost = median(command) - median(plain). Medians and spreads (min-max) over the repeats.
+
+    python benchmarks/bench_orchestration.py [--shards 20] [--shard-size 8] [--points 2048] [--command-repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -33,26 +40,71 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+SYNTHLOOM = str(Path(sys.executable).with_name("synthloom"))
+EMPTY_FLOW = "from prefect import flow\n@flow\ndef f(): return 1\nf()"
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    prefect = str(Path(sys.executable).with_name("prefect"))
-    process = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
-            return process, f"http://127.0.0.1:{port}/api"
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("prefect server did not start")
+def home_env(home: Path) -> dict:
+    """A user's environment without PREFECT_API_URL, with its own PREFECT_HOME."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home)
+    return env
+
+
+def start_server(home: Path) -> str:
+    """`synthloom server start` in `home` on a free port; returns its API URL."""
+    subprocess.run([SYNTHLOOM, "server", "start", "--port", "0"], env=home_env(home), check=True,
+                   capture_output=True, text=True)
+    return read_api_url(home)
+
+
+def timed(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    out = subprocess.run(command, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"{command} failed: {out.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def command_costs(tmp: Path, home: Path, repeats: int) -> dict[str, list[float]]:
+    """Seconds of fresh-process commands, interleaved over `repeats` rounds (see the module doc).
+    `home` has the background server up; a second, warmed PREFECT_HOME has none (ephemeral)."""
+    recipe = {"name": "tiny", "seed": 1, "output": str(tmp / "out"),
+              "generator": {"kind": "pointcloud", "params": {"num_points": 256, "sampler": "uniform"}},
+              "count": {"train": 8}, "shard_size": 8}
+    recipe_path = tmp / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    ephemeral = home_env(tmp / "prefect-home-ephemeral")
+    background = home_env(home)
+    build = [SYNTHLOOM, "build", str(recipe_path), "--no-progress", "--version"]
+    timed(build + ["warm-ephemeral"], ephemeral)  # migrates the ephemeral home's database once
+    timed(build + ["warm-background"], background)
+    plain = [sys.executable, str(Path(__file__).resolve()), "--plain-build", str(recipe_path)]
+    sides = {
+        "plain: same steps, no flow run": lambda r: timed(plain + [f"plain{r}"], background),
+        "synthloom build, ephemeral server": lambda r: timed(build + [f"eph{r}"], ephemeral),
+        "synthloom build, background server": lambda r: timed(build + [f"bg{r}"], background),
+        "import prefect": lambda r: timed([sys.executable, "-c", "import prefect"], background),
+        "empty flow, ephemeral server": lambda r: timed([sys.executable, "-c", EMPTY_FLOW], ephemeral),
+        "empty flow, background server": lambda r: timed(
+            [sys.executable, "-c", EMPTY_FLOW], {**background, "PREFECT_API_URL": read_api_url(home)}),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for repeat in range(repeats):
+        for name, run in sides.items():
+            times[name].append(run(repeat))
+    return times
+
+
+def read_api_url(home: Path) -> str:
+    import json
+
+    return json.loads((home / "synthloom-server.json").read_text())["api_url"]
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):6.2f} s  ({min(values):.2f}-{max(values):.2f})"
 
 
 def plain_loop(recipe_path: Path) -> None:
@@ -111,7 +163,13 @@ def main() -> None:  # called under __main__: --workers > 1 spawns processes tha
     parser.add_argument("--sampler", default="poisson")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best of each is kept")
     parser.add_argument("--workers", type=int, default=1, help="shard processes for the flow (the loop has one)")
+    parser.add_argument("--command-repeats", type=int, default=3,
+                        help="fresh-process rounds of the fixed per-command cost (0: skip it)")
+    parser.add_argument("--plain-build", nargs=2, metavar=("RECIPE", "VERSION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plain_build:  # one side of the fixed-cost measurement, in its own fresh process
+        plain_build(Path(args.plain_build[0]), args.plain_build[1])
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         recipe = {
@@ -123,8 +181,9 @@ def main() -> None:  # called under __main__: --workers > 1 spawns processes tha
         recipe_path = tmp / "bench.yaml"
         recipe_path.write_text(yaml.safe_dump(recipe))
 
+        home = tmp / "prefect-home"
         start = time.perf_counter()
-        server, url = start_server(tmp / "prefect-home")
+        url = start_server(home)
         server_start = time.perf_counter() - start
         os.environ["PREFECT_API_URL"] = url
         try:
@@ -143,15 +202,9 @@ def main() -> None:  # called under __main__: --workers > 1 spawns processes tha
                 build_dataset(str(recipe_path), version=f"run{repeat}", workers=args.workers)
                 t_flow.append(time.perf_counter() - start)
             t_plain, t_same, t_flow = min(t_plain), min(t_same), min(t_flow)
+            commands = command_costs(tmp, home, args.command_repeats) if args.command_repeats > 0 else None
         finally:
-            server.terminate()
-            server.wait()
-        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-        env["PREFECT_HOME"] = str(tmp / "prefect-home")
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from prefect import flow\n@flow\ndef f(): return 1\nf()"],
-                       env=env, check=True, capture_output=True)
-        t_ephemeral = time.perf_counter() - start
+            subprocess.run([SYNTHLOOM, "server", "stop"], env=home_env(home), capture_output=True)
     print(environment())
     print(f"{args.shards} shards x {args.shard_size} clouds x {args.points} points ({args.sampler})")
     print(f"plain loop: {t_plain:.2f} s (best of {args.repeats})")
@@ -159,9 +212,28 @@ def main() -> None:  # called under __main__: --workers > 1 spawns processes tha
     print(f"same dataset steps without Prefect: {t_same:.2f} s (best of {args.repeats})")
     print(f"orchestration overhead vs the shards alone: {100 * (t_flow / t_plain - 1):+.1f} % wall time")
     print(f"Prefect's own overhead (flow vs the same steps without it): {100 * (t_flow / t_same - 1):+.1f} % "
-          f"wall time, {t_flow - t_same:.2f} s per build")
-    print(f"fixed per-process cost of a one-off build's ephemeral server (empty flow, warm PREFECT_HOME): "
-          f"{t_ephemeral:.1f} s; a `prefect server start` from cold took {server_start:.1f} s")
+          f"wall time, {t_flow - t_same:.2f} s per build (goal <= 10 %)")
+    print(f"`synthloom server start` from cold (new PREFECT_HOME, database migrated) took {server_start:.1f} s")
+    if commands is None:
+        return
+    plain = statistics.median(commands["plain: same steps, no flow run"])
+    floor = statistics.median(commands["import prefect"])
+    print(f"\nfixed cost per command: fresh processes, tiny build (1 shard x 8 clouds x 256 points), "
+          f"median (min-max) of {args.command_repeats} interleaved rounds")
+    print(f"| {'command':<36} | {'wall time':<24} | fixed cost |")
+    print(f"| {'-' * 36} | {'-' * 24} | ---------- |")
+    for name, values in commands.items():
+        if name.startswith("plain") or name == "import prefect":
+            cost = "(baseline)"
+        elif name.startswith("empty flow"):
+            cost = f"{statistics.median(values) - floor:+.2f} s vs import prefect"
+        else:
+            cost = f"{statistics.median(values) - plain:+.2f} s"
+        print(f"| {name:<36} | {spread(values):<24} | {cost} |")
+    background = statistics.median(commands["synthloom build, background server"]) - plain
+    print(f"fixed cost of a command with the background server: {background:+.2f} s (goal <= 1 s); "
+          f"with the ephemeral server: "
+          f"{statistics.median(commands['synthloom build, ephemeral server']) - plain:+.2f} s")
 
 
 if __name__ == "__main__":
