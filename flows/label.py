@@ -79,7 +79,7 @@ def plan_label(dataset: str, specs: list[tuple[str, dict[str, Any]]], version: s
     manifest = ds.read_manifest(source)
     labelers = [make_labeler(kind, params) for kind, params in specs]  # params validated here
     first = source / manifest["shards"][0]["file"]
-    check_chain(labelers, ds.read_features(pq.read_schema(first), manifest))
+    check_chain(labelers, ds.read_features(ds.read_shard_schema(first), manifest))
     for labeler in labelers:  # model labelers: the folder exists and holds the right architecture
         if hasattr(labeler, "check_model"):
             labeler.check_model(Path.cwd())

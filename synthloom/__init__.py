@@ -7,11 +7,18 @@ __version__ = "0.1.0"
 __all__ = ["load", "collate_fn", "__version__"]
 
 
-def load(path, split="train", columns=None, image_format="uint8"):
+def load(path, split="train", columns=None, image_format="uint8", verify=False):
     """Open a dataset as a torch `Dataset` (see `synthloom.reader.SynthDataset`): images as CHW
-    tensors, uint8 or float in [0, 1] (`image_format="float"`)."""
+    tensors, uint8 or float in [0, 1] (`image_format="float"`).
+
+    Shards are read without rehashing them (a missing or unreadable one is an error naming it);
+    `verify=True` first rechecks every shard's sha256, rows and schema, as `synthloom verify` does."""
     from .reader import load as _load  # torch is imported only when a dataset is loaded
 
+    if verify:
+        from .dataset import verify as _verify
+
+        _verify(path)
     return _load(path, split=split, columns=columns, image_format=image_format)
 
 

@@ -58,9 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="shards generated in parallel, one process each (default 1: in the flow's process)")
     build.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's `device`, auto)")
 
-    inspect = sub.add_parser("inspect", help="summarize a dataset: splits, columns, labels, provenance")
+    inspect = sub.add_parser("inspect", help="summarize a dataset: splits, columns, labels, provenance",
+                             description="Summarize a dataset from its manifest and shards. Like "
+                                         "synthloom.load, it does not rehash the shards (a missing or unreadable "
+                                         "one is still an error): pass --verify, or run `synthloom verify`.")
     inspect.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    inspect.add_argument("--verify", action="store_true",
+                         help="first rehash every shard and check rows and schema, as `synthloom verify` does")
 
     verify = sub.add_parser("verify", help="rehash every shard and check rows and schema against the manifest")
     verify.add_argument("dataset", help="a version folder, or a dataset folder (uses 'latest')")
@@ -227,6 +232,10 @@ def cmd_build(args) -> int:
 def cmd_inspect(args) -> int:
     from .summary import summarize
 
+    if args.verify:
+        from .dataset import verify
+
+        verify(args.dataset)
     summary = summarize(args.dataset)
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -331,13 +331,31 @@ def shard_files(version_dir: Path, manifest: dict[str, Any], split: str | None) 
 
 def read_table(version_dir: Path, manifest: dict[str, Any], split: str | None = None,
                columns: list[str] | None = None) -> pa.Table:
-    files = shard_files(version_dir, manifest, split)
-    tables = []
-    for file in files:
-        if not file.exists():
-            raise DatasetError(f"{file}: shard listed in the manifest is missing")
-        tables.append(pq.read_table(file, columns=columns))
+    tables = [read_shard(file, columns) for file in shard_files(version_dir, manifest, split)]
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+# Readers (inspect, load, label, evaluate) trust the manifest's hashes and never rehash a shard, which
+# would read every byte twice; `verify` does. A shard that is gone or unreadable is still one line.
+def read_shard(file: Path, columns: list[str] | None = None) -> pa.Table:
+    with _readable_shard(file):
+        return pq.read_table(file, columns=columns)
+
+
+def read_shard_schema(file: Path) -> pa.Schema:
+    with _readable_shard(file):
+        return pq.read_schema(file)
+
+
+@contextmanager
+def _readable_shard(file: Path) -> Iterator[None]:
+    if not file.is_file():
+        raise DatasetError(f"{file}: shard listed in the manifest is missing (run `synthloom verify`)")
+    try:
+        yield
+    except (pa.ArrowException, OSError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DatasetError(f"{file}: cannot read the shard ({detail}; run `synthloom verify`)") from None
 
 
 def read_features(table_or_schema: pa.Table | pa.Schema, manifest: dict[str, Any] | None = None) -> Features:

@@ -6,8 +6,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from . import dataset as ds
 from .features import ClassLabel, feature_of
 
@@ -17,7 +15,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
     manifest = ds.read_manifest(version_dir)
     splits: dict[str, dict[str, Any]] = {}
     labels: dict[str, Counter] = {}
-    features = ds.read_features(pq.read_schema(version_dir / manifest["shards"][0]["file"]), manifest)
+    features = ds.read_features(ds.read_shard_schema(version_dir / manifest["shards"][0]["file"]), manifest)
     label_column = feature_of(features, ClassLabel)  # the histogram follows the type, not a column name
     for shard in manifest["shards"]:
         entry = splits.setdefault(shard["split"], {"rows": 0, "shards": 0, "bytes": 0})
@@ -26,7 +24,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
         entry["bytes"] += shard["bytes"]
         if label_column:
             names = features[label_column].names
-            values = pq.read_table(version_dir / shard["file"], columns=[label_column]).column(label_column)
+            values = ds.read_shard(version_dir / shard["file"], columns=[label_column]).column(label_column)
             labels.setdefault(shard["split"], Counter()).update(
                 names[v] if v is not None and 0 <= v < len(names) else "(none)" for v in values.to_pylist())
     return {

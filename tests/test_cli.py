@@ -92,6 +92,39 @@ def test_a_manifest_of_the_wrong_json_type_is_one_line_naming_it(tmp_path, capsy
         assert err == f"synthloom: error: {version / 'manifest.json'}: corrupt manifest ({reason})\n", command
 
 
+def test_inspect_and_load_name_a_missing_or_broken_shard_and_verify_on_request(tmp_path, capsys):
+    """inspect printed pyarrow's raw error for a deleted shard (issue 29); neither rehashes shards."""
+    import synthloom
+    from synthloom.cli import main
+    from synthloom.errors import DatasetError
+    from synthloom.flows.build import build_dataset
+
+    path = write_recipe(tmp_path, count={"train": 12, "test": 12})
+    build_dataset(str(path))
+    version = load_recipe(path).version_dir()
+    test_shard, train_shard = version / "data" / "test-00000-of-00001.parquet", \
+        version / "data" / "train-00000-of-00001.parquet"
+    train_shard.write_bytes(train_shard.read_bytes()[:-10])  # truncated: footer gone
+    test_shard.unlink()
+    # Point inspect at the deleted shard first, by listing it first in the manifest.
+    manifest = ds.read_manifest(version)
+    manifest["shards"].sort(key=lambda s: s["split"] != "test")
+    ds.write_json_atomic(version / "manifest.json", manifest)
+
+    assert main(["inspect", str(version)]) == 1
+    assert capsys.readouterr().err == (f"synthloom: error: {test_shard}: shard listed in the manifest is missing "
+                                       "(run `synthloom verify`)\n")
+    with pytest.raises(DatasetError, match=f"^{test_shard}: shard listed in the manifest is missing"):
+        synthloom.load(version, split="test")
+    with pytest.raises(DatasetError, match=rf"^{train_shard}: cannot read the shard \(.*; run `synthloom verify`\)$"):
+        synthloom.load(version, split="train")
+    assert main(["inspect", str(version), "--verify"]) == 1
+    assert capsys.readouterr().err == f"synthloom: error: {test_shard}: shard is missing\n"
+    with pytest.raises(DatasetError, match="shard is missing"):
+        synthloom.load(version, split="train", verify=True)
+    assert "does not rehash the shards" in " ".join(run_cli("inspect", "--help").stdout.split())
+
+
 SLOW_PARAMS = {"num_points": 2048, "sampler": "poisson", "rotation": "so3"}
 
 
