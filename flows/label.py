@@ -85,7 +85,7 @@ def plan_label(dataset: str, specs: list[tuple[str, dict[str, Any]]], version: s
             labeler.check_model(Path.cwd())
     version = version or "+".join([str(manifest["version"])] + [kind for kind, _ in specs])
     if not FOLDER_NAME.match(version):
-        raise DatasetError(f"--version {version!r}: not a valid folder name (letters, digits, . _ + -)")
+        raise DatasetError(f"--version {version!r}: not a valid folder name (ASCII letters, digits, . _ + -)")
     final = source.parent / version
     if final.resolve() == source.resolve():
         raise DatasetError(f"{final}: is the source version; label into a new version")

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import RecipeError, describe_validation_error
 
-SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
-FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# ASCII only, and \Z, not $: `$` also matches before a final newline, which a quoted YAML string can hold.
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+\Z")
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # The split names Hugging Face `datasets` knows; others must be declared in `custom_splits`,
 # so a typo (`trian`) is an error instead of a new split.
@@ -126,7 +127,8 @@ class Recipe(StrictModel):
     @classmethod
     def _is_a_folder_name(cls, value: str) -> str:
         if not FOLDER_NAME.match(value):
-            raise ValueError("must be letters, digits, '.', '_', '+' or '-' (it becomes a folder name)")
+            raise ValueError("must be ASCII letters, digits, '.', '_', '+' or '-', starting with a letter or "
+                             "digit (it becomes a folder name)")
         return value
 
     @field_validator("count")
@@ -136,7 +138,7 @@ class Recipe(StrictModel):
             raise ValueError("needs at least one split, e.g. {train: 100}")
         for split, n in value.items():
             if not SPLIT_NAME.match(split):
-                raise ValueError(f"split name {split!r} must be letters, digits or '_'")
+                raise ValueError(f"split name {split!r} must be ASCII letters, digits or '_'")
             if n <= 0:
                 raise ValueError(f"split {split!r} must have a positive count, got {n}")
         return value
@@ -217,8 +219,10 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory, not a recipe file")
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+        raise RecipeError(f"{path}: recipe file not found" if not path.exists() else f"{path}: not a regular file")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:

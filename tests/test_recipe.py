@@ -57,6 +57,15 @@ def test_invalid_yaml_names_line(tmp_path):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match=f"^{tmp_path}: is a directory, not a recipe file$"):
+        load_recipe(tmp_path)  # issue 29: said "recipe file not found"
+
+
+@pytest.mark.parametrize("name", ["dätaset-ü", "tiny\n", "-tiny"])
+def test_a_folder_name_says_ascii_letters_when_it_means_them(recipe_factory, name):
+    """Issue 29: `dätaset-ü` was refused as "must be letters", yet ä is a letter; a final newline passed."""
+    with pytest.raises(RecipeError, match="'name': Value error, must be ASCII letters, digits, '.', '_', '[+]' or '-'"):
+        load_recipe(recipe_factory(name=name))
 
 
 def test_unknown_generator_and_params():
