@@ -92,8 +92,10 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
     plan = BuildPlan(recipe, recipe_path, recipe.version_dir().resolve(), recipe.generation_fingerprint(), None,
                      resolve_device(recipe.device))
     generator = make_generator(recipe.generator.kind, recipe.generator.params)  # params are validated here
-    check_build_size(recipe, generator.bytes_per_sample(), plan.final.parent)
+    check_build_size(recipe, None, plan.final.parent)  # the shard count, before any input is read
     generator.check_inputs(plan.context())
+    # After check_inputs: a sample's size may depend on the inputs (dcgan: the reference's channels).
+    check_build_size(recipe, generator.bytes_per_sample(), plan.final.parent)
     _check_labelers_preflight(recipe, generator, plan.context().recipe_dir)
     plan.existing = _existing_version(plan, overwrite)
     if plan.existing is None:

@@ -165,7 +165,8 @@ class Generator:
         self.device = device
 
     def bytes_per_sample(self) -> int | None:
-        """A rough size of one written sample, to refuse absurd builds up front (None: unknown)."""
+        """A rough size of one written sample, to refuse absurd builds up front (None: unknown). Called
+        after `check_inputs`, so it may use what that found."""
         return None
 
     def features(self) -> Features:

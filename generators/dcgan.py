@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 from synthloom.errors import DatasetError, GeneratorError
 from synthloom.features import ClassLabel, Features, Image, Value
 from synthloom.models import load_pretrained_state, save_pretrained
+from synthloom.planning import png_row_bytes
 from synthloom.provenance import sha256_file
 
 from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
@@ -105,6 +106,7 @@ class DCGAN(Generator):
     params: DCGANParams
     code_version = "2"  # 2: calibrated quality (calibration.json, a held-out part of the training images)
     resources = {"gpu": 1}
+    _reference_channels: int | None = None  # set by check_inputs, for bytes_per_sample
 
     # -- preflight -----------------------------------------------------------------------------
     def _reference(self, ctx: BuildContext):
@@ -135,10 +137,12 @@ class DCGAN(Generator):
         return ref
 
     def check_inputs(self, ctx: BuildContext) -> None:
-        self._reference(ctx)
+        self._reference_channels = self._reference(ctx).image_shape[0]
 
     def bytes_per_sample(self) -> int | None:
-        return self.params.resolution ** 2 * 3 + 64
+        # The channels "auto" will give; 3 (the most) when check_inputs has not read the reference.
+        channels = self.params.channels if self.params.channels != "auto" else self._reference_channels or 3
+        return png_row_bytes(self.params.resolution, self.params.resolution, 3 if channels == 4 else channels)
 
     # -- prepare: train or reuse -----------------------------------------------------------------
     def prepare(self, ctx: BuildContext) -> Prepared:

@@ -77,6 +77,23 @@ def test_rows_are_deterministic_labelled_and_scored(trained):
     assert stats["0"] == {"accepted": 1, "drawn": 1}
 
 
+def test_the_free_space_estimate_fits_what_a_shard_of_8px_digits_takes(trained, tmp_path):
+    """The pre-check counted 3 channels for grey digits: 256 B a row where a shard takes ~100 (issue 29)."""
+    from synthloom import dataset as ds
+
+    store, generator = trained
+    rows = list(generator.generate(ShardSpec("train", 0, 1, 0, 200, root_seed=5)))
+    for i, row in enumerate(rows):
+        row.update(id=f"train-{i:08d}", split="train", generator="dcgan", generation_sha256="0" * 64)
+    table = ds.rows_to_table(rows, ds.dataset_schema(generator.features()))
+    written = ds.write_shard(table, tmp_path / "data" / "train-00000-of-00001.parquet")["bytes"] / len(rows)
+    fresh = DCGAN(TINY)
+    fresh.check_inputs(context(store))  # the preflight, which reads the reference
+    estimate = fresh.bytes_per_sample()
+    assert written <= estimate <= 1.5 * written, (estimate, written)
+    assert DCGAN(TINY).bytes_per_sample() == 8 * (8 * 3 + 1) + 64, "before the reference is read: RGB, the most"
+
+
 def test_min_quality_keeps_the_count_per_class_and_records_acceptance(trained):
     store, generator = trained
     shard = ShardSpec("train", 0, 1, 0, 40, root_seed=1)
