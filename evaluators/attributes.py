@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from synthloom.errors import EvaluatorError
+
 from .jsonable import json_float
 from .plots import as_numpy, image_grid_shape, new_figure, save_figure
 
@@ -26,7 +28,7 @@ def _images_nhwc(images: Any, name: str) -> np.ndarray:
     if a.ndim == 2:  # (N, D) flat square images
         side = int(round(math.sqrt(a.shape[1])))
         if side * side != a.shape[1]:
-            raise ValueError(f"{name}: flat rows of length {a.shape[1]} are not square images")
+            raise EvaluatorError(f"{name}: flat rows of length {a.shape[1]} are not square images")
         a = a.reshape(a.shape[0], side, side)
     if a.ndim == 3:
         a = a[..., None]
@@ -34,13 +36,13 @@ def _images_nhwc(images: Any, name: str) -> np.ndarray:
         if a.shape[1] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
             a = np.moveaxis(a, 1, -1)
     else:
-        raise ValueError(f"{name}: expected (N,H,W), (N,H,W,C) or (N,C,H,W), got {a.shape}")
+        raise EvaluatorError(f"{name}: expected (N,H,W), (N,H,W,C) or (N,C,H,W), got {a.shape}")
     if a.shape[-1] == 4:
         a = a[..., :3]
     if a.shape[-1] not in (1, 3):
-        raise ValueError(f"{name}: expected 1 or 3 channels, got {a.shape[-1]}")
+        raise EvaluatorError(f"{name}: expected 1 or 3 channels, got {a.shape[-1]}")
     if a.shape[0] == 0:
-        raise ValueError(f"{name}: empty")
+        raise EvaluatorError(f"{name}: empty")
     return a
 
 
@@ -71,7 +73,7 @@ def _boxes_mask(boxes_i: Any, h: int, w: int) -> np.ndarray:
 def _foreground_masks(masks: Any, n: int, h: int, w: int) -> np.ndarray:
     m = np.asarray(as_numpy(masks))
     if m.shape != (n, h, w):
-        raise ValueError(f"masks: expected shape {(n, h, w)} (one mask per image), got {m.shape}")
+        raise EvaluatorError(f"masks: expected shape {(n, h, w)} (one mask per image), got {m.shape}")
     return m.astype(bool)
 
 
@@ -106,9 +108,9 @@ def image_attributes(
     x = (a.astype(np.float64) - lo) / (hi - lo)
     n, h, w, c = x.shape
     if boxes is not None and masks is not None:
-        raise ValueError("give the foreground as boxes or as masks, not both")
+        raise EvaluatorError("give the foreground as boxes or as masks, not both")
     if boxes is not None and len(boxes) != n:
-        raise ValueError(f"boxes has {len(boxes)} entries for {n} images")
+        raise EvaluatorError(f"boxes has {len(boxes)} entries for {n} images")
     lum = x[..., 0] if c == 1 else x @ np.array([0.299, 0.587, 0.114])
     bw = border if border is not None else max(1, int(round(0.05 * min(h, w))))
     frame = np.zeros((h, w), bool)
@@ -189,7 +191,7 @@ def compare_attributes(
     """
     missing = sorted(set(synthetic) - set(real))
     if missing:
-        raise ValueError(f"real values lack the attributes {missing}")
+        raise EvaluatorError(f"real values lack the attributes {missing}")
     attrs: dict[str, Any] = {}
     hists: dict[str, Any] = {}
     shifted, consistent = [], []
@@ -271,7 +273,7 @@ def attribute_audit(
     sa = _images_nhwc(synth_images, "synth_images")
     ra = _images_nhwc(real_images, "real_images")
     if sa.shape[-1] != ra.shape[-1]:
-        raise ValueError(f"channel counts differ: synthetic {sa.shape[-1]} vs real {ra.shape[-1]}")
+        raise EvaluatorError(f"channel counts differ: synthetic {sa.shape[-1]} vs real {ra.shape[-1]}")
     if value_range is None and (sa.dtype == np.uint8) != (ra.dtype == np.uint8):
         other = ra if sa.dtype == np.uint8 else sa
         if float(other.min()) >= 0.0 and float(other.max()) <= 1.0:
@@ -279,7 +281,7 @@ def attribute_audit(
             sa = sa / 255.0 if sa.dtype == np.uint8 else sa
             ra = ra / 255.0 if ra.dtype == np.uint8 else ra
         else:
-            raise ValueError(
+            raise EvaluatorError(
                 "one image set is uint8 and the other is not in [0, 1]: pass value_range=(lo, hi) "
                 "so both are measured on the same scale"
             )
@@ -339,7 +341,7 @@ def plot_attribute_distributions(
         raise TypeError("expected an attribute_audit result, {'synthetic':…, 'real':…}, or (synth, real) images")
     names = [a for a in (attributes or list(hists)) if a in hists]
     if not names:
-        raise ValueError("nothing to plot")
+        raise EvaluatorError("nothing to plot")
     rows, cols = image_grid_shape(len(names), max_cols=4)
     fig = new_figure(cols * 3.0, rows * 2.3)
     for k, nm in enumerate(names):

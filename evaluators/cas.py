@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from synthloom.errors import EvaluatorError
+
 from .features import DomainClassifierFeatures, resize_images, to_float_images
 
 __all__ = ["classification_accuracy_score", "CAS", "train_cnn_classifier"]
@@ -69,7 +71,7 @@ def _fit_predict(kind: str, x_train: torch.Tensor, y_train: np.ndarray, x_test: 
         net = train_cnn_classifier(x_train, y_train, num_classes, cnn_epochs, seed)
         _, logits = net.features_and_logits(x_test)
         return logits.argmax(1).cpu().numpy()
-    raise ValueError(f"unknown CAS classifier {kind!r}: use 'logreg' or 'cnn'")
+    raise EvaluatorError(f"unknown CAS classifier {kind!r}: use 'logreg' or 'cnn'")
 
 
 def classification_accuracy_score(
@@ -99,7 +101,7 @@ def classification_accuracy_score(
     x_syn = _prep(synthetic_images, channels, size)
     x_tr = _prep(real_train_images, channels, size)
     if len(x_syn) != len(y_syn) or len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
-        raise ValueError("each image set needs exactly one label per image")
+        raise EvaluatorError("each image set needs exactly one label per image")
 
     pred_syn = _fit_predict(classifier, x_syn, y_syn, x_te, num_classes, seed, C, cnn_epochs)
     pred_real = _fit_predict(classifier, x_tr, y_tr, x_te, num_classes, seed, C, cnn_epochs)
@@ -144,7 +146,7 @@ class CAS:
 
     def update(self, images, labels, split: str = "synthetic") -> None:
         if split not in self.SPLITS:
-            raise ValueError(f"split must be one of {self.SPLITS}, got {split!r}")
+            raise EvaluatorError(f"split must be one of {self.SPLITS}, got {split!r}")
         self._images[split].append(to_float_images(images))
         self._labels[split].append(_labels(labels))
 

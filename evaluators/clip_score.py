@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from synthloom.errors import ModelError
+from synthloom.errors import EvaluatorError, ModelError
 
 
 def load_clip(clip_dir: str | Path):
@@ -68,9 +68,9 @@ def clip_score(images: list[np.ndarray] | np.ndarray, prompts: list[str], clip_d
     from torchmetrics.multimodal.clip_score import CLIPScore
 
     if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        raise EvaluatorError(f"{len(images)} images but {len(prompts)} prompts")
     if not len(images):
-        raise ValueError("no images to score")
+        raise EvaluatorError("no images to score")
     model, processor = load_clip(clip_dir)
     wrapped = _EmbeddingsAsTensors(model)
     metric = CLIPScore(model_name_or_path=lambda: (wrapped, processor))

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from synthloom.errors import EvaluatorError
+
 from .attributes import compare_attributes
 
 __all__ = ["d2_descriptor", "cloud_attribute_values", "cloud_attributes"]
@@ -39,7 +41,7 @@ def cloud_attribute_values(clouds: np.ndarray) -> dict[str, np.ndarray]:
     """
     clouds = np.asarray(clouds)
     if clouds.ndim != 3 or clouds.shape[2] != 3 or clouds.shape[1] == 0:
-        raise ValueError(f"clouds: expected an (N, M, 3) array of points, got shape {clouds.shape}")
+        raise EvaluatorError(f"clouds: expected an (N, M, 3) array of points, got shape {clouds.shape}")
     extent = clouds.max(axis=1) - clouds.min(axis=1)
     centroid = clouds.mean(axis=1)
     radius = np.linalg.norm(clouds - centroid[:, None], axis=2).max(axis=1)

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from synthloom.errors import EvaluatorError
+
 from .jsonable import json_float, quantiles
 from .neighbors import feature_matrix, nearest_neighbors
 from .plots import as_numpy
@@ -117,18 +119,18 @@ def diversity_audit(
     n = x.shape[0]
     y = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(as_numpy(labels)).reshape(-1)
     if y.shape[0] != n:
-        raise ValueError(f"labels has {y.shape[0]} entries for {n} samples")
+        raise EvaluatorError(f"labels has {y.shape[0]} entries for {n} samples")
     xr = yr = None
     if real_feats is not None:
         xr = feature_matrix(real_feats, "real_feats")
         if xr.shape[1] != x.shape[1]:
-            raise ValueError(f"feature dims differ: synth {x.shape[1]} vs real {xr.shape[1]}")
+            raise EvaluatorError(f"feature dims differ: synth {x.shape[1]} vs real {xr.shape[1]}")
         if real_labels is not None:
             yr = np.asarray(as_numpy(real_labels)).reshape(-1)
             if yr.shape[0] != xr.shape[0]:
-                raise ValueError("real_labels and real_feats differ in length")
+                raise EvaluatorError("real_labels and real_feats differ in length")
         elif labels is not None:
-            raise ValueError("real_feats given with labels but without real_labels")
+            raise EvaluatorError("real_feats given with labels but without real_labels")
         else:
             yr = np.zeros(xr.shape[0], dtype=np.int64)
 
@@ -175,7 +177,7 @@ def diversity_audit(
         hashes = [_content_hash(row) for row in x]
     else:
         if len(content) != n:
-            raise ValueError(f"content has {len(content)} items for {n} samples")
+            raise EvaluatorError(f"content has {len(content)} items for {n} samples")
         hashes = [_content_hash(c) for c in content]
     n_unique = len(set(hashes))
     out["exact_duplicate_count"] = int(n - n_unique)

@@ -76,6 +76,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from synthloom.errors import EvaluatorError
 from synthloom.provenance import sha256_file
 
 __all__ = [
@@ -115,7 +116,7 @@ def to_float_images(images, channels: Optional[int] = None) -> torch.Tensor:
     if images.ndim == 3:
         images = images.unsqueeze(1)
     if images.ndim != 4:
-        raise ValueError(f"expected images of shape (N, C, H, W) or (N, H, W), got {tuple(images.shape)}")
+        raise EvaluatorError(f"expected images of shape (N, C, H, W) or (N, H, W), got {tuple(images.shape)}")
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     elif not torch.is_floating_point(images):
@@ -131,7 +132,7 @@ def to_float_images(images, channels: Optional[int] = None) -> torch.Tensor:
         elif c == 4 and channels == 3:  # RGBA: drop alpha
             images = images[:, :3]
         else:
-            raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
+            raise EvaluatorError(f"cannot convert {c}-channel images to {channels} channels")
     return images
 
 
@@ -199,7 +200,7 @@ class FeatureExtractor(nn.Module):
 
     def logits(self, images) -> torch.Tensor:
         if not self.has_logits:
-            raise ValueError(f"feature extractor {self.name!r} has no classification logits (needed for IS)")
+            raise EvaluatorError(f"feature extractor {self.name!r} has no classification logits (needed for IS)")
         return self.features_and_logits(images)[1]
 
     def logits_module(self) -> "LogitsModule":
@@ -335,7 +336,7 @@ class DomainClassifierFeatures(FeatureExtractor):
     ):
         super().__init__()
         if input_size[0] % 4 or input_size[1] % 4:
-            raise ValueError(f"input_size must be divisible by 4, got {tuple(input_size)}")
+            raise EvaluatorError(f"input_size must be divisible by 4, got {tuple(input_size)}")
         self.config = dict(
             num_classes=int(num_classes),
             in_channels=int(in_channels),
@@ -397,9 +398,9 @@ class DomainClassifierFeatures(FeatureExtractor):
         x = self.preprocess(images).cpu()
         y = torch.as_tensor(labels).long().cpu()
         if len(x) != len(y):
-            raise ValueError(f"{len(x)} images but {len(y)} labels")
+            raise EvaluatorError(f"{len(x)} images but {len(y)} labels")
         if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got [{int(y.min())}, {int(y.max())}]")
+            raise EvaluatorError(f"labels must be in [0, {self.num_classes}), got [{int(y.min())}, {int(y.max())}]")
         g = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -489,4 +490,4 @@ def load_extractor(spec: Union[str, os.PathLike, FeatureExtractor] = "inception"
         return InceptionV3Features()
     if Path(s).is_dir():
         return DomainClassifierFeatures.from_pretrained(s)
-    raise ValueError(f"unknown feature extractor {s!r}: use 'inception' or a directory saved by DomainClassifierFeatures.save_pretrained")
+    raise EvaluatorError(f"unknown feature extractor {s!r}: use 'inception' or a directory saved by DomainClassifierFeatures.save_pretrained")

@@ -43,6 +43,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from synthloom.errors import EvaluatorError
+
 from .features import FeatureExtractor, load_extractor, to_float_images
 
 __all__ = [
@@ -97,7 +99,7 @@ def kid_from_features(
     real, fake = real.double(), fake.double()
     m = int(min(subset_size, len(real), len(fake)))
     if m < 2:
-        raise ValueError("KID needs at least 2 real and 2 fake samples")
+        raise EvaluatorError("KID needs at least 2 real and 2 fake samples")
     g = torch.Generator().manual_seed(seed)
     gamma = 1.0 / real.shape[1] if gamma is None else gamma
     scores = []
@@ -153,7 +155,7 @@ def precision_recall_from_features(
     """Improved precision and recall (Kynkäänniemi et al. 2019) of ``fake`` w.r.t. ``real``."""
     real, fake = real.double(), fake.double()
     if len(real) <= k or len(fake) <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} real and fake samples")
+        raise EvaluatorError(f"precision/recall with k={k} needs more than {k} real and fake samples")
     r_real = _kth_nn_radii(real, k, block)
     r_fake = _kth_nn_radii(fake, k, block)
     precision = _coverage(fake, real, r_real, block)
@@ -211,7 +213,7 @@ class FID(_FeatureMetric):
         features = images if is_features else self._extract(images)
         f = features.detach().to(self.real_sum.device, torch.float64)
         if f.ndim != 2 or f.shape[1] != self.num_features:
-            raise ValueError(f"expected features of shape (N, {self.num_features}), got {tuple(f.shape)}")
+            raise EvaluatorError(f"expected features of shape (N, {self.num_features}), got {tuple(f.shape)}")
         side = "real" if real else "fake"
         getattr(self, f"{side}_sum").add_(f.sum(dim=0))
         getattr(self, f"{side}_outer").addmm_(f.T, f)
@@ -301,7 +303,7 @@ class InceptionScore(_FeatureMetric):
     def __init__(self, extractor=None, splits: int = 10, seed: int = 0, **kwargs: Any):
         super().__init__(extractor, **kwargs)
         if not self.extractor.has_logits:
-            raise ValueError(
+            raise EvaluatorError(
                 f"InceptionScore needs class logits, and {self.extractor.name!r} has none "
                 "(the FID Inception file stops at pool3); use a DomainClassifierFeatures"
             )

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import stats
 
+from synthloom.errors import EvaluatorError
+
 from .jsonable import json_float, quantiles
 from .neighbors import feature_matrix, nearest_neighbors
 from .plots import _imshow, image_grid_shape, new_figure, save_figure, to_display_image
@@ -60,11 +62,11 @@ def memorization_audit(
     holdout), ``warnings``.
     """
     if not threshold_ratio > 0:
-        raise ValueError("threshold_ratio must be > 0")
+        raise EvaluatorError("threshold_ratio must be > 0")
     s = feature_matrix(synth_feats, "synth_feats")
     t = feature_matrix(train_feats, "train_feats")
     if s.shape[1] != t.shape[1]:
-        raise ValueError(f"feature dims differ: synth {s.shape[1]} vs train {t.shape[1]}")
+        raise EvaluatorError(f"feature dims differ: synth {s.shape[1]} vs train {t.shape[1]}")
     warnings: list[str] = []
 
     d_s, j_s = nearest_neighbors(s, t, chunk_size=chunk_size)
@@ -74,12 +76,12 @@ def memorization_audit(
     if real_holdout_feats is not None:
         h = feature_matrix(real_holdout_feats, "real_holdout_feats")
         if h.shape[1] != t.shape[1]:
-            raise ValueError(f"feature dims differ: holdout {h.shape[1]} vs train {t.shape[1]}")
+            raise EvaluatorError(f"feature dims differ: holdout {h.shape[1]} vs train {t.shape[1]}")
         d_ref = nearest_neighbors(h, t, chunk_size=chunk_size)[0][:, 0]
         reference = "holdout_to_train"
     else:
         if t.shape[0] < 2:
-            raise ValueError("need at least 2 training samples (or a holdout) for a typical distance")
+            raise EvaluatorError("need at least 2 training samples (or a holdout) for a typical distance")
         d_ref = nearest_neighbors(t, t, exclude_self=True, chunk_size=chunk_size)[0][:, 0]
         reference = "train_to_train"
 
@@ -87,7 +89,7 @@ def memorization_audit(
     if typical <= 0.0:
         pos = d_ref[d_ref > 0]
         if pos.size == 0:
-            raise ValueError("all reference nearest-neighbour distances are 0 (identical samples)")
+            raise EvaluatorError("all reference nearest-neighbour distances are 0 (identical samples)")
         typical = float(np.median(pos))
         warnings.append(
             f"median {reference} NN distance is 0 (duplicated real samples); "
@@ -176,7 +178,7 @@ def plot_worst_pairs(
     """
     pl = _pairs_list(pairs)[: max(int(max_pairs), 1)]
     if not pl:
-        raise ValueError("no pairs to plot")
+        raise EvaluatorError("no pairs to plot")
     rows, cols = image_grid_shape(len(pl), max_cols=4)
     fig = new_figure(cols * 2 * 1.3, rows * 1.5)
     for k, (i, j, d) in enumerate(pl):

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from synthloom.errors import EvaluatorError
+
 from .plots import as_numpy
 
 __all__ = ["feature_matrix", "nearest_neighbors"]
@@ -21,12 +23,12 @@ def feature_matrix(x: Any, name: str) -> np.ndarray:
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim < 2:
-        raise ValueError(f"{name}: expected a (N, D) array, got shape {a.shape}")
+        raise EvaluatorError(f"{name}: expected a (N, D) array, got shape {a.shape}")
     a = a.reshape(a.shape[0], -1).astype(np.float64, copy=False)
     if a.shape[0] == 0:
-        raise ValueError(f"{name}: empty")
+        raise EvaluatorError(f"{name}: empty")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: contains NaN or inf")
+        raise EvaluatorError(f"{name}: contains NaN or inf")
     return a
 
 
@@ -48,12 +50,12 @@ def nearest_neighbors(
     q = feature_matrix(queries, "queries")
     r = feature_matrix(reference, "reference")
     if q.shape[1] != r.shape[1]:
-        raise ValueError(f"feature dims differ: queries {q.shape[1]} vs reference {r.shape[1]}")
+        raise EvaluatorError(f"feature dims differ: queries {q.shape[1]} vs reference {r.shape[1]}")
     if exclude_self and q.shape[0] != r.shape[0]:
-        raise ValueError("exclude_self needs queries and reference to be the same set")
+        raise EvaluatorError("exclude_self needs queries and reference to be the same set")
     n_ref = r.shape[0] - (1 if exclude_self else 0)
     if k < 1 or k > n_ref:
-        raise ValueError(f"k={k} but the reference has {n_ref} candidate rows")
+        raise EvaluatorError(f"k={k} but the reference has {n_ref} candidate rows")
     r_sq = np.einsum("ij,ij->i", r, r)
     dists = np.empty((q.shape[0], k))
     idx = np.empty((q.shape[0], k), dtype=np.int64)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from synthloom.errors import EvaluatorError
+
 __all__ = [
     "as_numpy",
     "to_display_image",
@@ -44,7 +46,7 @@ def to_display_image(img: Any, value_range: tuple[float, float] | None = None) -
     if a.ndim == 1:
         side = int(round(np.sqrt(a.size)))
         if side * side != a.size:
-            raise ValueError(f"cannot display a flat vector of length {a.size} as an image")
+            raise EvaluatorError(f"cannot display a flat vector of length {a.size} as an image")
         a = a.reshape(side, side)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = np.moveaxis(a, 0, -1)  # CHW → HWC
@@ -53,7 +55,7 @@ def to_display_image(img: Any, value_range: tuple[float, float] | None = None) -
     if a.ndim == 3 and a.shape[-1] == 4:
         a = a[..., :3]
     if a.ndim not in (2, 3):
-        raise ValueError(f"expected an image HW, HWC or CHW, got shape {a.shape}")
+        raise EvaluatorError(f"expected an image HW, HWC or CHW, got shape {a.shape}")
     if value_range is not None:
         lo, hi = value_range
         a = (a.astype(np.float64) - lo) / max(hi - lo, 1e-12)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from synthloom.errors import EvaluatorError
+
 __all__ = [
     "normalize_clouds",
     "chamfer_distance",
@@ -62,11 +64,11 @@ def _clouds(x: Any, name: str) -> torch.Tensor:
     if t.ndim == 2:
         t = t.unsqueeze(0)
     if t.ndim != 3:
-        raise ValueError(f"{name}: expected (B, N, D) or (N, D) point clouds, got shape {tuple(t.shape)}")
+        raise EvaluatorError(f"{name}: expected (B, N, D) or (N, D) point clouds, got shape {tuple(t.shape)}")
     if t.shape[1] == 0:
-        raise ValueError(f"{name}: clouds have no points")
+        raise EvaluatorError(f"{name}: clouds have no points")
     if not torch.isfinite(t).all():
-        raise ValueError(f"{name}: contains NaN or inf")
+        raise EvaluatorError(f"{name}: contains NaN or inf")
     return t
 
 
@@ -89,7 +91,7 @@ def normalize_clouds(points: Any, mode: str = "unit_sphere") -> torch.Tensor:
         p = p - (lo + hi) / 2
         s = (hi - lo).amax(dim=-1, keepdim=True).clamp_min(1e-12)
         return p / s
-    raise ValueError(f"unknown normalisation {mode!r}: use unit_sphere, unit_box or none")
+    raise EvaluatorError(f"unknown normalisation {mode!r}: use unit_sphere, unit_box or none")
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,7 @@ def chamfer_distance(
     """
     xt, yt = _clouds(x, "x"), _clouds(y, "y")
     if xt.shape[-1] != yt.shape[-1]:
-        raise ValueError(f"point dims differ: {xt.shape[-1]} vs {yt.shape[-1]}")
+        raise EvaluatorError(f"point dims differ: {xt.shape[-1]} vs {yt.shape[-1]}")
     dtype = torch.promote_types(xt.dtype, yt.dtype)
     xt, yt = xt.to(dtype), yt.to(dtype)
     if xt.shape[0] != yt.shape[0]:
@@ -134,7 +136,7 @@ def chamfer_distance(
         elif yt.shape[0] == 1:
             yt = yt.expand(xt.shape[0], -1, -1)
         else:
-            raise ValueError(f"batch sizes differ: {xt.shape[0]} vs {yt.shape[0]}")
+            raise EvaluatorError(f"batch sizes differ: {xt.shape[0]} vs {yt.shape[0]}")
     b, n, _ = xt.shape
     m = yt.shape[1]
     per_pair = n * m
@@ -166,7 +168,7 @@ def chamfer_distance(
 
 def _resolve_backend(backend: str, *ts: torch.Tensor) -> str:
     if backend not in ("auto", "torch", "kdtree"):
-        raise ValueError(f"unknown backend {backend!r}: use auto, torch or kdtree")
+        raise EvaluatorError(f"unknown backend {backend!r}: use auto, torch or kdtree")
     if backend == "auto":
         # measured on 2 CPU cores: dense torch wins at 256 points per cloud,
         # the k-d tree wins ~2x at 2048 (O(N log M) vs O(N·M) per pair)
@@ -196,7 +198,7 @@ def pairwise_chamfer(
     sym = ys is None
     yt = xt if sym else _clouds(ys, "ys")
     if xt.shape[-1] != yt.shape[-1]:
-        raise ValueError(f"point dims differ: {xt.shape[-1]} vs {yt.shape[-1]}")
+        raise EvaluatorError(f"point dims differ: {xt.shape[-1]} vs {yt.shape[-1]}")
     dtype = torch.promote_types(xt.dtype, yt.dtype)
     out = torch.zeros(xt.shape[0], yt.shape[0], dtype=dtype)
     if _resolve_backend(backend, xt, yt) == "kdtree":
@@ -257,7 +259,7 @@ def coverage_mmd(
     s = normalize_clouds(synth_clouds, normalize)
     r = normalize_clouds(ref_clouds, normalize)
     if s.shape[-1] != r.shape[-1]:
-        raise ValueError(f"point dims differ: {s.shape[-1]} vs {r.shape[-1]}")
+        raise EvaluatorError(f"point dims differ: {s.shape[-1]} vs {r.shape[-1]}")
     ns, nr = s.shape[0], r.shape[0]
     kw = dict(squared=squared, max_elems=max_elems, backend=backend)
     m_sr = pairwise_chamfer(s, r, **kw)  # (ns, nr)
@@ -316,7 +318,7 @@ class PointNetClassifier(nn.Module):
     ):
         super().__init__()
         if num_classes < 2:
-            raise ValueError("PointNetClassifier needs at least 2 classes")
+            raise EvaluatorError("PointNetClassifier needs at least 2 classes")
         self.num_classes = int(num_classes)
         self.in_dim = int(in_dim)
         self.widths = tuple(int(w) for w in widths)
@@ -379,9 +381,9 @@ def train_pointnet(
     p = normalize_clouds(points, normalize).float()
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if y.shape[0] != p.shape[0]:
-        raise ValueError(f"{y.shape[0]} labels for {p.shape[0]} clouds")
+        raise EvaluatorError(f"{y.shape[0]} labels for {p.shape[0]} clouds")
     if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError("labels must be class indices in [0, num_classes)")
+        raise EvaluatorError("labels must be class indices in [0, num_classes)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
@@ -457,7 +459,7 @@ def pointcloud_cas(
     n_real_train, n_real_test, n_points, epochs, seed, classifier``.
     """
     if (real_train_points is None) != (real_train_labels is None):
-        raise ValueError("give both real_train_points and real_train_labels, or neither")
+        raise EvaluatorError("give both real_train_points and real_train_labels, or neither")
     ys_raw = np.asarray(as_list(synth_labels))
     yt_raw = np.asarray(as_list(real_test_labels))
     yr_raw = np.asarray(as_list(real_train_labels)) if real_train_labels is not None else np.asarray([])

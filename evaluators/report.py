@@ -17,28 +17,29 @@ from typing import Any
 # under its file name.
 PLOTS = {"worst_pairs.png": "Nearest real sample of the most suspicious synthetic ones",
          "attributes.png": "Attribute distributions, synthetic vs real"}
-# How to read the summary metrics (direction and meaning), for the summary table's third column.
-HELP = {
-    "fid": "Fréchet distance of features, lower is better",
-    "kid_mean": "kernel inception distance, lower is better",
-    "precision": "share of synthetic samples on the real manifold, higher is better",
-    "recall": "share of real samples covered by the synthetic ones, higher is better",
-    "inception_score": "confidence and spread of class predictions, higher is better",
-    "cas": "accuracy on real test data of a classifier trained on synthetic data",
-    "trtr": "the same classifier trained on real data (the ceiling for CAS)",
-    "cas_ratio": "cas / trtr, 1 = synthetic trains as well as real",
-    "near_copy_fraction": "synthetic samples closer to a training sample than real ones are, lower is better",
-    "near_duplicate_rate": "synthetic samples that duplicate another synthetic one, lower is better",
-    "min_class_count": "samples in the smallest class",
-    "mode_collapse": "a class whose spread is far below the real one's",
-    "overly_consistent": "attributes that vary much less than in real data",
-    "cov_cd": "coverage (Chamfer), higher is better",
-    "mmd_cd": "minimum matching distance (Chamfer), lower is better",
-    "one_nna_cd": "1-NN accuracy (Chamfer), 0.5 is best",
-    "label_map": "mAP of auto-labels against the generator's ground truth",
-    "clip_score": "agreement of images with their prompts, higher is better",
-    "extractor": "feature extractor the distances are measured in",
-}
+# How to read the summary metrics (direction and meaning), for the summary table's third column: each
+# evaluator declares its own (`Evaluator.metrics`); the runner adds the per-class count.
+CORE_HELP = {"min_class_count": "samples in the smallest class"}
+# Headline evaluators first in the summary; any other registered evaluator follows, by name.
+FIRST = ("fidelity", "cas", "memorization", "diversity", "attributes", "labels", "clip_score")
+
+
+def metric_help() -> dict[str, str]:
+    """metric -> meaning, in display order, from every registered evaluator."""
+    from synthloom.registry import evaluator_classes
+
+    classes = evaluator_classes()
+    order = [k for k in FIRST if k in classes] + sorted(set(classes) - set(FIRST))
+    help_texts: dict[str, str] = {}
+    for kind in order:
+        help_texts.update(getattr(classes[kind], "metrics", {}))
+    extractor = help_texts.pop("extractor", None)  # a label, not a number: last
+    help_texts.update(CORE_HELP)
+    if extractor:
+        help_texts["extractor"] = extractor
+    return help_texts
+
+
 # The number that explains a raised flag, shown beside it (flag_mode_collapse: the collapsed classes).
 FLAG_DETAIL = {"flag_memorization": ("near_copy_fraction",), "flag_data_copying": ("data_copying_z",),
                "flag_duplicates": ("near_duplicate_rate",), "flag_mode_collapse": ("mode_collapse",),
@@ -257,11 +258,12 @@ def write_report(path: Path, title: str, result: dict[str, Any], gates: dict[str
     parts += _flags(result)
     if preview is not None and Path(preview).exists():
         parts += ["<h2>Samples</h2>", _image(Path(preview), "sample grid (preview.png)")]
-    order = list(HELP)  # headline metrics first, in HELP's order (the manifest sorts keys by name)
+    help_texts = metric_help()
+    order = list(help_texts)  # headline metrics first, in the evaluators' order (the manifest sorts keys by name)
     summary = dict(sorted(result["summary"].items(),
                           key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
     failing = {r["metric"] for r in (gates or {}).get("results", []) if not r["passed"]}
-    parts += ["<h2>Summary</h2>", _table(summary, ("metric", "value", "meaning"), help_texts=HELP, failing=failing)]
+    parts += ["<h2>Summary</h2>", _table(summary, ("metric", "value", "meaning"), help_texts=help_texts, failing=failing)]
     if result.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>")
     if result.get("class_counts"):

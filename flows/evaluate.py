@@ -14,11 +14,9 @@ from prefect.artifacts import create_table_artifact
 
 from synthloom import dataset as ds
 from synthloom.card import dataset_card
-from synthloom.errors import SynthloomError
+from synthloom.errors import GateError, SynthloomError
 
-
-class GateError(SynthloomError):
-    """A dataset version missed a quality gate."""
+__all__ = ["GateError", "evaluate_dataset", "evaluate_task"]  # GateError lives in synthloom.errors
 
 
 def _has_auto_labels(version_dir, manifest) -> bool:
@@ -42,8 +40,8 @@ def evaluate_task(version_dir: str, reference: str, evaluators: dict[str, dict],
 def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dict[str, dict] | None = None,
                      split: str = "train", gates: dict[str, float] | None = None) -> dict[str, Any]:
     """Evaluate `dataset` against `reference` (default: the recipe's), record metrics and the gate verdict."""
-    from synthloom.evaluators.gates import check_gates
     from synthloom.evaluators.report import write_report
+    from synthloom.gates import check_gates
 
     version_dir = ds.resolve_version_dir(dataset)
     manifest = ds.read_manifest(version_dir)
@@ -54,9 +52,9 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
     if not reference:
         if evaluators is None and _has_auto_labels(version_dir, manifest):
             evaluators = {"labels": {}}  # label agreement alone needs no reference
-        from synthloom.evaluators.gates import REFERENCE_FREE
+        from synthloom.registry import load
 
-        if not evaluators or set(evaluators) - set(REFERENCE_FREE):
+        if not evaluators or any(getattr(load("evaluators", kind), "needs_reference", True) for kind in evaluators):
             raise SynthloomError(f"{version_dir}: no reference to evaluate against; pass --reference")
     result = evaluate_task(str(version_dir), reference, evaluators or {}, split)
     gates = recipe.get("gates", {}) if gates is None else gates

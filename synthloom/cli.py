@@ -313,20 +313,25 @@ def cmd_evaluate(args) -> int:
     recipe = ds.read_manifest(version_dir)["recipe"]
     evaluators = {spec["kind"]: spec.get("params", {}) for spec in recipe.get("evaluators", [])}
     if args.only:
-        from synthloom.evaluators.gates import EVALUATORS
+        from .registry import available
 
-        unknown = sorted(set(args.only) - set(EVALUATORS))
+        known = sorted(available("evaluators"))
+        unknown = sorted(set(args.only) - set(known))
         if unknown:
             from .errors import SynthloomError
 
-            raise SynthloomError(f"--only: unknown evaluator(s) {unknown}; known: {list(EVALUATORS)}")
+            raise SynthloomError(f"--only: unknown evaluator(s) {unknown}; registered: {known}")
         evaluators = {kind: evaluators.get(kind, {}) for kind in args.only}
     if (args.extractor or args.clip_model) and not evaluators:
-        from synthloom.evaluators.gates import WITH_REFERENCE
+        from .registry import evaluator_classes
 
-        evaluators = {kind: {} for kind in WITH_REFERENCE}
-    if args.extractor:
-        evaluators.setdefault("fidelity", {})["extractor"] = args.extractor
+        evaluators = {kind: {} for kind, cls in evaluator_classes().items() if cls.default and cls.needs_reference}
+    if args.extractor:  # every evaluator measuring in a feature space (fidelity, memorization, diversity)
+        from .registry import load
+
+        for kind in evaluators:
+            if "extractor" in getattr(load("evaluators", kind), "Params").model_fields:
+                evaluators[kind] = {**evaluators[kind], "extractor": args.extractor}
     if args.clip_model:
         evaluators.setdefault("clip_score", {})["model"] = args.clip_model
     with one_off_run():  # no Prefect heartbeats unless asked (flows/run_settings.py)

@@ -87,17 +87,18 @@ class Recipe(StrictModel):
     @field_validator("gates")
     @classmethod
     def _known_gates(cls, value: dict[str, float]) -> dict[str, float]:
-        from synthloom.evaluators.gates import GATES
+        from .gates import known_gates
 
-        unknown = sorted(set(value) - set(GATES))
+        known = known_gates()  # from the registered evaluators: a plugin's gates are valid too
+        unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(f"unknown gate(s) {unknown}; known: {sorted(GATES)}")
+            raise ValueError(f"unknown gate(s) {unknown}; known: {sorted(known)}")
         return value
 
     @field_validator("evaluators")
     @classmethod
     def _known_evaluators(cls, value: list[ComponentSpec]) -> list[ComponentSpec]:
-        return _registered("evaluators", value)
+        return _registered("evaluators", value)  # params: `parse_recipe`, by each evaluator's own Params
 
     @field_validator("labelers")
     @classmethod
@@ -113,12 +114,14 @@ class Recipe(StrictModel):
 
     @model_validator(mode="after")
     def _evaluation_needs_reference(self) -> "Recipe":
-        # Label agreement (`labels`, gate `label_map_min`) scores auto-labels against the generator's own
-        # ground truth, CLIP score images against their own prompts: they alone need no reference.
-        from synthloom.evaluators.gates import GATES, REFERENCE_FREE, REFERENCE_FREE_METRICS
+        # Evaluators that score the dataset against itself (label agreement: auto-labels vs the generator's
+        # ground truth; CLIP score: images vs their own prompts) and their gates alone need no reference.
+        from .gates import known_gates
+        from .registry import load
 
-        needs = [e for e in self.evaluators if e.kind not in REFERENCE_FREE] + \
-            [g for g in self.gates if GATES[g][0] not in REFERENCE_FREE_METRICS]
+        gates = known_gates()
+        needs = [e for e in self.evaluators if getattr(load("evaluators", e.kind), "needs_reference", True)] + \
+            [g for g in self.gates if gates[g].needs_reference]
         if needs and not self.reference:
             raise ValueError("`evaluators` and `gates` need `reference` (the real data to compare against)")
         return self
@@ -212,9 +215,24 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as error:
         raise RecipeError(format_validation_error(error, source)) from None
+    _validate_evaluator_params(recipe, source)
+    return recipe
+
+
+def _validate_evaluator_params(recipe: Recipe, source: str) -> None:
+    """Each evaluator checks its own params (strict types, no unknown keys) before anything runs, so a
+    typo such as `extractr: inception` is an error naming the key and the file, not a silent default."""
+    from .errors import SynthloomError
+    from .registry import load
+
+    for index, spec in enumerate(recipe.evaluators):
+        try:
+            load("evaluators", spec.kind)(spec.params, where=f"{source}: evaluators.{index} ({spec.kind})")
+        except SynthloomError as error:
+            raise RecipeError(str(error)) from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -7,60 +7,34 @@ their own package, and the core never needs editing:
     [project.entry-points."synthloom.generators"]
     mygen = "mypackage.generators:MyGenerator"
 
-The built-ins are listed here too, so the core works where package metadata is missing (a source
-checkout on PYTHONPATH). Entries are loaded with `EntryPoint.load()` only when used.
+Built-in parts are registered the same way, in synthloom's own pyproject.toml (the one list of them);
+a source checkout that is not pip-installed reads that file instead of package metadata. Entries are
+loaded with `EntryPoint.load()` only when used.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tomllib
 from functools import lru_cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
+from pathlib import Path
 
 from .errors import RecipeError
 
 GROUPS = ("generators", "labelers", "evaluators", "exporters")
 REGISTER_ENV = "SYNTHLOOM_REGISTER"
 
-BUILTINS: dict[str, dict[str, str]] = {
-    "generators": {
-        "pointcloud": "synthloom.generators.pointcloud:PointCloudGenerator",
-        "diffusion": "synthloom.generators.diffusion:DiffusionGenerator",
-        "dcgan": "synthloom.generators.dcgan:DCGAN",
-        "blender": "synthloom.generators.blender:BlenderGenerator",
-    },
-    "labelers": {
-        "attributes": "synthloom.labelers.attributes:AttributesLabeler",
-        "owlv2": "synthloom.labelers.owlv2:Owlv2Labeler",
-        "blip": "synthloom.labelers.blip:BlipLabeler",
-        "blip-vqa": "synthloom.labelers.blip:BlipVqaLabeler",
-    },
-    "evaluators": {
-        "fidelity": "synthloom.evaluators.evaluate:evaluate_version",
-        "cas": "synthloom.evaluators.evaluate:evaluate_version",
-        "memorization": "synthloom.evaluators.evaluate:evaluate_version",
-        "diversity": "synthloom.evaluators.evaluate:evaluate_version",
-        "attributes": "synthloom.evaluators.evaluate:evaluate_version",
-        "labels": "synthloom.evaluators.evaluate:evaluate_version",
-        "clip_score": "synthloom.evaluators.evaluate:evaluate_version",
-    },
-    "exporters": {
-        "ply": "synthloom.export:export_ply",
-        "coco": "synthloom.export:export_coco",
-        "yolo": "synthloom.export:export_yolo",
-        "imagefolder": "synthloom.export:export_imagefolder",
-    },
-}
-
 
 def available(group: str) -> dict[str, EntryPoint]:
-    """name -> entry point of every registered part of `group` (built-ins first, then installed ones)."""
+    """name -> entry point of every registered part of `group`: installed entry points (built-ins
+    included), then those `register` recorded in $SYNTHLOOM_REGISTER."""
     if group not in GROUPS:
         raise ValueError(f"unknown registry group {group!r}; groups: {GROUPS}")
-    registered = {**BUILTINS[group], **json.loads(os.environ.get(REGISTER_ENV, "{}")).get(group, {})}
-    found = {name: EntryPoint(name, value, f"synthloom.{group}") for name, value in registered.items()}
-    found.update(_installed(group))
+    found = dict(_installed(group))
+    registered = json.loads(os.environ.get(REGISTER_ENV, "{}")).get(group, {})
+    found.update({name: EntryPoint(name, value, f"synthloom.{group}") for name, value in registered.items()})
     return found
 
 
@@ -68,7 +42,20 @@ def available(group: str) -> dict[str, EntryPoint]:
 def _installed(group: str) -> dict[str, EntryPoint]:
     """Entry points of installed packages, scanned once per process: the scan reads every
     distribution's metadata (~30 ms), and recipes are validated once per shard task."""
-    return {ep.name: ep for ep in entry_points(group=f"synthloom.{group}")}
+    found = {ep.name: ep for ep in entry_points(group=f"synthloom.{group}")}
+    try:
+        distribution("synthloom")
+    except PackageNotFoundError:  # a source checkout on PYTHONPATH: its pyproject.toml lists the built-ins
+        found = {**_source_entry_points(group), **found}
+    return found
+
+
+def _source_entry_points(group: str) -> dict[str, EntryPoint]:
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    declared = tomllib.loads(pyproject.read_text())["project"].get("entry-points", {}).get(f"synthloom.{group}", {})
+    return {name: EntryPoint(name, value, f"synthloom.{group}") for name, value in declared.items()}
 
 
 def load(group: str, name: str):
@@ -99,3 +86,8 @@ def make_generator(kind: str, params: dict):
 
 def make_labeler(kind: str, params: dict):
     return load("labelers", kind)(params)
+
+
+def evaluator_classes() -> dict[str, type]:
+    """name -> class of every registered evaluator (each is loaded: they import no torch at module level)."""
+    return {name: load("evaluators", name) for name in sorted(available("evaluators"))}

@@ -195,7 +195,7 @@ def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, 
 
     # ... and as the recipe evaluator `clip_score` (no reference needed; gate clip_score_min).
     from synthloom.evaluators.evaluate import evaluate_version
-    from synthloom.evaluators.gates import check_gates
+    from synthloom.gates import check_gates
     from synthloom.recipe import Recipe
 
     evaluated = evaluate_version(version, None, {"clip_score": {"model": str(clip_dir), "limit": 4}})

@@ -244,12 +244,12 @@ def test_missing_extractor_path_is_one_line(tmp_path, digits):
 
 
 def test_fidelity_streams_every_image_while_cas_uses_a_bounded_sample(tmp_path, digits, monkeypatch):
-    from synthloom.evaluators import evaluate
+    from synthloom.evaluators import data, evaluate
 
     images, labels = digits
     version_dir = write_image_dataset(tmp_path, images[1::2][:300], labels[1::2][:300])
-    monkeypatch.setattr(evaluate, "MAX_IMAGES_IN_MEMORY", 120)
-    monkeypatch.setattr(evaluate, "BATCH", 64)
+    monkeypatch.setattr(data, "MAX_IMAGES_IN_MEMORY", 120)
+    monkeypatch.setattr(data, "BATCH", 64)
     result = evaluate.evaluate_version(version_dir, "sklearn:digits", {"fidelity": {}, "cas": {}, "diversity": {}})
     assert result["details"]["fidelity"]["num_fake"] == 300  # every image, 64 at a time
     assert result["details"]["diversity"]["n"] == 300
@@ -258,7 +258,8 @@ def test_fidelity_streams_every_image_while_cas_uses_a_bounded_sample(tmp_path, 
 
 
 def test_a_synthloom_dataset_works_as_reference(recipe_factory, real_meshes):
-    from synthloom.evaluators.evaluate import evaluate_version, load_reference_clouds
+    from synthloom.evaluators.evaluate import evaluate_version
+    from synthloom.evaluators.references import load_reference_clouds
 
     synthetic = mesh_recipe(recipe_factory, real_meshes, evaluators=[], reference=None)
     reference = mesh_recipe(recipe_factory, real_meshes, name="real", seed=9, evaluators=[], reference=None,
