@@ -123,5 +123,30 @@ bench-dcgan-fashion: install fashion-mnist
 bench-dcgan-ablation: install
 	OMP_NUM_THREADS=2 flock $(HEAVY_LOCK) $(BIN)/python benchmarks/bench_dcgan.py ablation --threads 2 --epochs 60 --seeds 0 --cnn-epochs 20
 
+# One prepared GPU check (issue 28; README "GPU"): diffusion SD 1.5 at 512 px, FID features of 50,000 Parquet
+# images, OWLv2/BLIP, Blender Cycles; <= 8 min, one table, written to benchmarks/gpu-check-<date>.md
+# (GPU_CHECK_ARGS="--out FILE" elsewhere; "--dry-run" for tiny sizes on the CPU). Uses .venv when present,
+# else the machine's python3, with the wheels of `make gpu-carry` (.whl/) installed beside it if it lacks them.
+.PHONY: gpu-check gpu-carry
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_SITE   ?= /tmp/synthloom-gpu-site
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@$(GPU_PYTHON) -c "import diffusers, pydantic" 2>/dev/null || $(GPU_PYTHON) -m pip install -q --no-index --no-deps \
+		--no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl
+	PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# What a GPU machine without internet needs from here (~55 MiB with the working tree; a device call carries
+# 64 MiB): the lock's versions of the packages its image lacks, as CPython 3.12 manylinux wheels, and an fp16
+# copy of the Inception file. Torch is not carried (its CUDA wheels are GBs): the machine's own is used.
+GPU_WHEELS = $(shell grep -E '^(diffusers|pydantic|pydantic-core|annotated-types|typing-inspection|typing-extensions|importlib-metadata)==' $(LOCK) | cut -d' ' -f1)
+gpu-carry:
+	test -x $(BIN)/pip || { echo "make install first"; exit 1; }
+	mkdir -p .whl
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	$(BIN)/python benchmarks/gpu_check.py --prepare-carry .whl
+	du -sh .whl
+
 clean:
 	rm -rf $(VENV) $(RENDER_VENV) datasets .pytest_cache
