@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synthloom.errors import GeneratorError, describe_validation_error
 from synthloom.features import Features
 from synthloom.models import ModelStore
+from synthloom.params import PartParams
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,8 @@ def input_fingerprint(kind: str, params: BaseModel, code_version: str, assets: l
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class GeneratorParams(BaseModel):
-    """Base for each generator's params: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+class GeneratorParams(PartParams):
+    """Base for each generator's params: unknown keys are errors, a bool is not a number (synthloom/params.py)."""
 
 
 class Generator:

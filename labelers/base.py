@@ -34,12 +34,11 @@ from synthloom.dataset import COMMON_HEAD, COMMON_TAIL
 from synthloom.errors import FeatureError, LabelerError, describe_validation_error
 from synthloom.features import Features
 from synthloom.generators.base import Asset, BuildContext, input_fingerprint
+from synthloom.params import PartParams
 
 
-class LabelerParams(BaseModel):
-    """Base for each labeler's params: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+class LabelerParams(PartParams):
+    """Base for each labeler's params: unknown keys are errors, a bool is not a number (synthloom/params.py)."""
 
 
 class Prepared(BaseModel):

@@ -60,11 +60,15 @@ def describe_validation_error(error, what: str = "key", prefix: str = "") -> lis
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in (prefix.split(".") if prefix else []) + list(item["loc"]))
-        where = where or "<top level>"
+        if not item["loc"]:  # a check across several keys (a model validator): its message says which
+            message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            lines.append(f"{where}: {message}" if where else message)
+            continue
         if item["type"] == "extra_forbidden":
             lines.append(f"unknown {what} '{where}'")
         elif item["type"] == "missing":
             lines.append(f"missing required {what} '{where}'")
         else:
-            lines.append(f"{what} '{where}': {item['msg']} (got {item.get('input')!r})")
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{what} '{where}': {message} (got {item.get('input')!r})")
     return lines

@@ -120,7 +120,7 @@ def test_label_command_refuses_bad_input_in_one_line(setup, capsys):
         ("--labeler", "blip", "--param", f"model={setup['blip']['model']}"):
             "labeler blip: the dataset already has a column 'caption'",
         ("--labeler", "owlv2", "--param", "model=x", "--param", "ontology={}"):
-            "labeler owlv2: labeler param 'ontology': Value error, empty ontology",
+            "labeler owlv2: labeler param 'ontology': empty ontology",
         ("--labeler", "owlv2", "--param", "model=x", "--param", "ontology={a: b}", "--param", "thresold=1"):
             "labeler owlv2: unknown labeler param 'thresold'",
         ("--labeler", "owlv2", "--param", "model=./no/owlv2", "--param", "ontology={a: b}", "--param", "column=o"):

@@ -220,7 +220,7 @@ def test_bad_models_ontologies_and_images_fail_in_one_line(models, tmp_path):
     assert "no questions" in _one_line(lambda: make_labeler("blip-vqa", {"model": "x", "questions": {}}))
 
     empty = _one_line(lambda: make_labeler("owlv2", {"model": str(models["owlv2"]), "ontology": {}}))
-    assert empty.startswith("labeler owlv2: labeler param 'ontology': Value error, empty ontology")
+    assert empty.startswith("labeler owlv2: labeler param 'ontology': empty ontology")
 
     started = time.monotonic()
     missing = _one_line(lambda: make_labeler("blip", {"model": str(tmp_path / "nowhere")}).prepare(ctx))

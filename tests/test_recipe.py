@@ -64,7 +64,7 @@ def test_missing_recipe_file(tmp_path):
 @pytest.mark.parametrize("name", ["dätaset-ü", "tiny\n", "-tiny"])
 def test_a_folder_name_says_ascii_letters_when_it_means_them(recipe_factory, name):
     """Issue 29: `dätaset-ü` was refused as "must be letters", yet ä is a letter; a final newline passed."""
-    with pytest.raises(RecipeError, match="'name': Value error, must be ASCII letters, digits, '.', '_', '[+]' or '-'"):
+    with pytest.raises(RecipeError, match="'name': must be ASCII letters, digits, '.', '_', '[+]' or '-'"):
         load_recipe(recipe_factory(name=name))
 
 
