@@ -193,7 +193,6 @@ def export_coco(dataset_path: str | Path, out_dir: str | Path, split: str | None
     `info.dropped_boxes`). A box's score, when it has one (auto-labels), is kept as `score`."""
     version_dir, manifest, splits = _version(dataset_path, split)
     out_dir = Path(out_dir)
-    (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
     written = 0
     for name, table, features, images, boxes_column in _image_splits(version_dir, manifest, splits, "coco",
                                                                      BoundingBoxes, column, "exports boxes"):
@@ -230,6 +229,7 @@ def export_coco(dataset_path: str | Path, out_dir: str | Path, split: str | None
             if on_file is not None:
                 on_file()
         path = out_dir / "annotations" / f"instances_{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)  # only now: a refused export leaves no empty folder
         path.write_text(json.dumps(coco, indent=1) + "\n")
     return written
 

@@ -129,3 +129,13 @@ def test_export_command_and_its_one_line_errors(squares, tmp_path, capsys):
     assert "has no Points column of 3-d positions" in capsys.readouterr().err
     assert main(["export", str(squares), "--format", "coco", "--out", str(tmp_path / "c"), "--split", "nope"]) == 1
     assert "no split 'nope' (splits: train, validation)" in capsys.readouterr().err
+
+
+def test_a_refused_export_leaves_nothing_behind(squares, tmp_path, capsys):
+    # A BoundingBoxes export of a column that holds no boxes is refused before anything is written:
+    # coco used to leave an empty annotations/ folder behind.
+    for fmt in ("coco", "yolo"):
+        out = tmp_path / fmt
+        assert main(["export", str(squares), "--format", fmt, "--out", str(out), "--column", "caption"]) == 1
+        assert "is not a BoundingBoxes column" in capsys.readouterr().err
+        assert not out.exists() or not any(out.rglob("*")), f"{fmt} left {sorted(out.rglob('*'))}"
