@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from synthloom.errors import DatasetError
-from synthloom.features import BoundingBoxes, Features, Image
+from synthloom.features import BoundingBoxes, Features, Image, open_image
 
 
 def agreement_columns(features: Features, manifest: dict[str, Any]) -> tuple[str, str] | None:
@@ -37,8 +37,6 @@ def agreement_columns(features: Features, manifest: dict[str, Any]) -> tuple[str
 
 def _image_sizes(table: pa.Table, features: Features) -> list[tuple[int, int] | None]:
     """(width, height) of each row's image from its PNG header, None without an image."""
-    from PIL import Image as PILImage
-
     column = next(iter(features.columns_of(Image)), None)
     if column is None:
         return [None] * table.num_rows
@@ -48,7 +46,7 @@ def _image_sizes(table: pa.Table, features: Features) -> list[tuple[int, int] | 
         if data is None:
             sizes.append(None)
             continue
-        with PILImage.open(io.BytesIO(data)) as image:
+        with open_image(data) as image:
             sizes.append(image.size)
     return sizes
 

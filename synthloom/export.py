@@ -15,7 +15,6 @@ returns the number of files (images, or clouds) it wrote.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +23,7 @@ import numpy as np
 
 from . import dataset as ds
 from .errors import DatasetError
-from .features import BoundingBoxes, ClassLabel, Features, Image, Points, feature_of
+from .features import BoundingBoxes, ClassLabel, Features, Image, Points, feature_of, open_image
 
 FORMATS = ("ply", "coco", "yolo", "imagefolder")
 # Ultralytics names the validation split `val` in data.yaml.
@@ -132,14 +131,12 @@ class _ImageWriter:
 
     def write(self, index: int, folder: Path, stem: str) -> tuple[str, int, int] | None:
         """(file name, width, height), or None for a row without an image."""
-        from PIL import Image as PILImage
-
         data = self.rows.data[index]
         if data is None and self.rows.paths[index]:
             data = Path(self.rows.paths[index]).read_bytes()
         if data is None:
             return None
-        with PILImage.open(io.BytesIO(data)) as image:  # reads the header only
+        with open_image(data) as image:  # reads the header only
             width, height = image.size
             ext = (image.format or "png").lower().replace("jpeg", "jpg")
         folder.mkdir(parents=True, exist_ok=True)

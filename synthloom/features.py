@@ -38,6 +38,7 @@ column back as its extension type, and `decode` accepts both.
 from __future__ import annotations
 
 import io
+import re
 import json
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
@@ -84,11 +85,7 @@ def decode_image(data: bytes, mode: str | None = None) -> np.ndarray:
     """
     from PIL import Image
 
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as error:  # PIL raises several types for bad data
-        raise FeatureError(f"not a readable image ({type(error).__name__}: {error})") from None
+    image = open_image(data, load=True)
     with image:
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N") and mode in (None, "L"):
             wide = np.array(image, dtype=np.int64)
@@ -100,6 +97,30 @@ def decode_image(data: bytes, mode: str | None = None) -> np.ndarray:
                     "L" if image.mode == "1" else "RGBA" if has_alpha else "RGB")
             array = np.array(image if image.mode == mode else image.convert(mode))
     return array[:, :, None] if array.ndim == 2 else array
+
+
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
+               b"RIFF": "WebP"}
+
+
+def open_image(data: bytes, load: bool = False):
+    """A PIL image of encoded bytes (`load`: decode the pixels too, not just the header), or a one-line
+    FeatureError saying what is wrong in words (PIL's own message names an in-memory buffer object)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        if load:
+            image.load()
+        return image
+    except UnidentifiedImageError:
+        kind = next((name for magic, name in _SIGNATURES.items() if bytes(data[:len(magic)]) == magic), None)
+        raise FeatureError(f"not a readable image: a corrupt or truncated {kind} ({len(data)} bytes)" if kind else
+                           f"not a readable image: {len(data)} bytes in no image format PIL knows "
+                           f"(they start {bytes(data[:8])!r})") from None
+    except Exception as error:  # truncated or corrupt data: PIL raises OSError, SyntaxError, ValueError, ...
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the image bytes", str(error))
+        raise FeatureError(f"not a readable image ({type(error).__name__}: {reason})") from None
 
 
 def encode_png(value: Any) -> bytes:

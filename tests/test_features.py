@@ -362,3 +362,14 @@ def test_pointcloud_generator_declares_its_features_after_prepare(tmp_path):
     assert features["label"] == ClassLabel(["box", "torus"])
     assert features["points"] == Points(3, "float32", size=32) and features["point_colors"] == Points(3, "uint8", 32)
     assert features["points"].hf_json() == {"shape": [32, 3], "dtype": "float32", "_type": "Array2D"}
+
+
+@pytest.mark.parametrize("cut, expected", [(None, "no image format PIL knows (they start b'not a pn')"),
+                                           (40, "a corrupt or truncated PNG (40 bytes)")])
+def test_an_unreadable_image_is_described_in_words_not_by_a_buffer_object(cut, expected):
+    png = encode_png(np.zeros((8, 8, 3), np.uint8))
+    data = b"not a png, just text" if cut is None else png[:cut]
+    with pytest.raises(FeatureError) as error:
+        decode_image(data)
+    assert expected in str(error.value)
+    assert "BytesIO" not in str(error.value) and "0x" not in str(error.value)
