@@ -51,7 +51,7 @@ def resolve_model_dir(labeler: str, model: str, base: Path | None = None) -> Pat
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception:  # not in the cache (offline), or not a valid id
-        looked = " or ".join(str(path.resolve()) for path in candidates)
+        looked = " or ".join(dict.fromkeys(str(path.resolve()) for path in candidates))  # base may be the cwd
         raise LabelerError(f"labeler {labeler}: model '{model}' is no local directory ({looked}) and not in the "
                            f"Hugging Face cache (offline); run `huggingface-cli download {model}` on a connected "
                            "machine or pass a local directory") from None

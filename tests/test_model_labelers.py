@@ -247,3 +247,15 @@ def test_bad_models_ontologies_and_images_fail_in_one_line(models, tmp_path):
     no_image = Features({k: v for k, v in features.items() if k != "image"})
     assert "needs an Image column" in _one_line(
         lambda: make_labeler("owlv2", {"model": "x", "ontology": ONTOLOGY, "column": "o2"}).check_inputs(no_image))
+
+
+def test_an_uncached_hub_id_names_each_place_looked_in_once(tmp_path, monkeypatch):
+    from synthloom.errors import LabelerError
+    from synthloom.labelers.hf_models import resolve_model_dir
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LabelerError) as error:
+        resolve_model_dir("owlv2", "nobody/no-such-owl", base=tmp_path)  # the recipe's folder is the cwd
+    message = str(error.value)
+    assert message.count(str(tmp_path / "nobody" / "no-such-owl")) == 1, message
+    assert " or " not in message.split("(")[1].split(")")[0]
