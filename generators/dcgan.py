@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from synthloom.errors import DatasetError, GeneratorError
+from synthloom.errors import DatasetError, GeneratorError, ModelRejectedError
 from synthloom.features import ClassLabel, Features, Image, Value
 from synthloom.models import load_pretrained_state, save_pretrained
 from synthloom.planning import png_row_bytes
@@ -171,11 +171,8 @@ class DCGAN(Generator):
         stored = ctx.models.get_or_build(inputs, lambda work: self._train(cfg, data, held_out, work, ctx.device))
         history = json.loads((stored.path / HISTORY).read_text())
         final = history["epochs"][-1]
-        if final["flag_mode_collapse"]:
-            message = (f"dcgan: mode collapse after epoch {final['epoch']}: class(es) "
-                       f"{[classes[int(c)] if classes else c for c in final['collapsed_classes']]} have less than "
-                       f"{p.collapse_ratio} of the real images' spread (min ratio {final['min_spread_ratio']:.3f}; "
-                       f"samples in {stored.path / 'samples'})")
+        if final["flag_mode_collapse"]:  # a model stored by a build with on_collapse: warn
+            message = self._collapse_message(final, classes) + f" (samples in {stored.path / 'samples'})"
             if p.on_collapse == "error":
                 raise GeneratorError(message + "; train longer/differently, or set on_collapse: warn")
             log.warning(message)
@@ -208,8 +205,18 @@ class DCGAN(Generator):
         real, real_labels = result["monitor_real"]
         save_pretrained(_Tensors(images=real, labels=real_labels), {"what": "real images the collapse check compares"},
                         work / "monitor")
+        final = result["history"][-1]
+        if final["flag_mode_collapse"] and self.params.on_collapse == "error":
+            # Store only what passed: a collapsed model is not kept, so the next build trains afresh.
+            raise ModelRejectedError(self._collapse_message(final, data.classes) + "; nothing was stored; train "
+                                     "longer/differently, or set on_collapse: warn")
         calibrate(g, d, *held_out, cfg.nz, cfg.num_classes, device, seed=cfg.seed + 4,
                   per_class=self.params.calibration == "per_class").save(work / CALIBRATION)
+
+    def _collapse_message(self, final: dict, classes: list[str]) -> str:
+        return (f"dcgan: mode collapse after epoch {final['epoch']}: class(es) "
+                f"{[classes[int(c)] if classes else c for c in final['collapsed_classes']]} have less than "
+                f"{self.params.collapse_ratio} of the real images' spread (min ratio {final['min_spread_ratio']:.3f})")
 
     # -- load once per worker, generate ----------------------------------------------------------
     def load(self, prepared: Prepared, device: str = "cpu") -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthloom.errors import GeneratorError
+from synthloom.errors import GeneratorError, ModelRejectedError
 from synthloom.faults import crash_point, injected
 
 from .gan_nets import DCGANDiscriminator, DCGANGenerator
@@ -224,7 +224,9 @@ class Trainer:
             if not (math.isfinite(loss_d) and math.isfinite(loss_g)):
                 kept = (f"the last good checkpoint (epoch {epoch}) is kept in {checkpoint}" if epoch
                         else "no checkpoint yet (the first epoch diverged)")
-                raise GeneratorError(
+                # Diverged before any checkpoint: nothing to resume from, so the store removes the work folder.
+                error = GeneratorError if epoch else ModelRejectedError
+                raise error(
                     f"dcgan training diverged: non-finite loss in epoch {epoch + 1} (loss_d {loss_d}, loss_g {loss_g}); "
                     f"{kept}; lower lr_d/lr_g or set spectral_norm: true")
             final_g = ema_g if ema_g is not None else g

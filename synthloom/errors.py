@@ -17,6 +17,11 @@ class GeneratorError(SynthloomError):
     """A generator cannot prepare or produce samples (bad asset, bad parameter)."""
 
 
+class ModelRejectedError(GeneratorError):
+    """A model finished training but failed its own check (mode collapse, divergence before any checkpoint):
+    the model store keeps nothing of it."""
+
+
 class LabelerError(SynthloomError):
     """A labeler cannot run on a dataset (bad parameter, missing input column) or labelled nothing."""
 

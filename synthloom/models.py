@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import ModelError
+from .errors import ModelError, ModelRejectedError
 from .provenance import sha256_file
 
 STORE_FORMAT = "synthloom-model-store/1"
@@ -104,7 +104,13 @@ class ModelStore:
                 return found
             work = self.work_dir(key)
             work.mkdir(parents=True, exist_ok=True)
-            build(work)
+            try:
+                build(work)
+            except ModelRejectedError:
+                # A verdict on the model, not a crash: nothing of it is stored, and nothing is kept to resume
+                # from (a crash or a kill keeps the work folder, so training resumes from its checkpoints).
+                shutil.rmtree(work, ignore_errors=True)
+                raise
             return self._commit(key, inputs, work)
 
     def _commit(self, key: str, inputs: dict[str, Any], work: Path) -> StoredModel:

@@ -244,3 +244,16 @@ def test_unconditional_rows_have_no_label(tmp_path, one_torch_thread):
     rows = list(generator.generate(ShardSpec("train", 0, 1, 0, 6, root_seed=2)))
     assert len(rows) == 6 and all("label" not in r and r["quality"] >= 0.1 for r in rows)
     assert set(generator.shard_stats()["per_class"]) == {"(all)"}
+
+
+def test_a_rejected_model_leaves_nothing_in_the_store(tmp_path, monkeypatch, one_torch_thread):
+    # Collapse found after training, with on_collapse: error: not stored, so the next build trains afresh.
+    with pytest.raises(GeneratorError, match=r"dcgan: mode collapse after epoch 2: .*nothing was stored"):
+        DCGAN({**TINY, "on_collapse": "error"}).prepare(context(tmp_path / "collapse"))
+    assert not list((tmp_path / "collapse").glob("??/*/store.json"))
+    assert not list((tmp_path / "collapse").glob(".building-*"))
+    # Diverged in the first epoch: no checkpoint to resume from, so no work folder is left behind.
+    monkeypatch.setenv("SYNTHLOOM_CRASH_AT", "dcgan:nan-loss-epoch-1")
+    with pytest.raises(GeneratorError, match=r"non-finite loss in epoch 1 .*no checkpoint yet"):
+        DCGAN(TINY).prepare(context(tmp_path / "nan"))
+    assert not list((tmp_path / "nan").glob(".building-*")) and not list((tmp_path / "nan").glob("??/*/store.json"))
