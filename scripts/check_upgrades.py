@@ -106,7 +106,7 @@ def main() -> int:
     newest = {canonical(n): v for n, v in (line.split("==", 1) for line in freeze.splitlines() if "==" in line)}
     moved = [(name, locked[name], newest[name]) for name in sorted(locked) if name in newest
              and newest[name] != locked[name]]
-    added = sorted(set(newest) - set(locked) - {"pip"})
+    added = sorted(set(newest) - set(locked) - {"pip"} - {canonical(Requirement(r).name) for r in args.no_deps})
     dropped = sorted(set(locked) - set(newest))
     print(f"\npackages that moved against {args.lock} ({len(moved)}):")
     for name, old, new in moved:
@@ -118,7 +118,9 @@ def main() -> int:
 
     pytest_args = args.pytest_args or ["-q", "-n", "2"]
     # SYNTHLOOM_UNLOCKED: tests/test_lock.py's "installed == lock" check is the drift itself here, not a failure.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "SYNTHLOOM_UNLOCKED": "1"}
+    # COLUMNS: pytest cuts its short summary ("FAILED test - Error: message") to the terminal's width.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "SYNTHLOOM_UNLOCKED": "1",
+           "COLUMNS": "400"}
     tests = run([python, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *pytest_args], cwd=ROOT, env=env,
                 capture_output=True, text=True)
     output = tests.stdout + tests.stderr
