@@ -78,6 +78,9 @@ def plan_label(dataset: str, specs: list[tuple[str, dict[str, Any]]], version: s
     source = ds.resolve_version_dir(dataset)
     manifest = ds.read_manifest(source)
     labelers = [make_labeler(kind, params) for kind, params in specs]  # params validated here
+    # From here on the validated params, defaults written out: they are what the fingerprint and the
+    # manifest record, so `--labeler-params '{"threshold": <the default>}'` is the same labelling as none.
+    specs = [(kind, labeler.params.model_dump(mode="json")) for (kind, _), labeler in zip(specs, labelers)]
     first = source / manifest["shards"][0]["file"]
     check_chain(labelers, ds.read_features(ds.read_shard_schema(first), manifest))
     for labeler in labelers:  # model labelers: the folder exists and holds the right architecture

@@ -178,13 +178,24 @@ class Recipe(StrictModel):
         """Whether a committed version (its manifest) holds the rows this recipe makes: the same
         generation and the same labelers with the same params, in the same order."""
         return (manifest.get("generation_sha256") == self.generation_fingerprint()
-                and manifest.get("recipe", {}).get("labelers", []) == self.model_dump(mode="json")["labelers"])
+                and _validated_labelers(manifest.get("recipe", {}).get("labelers", []))
+                == self.model_dump(mode="json")["labelers"])
 
     def total_samples(self) -> int:
         return sum(self.count.values())
 
     def version_dir(self) -> Path:
         return Path(self.output) / self.name / self.version
+
+
+def _validated_labelers(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A manifest's labelers as this version validates them (manifests before 2026-12 kept raw params);
+    as recorded when a kind is no longer registered or its params no longer validate."""
+    try:
+        return [{"kind": s["kind"], "params": validated_params("labelers", s["kind"], s.get("params") or {})}
+                for s in specs]
+    except RecipeError:
+        return specs
 
 
 def _sha256_json(data: Any) -> str:
@@ -218,21 +229,29 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
         raise RecipeError(format_validation_error(error, source)) from None
-    _validate_evaluator_params(recipe, source)
+    # Labelers and evaluators check their own params (no unknown keys, no wrong types) before anything
+    # runs, and the recipe keeps the values they validated, every default written out: what the
+    # fingerprints and the manifest record is what runs, and writing a default out changes nothing.
+    for group in ("labelers", "evaluators"):
+        specs = getattr(recipe, group)
+        for index, spec in enumerate(specs):
+            spec.params = validated_params(group, spec.kind, spec.params, f"{source}: {group}.{index} ({spec.kind})")
     return recipe
 
 
-def _validate_evaluator_params(recipe: Recipe, source: str) -> None:
-    """Each evaluator checks its own params (strict types, no unknown keys) before anything runs, so a
-    typo such as `extractr: inception` is an error naming the key and the file, not a silent default."""
+def validated_params(group: str, kind: str, params: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """The params a labeler or evaluator runs with: validated by its own `Params`, defaults filled in,
+    as JSON. One RecipeError line naming `where` when they are invalid."""
     from .errors import SynthloomError
     from .registry import load
 
-    for index, spec in enumerate(recipe.evaluators):
-        try:
-            load("evaluators", spec.kind)(spec.params, where=f"{source}: evaluators.{index} ({spec.kind})")
-        except SynthloomError as error:
-            raise RecipeError(str(error)) from None
+    cls = load(group, kind)
+    try:
+        part = cls(params, where=where) if group == "evaluators" else cls(params)
+    except SynthloomError as error:
+        message = str(error)
+        raise RecipeError(message if group == "evaluators" or not where else f"{where}: {message}") from None
+    return part.params.model_dump(mode="json")
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -124,7 +124,8 @@ def test_pointcloud_build_gets_attribute_columns_that_hf_datasets_reads(tmp_path
     assert np.ptp(table.column("attr_extent_x").to_numpy()) > 0.1, "so3 rotations give varied extents"
 
     record = manifest["labelers"][0]
-    assert record["kind"] == "attributes" and record["params"] == {} and record["columns"] == columns
+    assert record["kind"] == "attributes" and record["columns"] == columns
+    assert record["params"] == {"image": None, "points": None, "border": None}  # as validated, defaults written out
     assert len(record["input_fingerprint"]) == 64 and record["outputs"] == []
     assert len(manifest["labeling_sha256"]) == 64
     assert all(len(s["generated_sha256"]) == 64 and s["generated_sha256"] != s["sha256"] for s in manifest["shards"])
@@ -290,3 +291,20 @@ def test_labeler_mistakes_fail_before_any_flow_run(recipe_factory, toy_parts, tm
     assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith(
         "synthloom: error: labeler attributes: column 'label' is ClassLabel(6 classes"), out.stderr
     assert not list((tmp_path / "out").glob("*/.staging-*/*/*.parquet"))
+
+
+def test_labeler_params_are_recorded_as_validated_so_writing_a_default_out_changes_nothing(tmp_path, toy_parts):
+    events = str(toy_parts)
+    args = dict(generator={"kind": "toy", "params": {"events": events}}, count={"train": 12}, shard_size=6)
+    path = write_recipe(tmp_path, labelers=[{"kind": "toy-score", "params": {"events": events}}], **args)
+    assert run_cli("build", str(path)).returncode == 0
+    final = load_recipe(path).version_dir()
+    recorded = ds.read_manifest(final)["recipe"]["labelers"]
+    assert recorded == [{"kind": "toy-score", "params": {"events": events, "scale": 1.0, "blank_from": None}}]
+    labelled = [e["event"] for e in read_events(events)].count("label")
+
+    # The default written out is the same labelling: the committed version is reused, nothing relabelled.
+    path = write_recipe(tmp_path, labelers=[{"kind": "toy-score", "params": {"events": events, "scale": 1}}], **args)
+    out = run_cli("build", str(path))
+    assert out.returncode == 0, out.stderr
+    assert [e["event"] for e in read_events(events)].count("label") == labelled
