@@ -23,15 +23,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # training-only builders (not installed)
 from _common import environment  # noqa: E402
 from bench_fashion_diffusion_cas import HELD_OUT, add_base_model_arguments, base_model_images  # noqa: E402
 from bench_fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_base_model import CLASS_NAMES  # noqa: E402
 
 from synthloom.evaluators.cas import _fit_predict  # noqa: E402  (as bench_dcgan.py: one fit per set)
 from synthloom.evaluators.features import to_float_images  # noqa: E402
 from synthloom.generators.base import BuildContext  # noqa: E402
-from synthloom.generators.fashion_base_model import CLASS_NAMES  # noqa: E402
-from synthloom.generators.gan_training import CHECKPOINT, TrainConfig, render, to_uint8  # noqa: E402
+from synthloom.generators.dcgan.training import CHECKPOINT, TrainConfig, render, to_uint8  # noqa: E402
 from synthloom.models import ModelStore  # noqa: E402
 
 

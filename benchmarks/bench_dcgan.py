@@ -1,12 +1,12 @@
 """DCGAN: training throughput against the classic PyTorch example loop, and usefulness on Fashion-MNIST.
 
-(1) throughput: the same networks and batch size trained by our loop (synthloom.generators.gan_training:
+(1) throughput: the same networks and batch size trained by our loop (synthloom.generators.dcgan.training:
     preloaded tensor, one randperm per epoch, BCE-with-logits) and by the loop of the classic PyTorch
     DCGAN example (pytorch/examples dcgan/main.py: a DataLoader over a dataset, a Sigmoid output and
     nn.BCELoss, label tensors filled per step), interleaved in the same run; images/s and the ratio.
 (2) fashion: train a class-conditional DCGAN on the Fashion-MNIST train split for at most --minutes,
     generate --count images (balanced classes) with its EMA generator, score them with the
-    discriminator calibrated by Platt scaling (generators/gan_calibration.py) on the first --calibration
+    discriminator calibrated by Platt scaling (generators/dcgan/calibration.py) on the first --calibration
     test images against as many generated ones, and report on the other test images: CAS and TRTR with the small CNN of
     evaluators/cas.py (same classifier and epochs for both), FID and precision/recall with a domain CNN
     trained on the train split (named; not comparable with Inception FIDs), the memorization audit's
@@ -36,8 +36,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment  # noqa: E402
 
-from synthloom.generators.gan_calibration import calibrate, discriminator_logits  # noqa: E402
-from synthloom.generators.gan_training import CHECKPOINT, TrainConfig, TrainData, Trainer, render, train_step  # noqa: E402
+from synthloom.generators.dcgan.calibration import calibrate, discriminator_logits  # noqa: E402
+from synthloom.generators.dcgan.training import CHECKPOINT, TrainConfig, TrainData, Trainer, render, train_step  # noqa: E402
 from synthloom.references import read_reference_images  # noqa: E402
 
 FASHION = "idx:/usr/share/datasets/fashion-mnist"

@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # training-only builders (not installed)
 from _common import environment  # noqa: E402
+from diffusion_configs import _pipeline, sd15_pipeline  # noqa: E402
 
 from synthloom.generators.base import BuildContext, ShardSpec  # noqa: E402
 from synthloom.generators.diffusion import DiffusionGenerator  # noqa: E402
-from synthloom.generators.diffusion_configs import _pipeline, sd15_pipeline  # noqa: E402
 
 CLASSES = ["dog", "cat", "car", "bird"]
 

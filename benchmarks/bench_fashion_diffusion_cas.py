@@ -29,14 +29,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))  # training-only builders (not installed)
 from _common import environment  # noqa: E402
 from bench_fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_base_model import CLASS_NAMES, caption  # noqa: E402
 
 from synthloom.evaluators.cas import classification_accuracy_score, train_cnn_classifier  # noqa: E402
 from synthloom.evaluators.features import to_float_images  # noqa: E402
 from synthloom.generators.base import BuildContext, ShardSpec  # noqa: E402
 from synthloom.generators.diffusion import DiffusionGenerator  # noqa: E402
-from synthloom.generators.fashion_base_model import CLASS_NAMES, caption  # noqa: E402
 from synthloom.models import ModelStore  # noqa: E402
 
 HELD_OUT = CLASS_NAMES.index("ankle boot")

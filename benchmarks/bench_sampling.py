@@ -27,8 +27,8 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, environment  # noqa: E402
 
-from synthloom.generators.mesh_sampling import MeshSampler  # noqa: E402
-from synthloom.generators.pointcloud import load_mesh_file  # noqa: E402
+from synthloom.generators.pointcloud.sampling import MeshSampler  # noqa: E402
+from synthloom.generators.meshes import load_mesh_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

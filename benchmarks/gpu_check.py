@@ -52,7 +52,7 @@ def import_paths() -> None:
     """Make `synthloom.*` importable from a plain source checkout (a device where it is not installed):
     the sub-packages live beside the `synthloom/` core (pyproject's package-dir), so the repo root is
     added to the package's search path."""
-    for path in (str(REPO), str(BENCH), str(REPO / "tests")):
+    for path in (str(REPO), str(BENCH), str(REPO / "tests"), str(REPO / "scripts")):
         if path not in sys.path:
             sys.path.insert(0 if path != str(REPO) else len(sys.path), path)
     import synthloom
@@ -99,7 +99,7 @@ def part_diffusion(rows: Rows, args) -> None:
     from bench_diffusion import naive, ours, parse_variant, small_pipeline
 
     from synthloom.generators.base import ShardSpec
-    from synthloom.generators.diffusion_configs import sd15_pipeline
+    from diffusion_configs import sd15_pipeline
 
     if args.dry_run:
         size, steps, images, naive_images = 32, 2, 4, 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_render import MESHES  # noqa: E402
 
 from synthloom.generators.base import BuildContext, ShardSpec  # noqa: E402
-from synthloom.generators.blender import BlenderGenerator  # noqa: E402
-from synthloom.generators.worker import PROTOCOL, _worker_env  # noqa: E402
+from synthloom.generators.blender import BLENDER_WORKERS, BlenderGenerator  # noqa: E402
+from synthloom.generators.worker import PROTOCOL, WORKERS_DIR, _worker_env  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +53,8 @@ def main() -> None:
     print(f"{args.frames} frames (CGAL meshes, same scenes for every variant), {args.size} px, {args.threads} threads")
     done = subprocess.run([str(generator.interpreter()), str(Path(__file__).parent / "render_variants.py"),
                            str(work / "request.json"), str(work / "variants.json")],
-                          env=_worker_env(), capture_output=True, text=True)
+                          env=_worker_env({"PYTHONPATH": f"{BLENDER_WORKERS}{os.pathsep}{WORKERS_DIR}"}),
+                          capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if " PSNR vs first " in line]
     print("\n".join(lines) if lines else done.stdout[-2000:] + done.stderr[-2000:])
 

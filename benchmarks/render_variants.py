@@ -1,8 +1,8 @@
 """Render-environment half of `profile_render.py`: the same scenes under several Cycles settings.
 
 Run by `profile_render.py` as `.venv-render/bin/python benchmarks/render_variants.py request.json
-variants.json` with `generators/workers` on PYTHONPATH. For each frame the scene (objects, lights, camera)
-is built once from the sample seed, then rendered under every variant in turn; prints, per variant, the
+variants.json` with `generators/blender/workers` and `generators/workers` on PYTHONPATH. For each frame the
+scene (objects, lights, camera) is built once from the sample seed, then rendered under every variant in turn; prints, per variant, the
 mean wall and CPU seconds (all threads: Cycles, OIDN) of BlenderProc's render call over frames 2.. (the
 first loads meshes) and the mean PSNR of its RGB against the first variant's (the reference).
 """

@@ -10,6 +10,12 @@ The tokenizer is a real CLIP BPE tokenizer (`CLIPTokenizer`) whose vocab.json/me
 every byte (CLIP's byte-to-unicode alphabet, bare and word-final), plus merges that make whole-word
 tokens of the words prompts use. No tokenizer files can be downloaded here; this gives the same
 tokenization code path as SD's tokenizer with a vocabulary small enough for tiny embeddings.
+
+Why it lives in `scripts/` and not in the installed package: no generator uses it at run time (a build
+loads a user's pipeline folder). It builds models for tests (tiny pipelines, a tiny CLIP), benchmarks
+(`sd15_pipeline`) and the base-model trainer beside it (`fashion_base_model.py`: the tokenizer), all
+development tools; one folder for them keeps the trainer, which `make base-model` runs, free of any
+import from `tests/`. Tests import it with `scripts/` on their path (pyproject's pytest `pythonpath`).
 """
 
 from __future__ import annotations

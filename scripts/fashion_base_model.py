@@ -13,6 +13,12 @@ The result is saved as an ordinary `StableDiffusionPipeline` directory (DDIM sch
 tokenizer) in the model store, keyed by the data's hash and the hyper-parameters, so the `diffusion`
 generator loads it like any other model. Each run is bounded (`max_minutes`); it checkpoints into the
 store's work folder and raises `TrainingPaused`, and the next run resumes there.
+
+Why it lives in `scripts/`, beside `train_fashion_diffusion.py` (`make base-model`), and not in the
+installed package: no generator runs it. A build only loads its output, an ordinary pipeline folder,
+through `synthloom.generators.diffusion`; this trainer is a development tool, as diffusers keeps its
+training scripts in `examples/` outside the library. Tests and benchmarks import it with `scripts/` on
+their path (pyproject's pytest `pythonpath`; the benchmarks insert it).
 """
 
 from __future__ import annotations
@@ -86,7 +92,7 @@ def build_modules(config: BaseModelConfig, work: Path):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .diffusion_configs import BOS, EOS, clip_tokenizer
+    from diffusion_configs import BOS, EOS, clip_tokenizer
 
     torch.manual_seed(config.seed)
     tokenizer = clip_tokenizer(work / ".tokenizer-files", max_length=MAX_TOKENS)
@@ -243,7 +249,7 @@ def train_base_model(images: np.ndarray, labels: np.ndarray, config: BaseModelCo
                                                     "held_out_classes": [CLASS_NAMES[c] for c in config.held_out],
                                                     "captions": [caption(c) for c in trained],
                                                     "train_images": int(keep.sum()), **state}, indent=1) + "\n")
-    from .lora_training import plot_losses
+    from synthloom.generators.diffusion.lora_training import plot_losses
 
     plot_losses(state["unet_losses"], work / "unet_loss_curve.png", "base model UNet")
     plot_losses(state["vae_losses"], work / "vae_loss_curve.png", "base model VAE")

@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_fashion_mnist import load_fashion_mnist  # noqa: E402
+from fashion_base_model import CODE_VERSION, BaseModelConfig, TrainingPaused, data_key, \
+    train_base_model  # noqa: E402  (beside this script)
 
-from synthloom.generators.fashion_base_model import CODE_VERSION, BaseModelConfig, TrainingPaused, data_key, \
-    train_base_model  # noqa: E402
 from synthloom.models import ModelStore  # noqa: E402
 
 

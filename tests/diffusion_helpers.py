@@ -13,7 +13,7 @@ from synthloom.generators.diffusion import DiffusionGenerator
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from synthloom.generators.diffusion_configs import save_tiny_pipeline
+    from diffusion_configs import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd")
 

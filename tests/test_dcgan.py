@@ -62,7 +62,7 @@ def test_rows_are_deterministic_labelled_and_scored(trained):
     quality = np.array([r["quality"] for r in rows])
     assert ((quality > 0) & (quality < 1)).all() and quality.std() > 0
     # quality is the stored Platt calibration of D's logit, not the raw sigmoid(D)
-    from synthloom.generators.gan_calibration import discriminator_logits
+    from synthloom.generators.dcgan.calibration import discriminator_logits
 
     images = torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2).float() / 255
     labels = torch.tensor([r["label"] for r in rows])

@@ -12,7 +12,7 @@ import pytest
 from synthloom.errors import GeneratorError, ModelError
 from synthloom.generators.base import BuildContext, ShardSpec
 from synthloom.generators.diffusion import DiffusionGenerator
-from synthloom.generators.prompts import PromptSampler
+from synthloom.generators.diffusion.prompts import PromptSampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -82,7 +82,7 @@ def test_half_precision_on_cpu_and_empty_prompt_lists_are_refused(tiny_model, tm
 
 # -- prompting at scale ---------------------------------------------------------------------------------
 def test_prompts_are_class_balanced_spread_over_attributes_and_fixed_by_the_seed():
-    from synthloom.generators.prompts import DEFAULT_ATTRIBUTES, DEFAULT_TEMPLATES
+    from synthloom.generators.diffusion.prompts import DEFAULT_ATTRIBUTES, DEFAULT_TEMPLATES
 
     sampler = PromptSampler(["dog", "cat", "t-shirt"], DEFAULT_TEMPLATES, DEFAULT_ATTRIBUTES)
     shard = ShardSpec("train", 0, 1, 0, 240, root_seed=5)
@@ -173,7 +173,7 @@ def test_a_diffusion_recipe_builds_a_dataset_that_hf_datasets_reads(tiny_model, 
     import torch
 
     from synthloom.evaluators.clip_score import clip_score_of_dataset, load_clip
-    from synthloom.generators.diffusion_configs import save_tiny_clip
+    from diffusion_configs import save_tiny_clip
 
     clip_dir = save_tiny_clip(tmp_path / "clip")
     scored = clip_score_of_dataset(version, clip_dir)

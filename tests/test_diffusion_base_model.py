@@ -11,7 +11,7 @@ import pytest
 
 from synthloom.generators.base import BuildContext, ShardSpec
 from synthloom.generators.diffusion import DiffusionGenerator
-from synthloom.generators.fashion_base_model import CLASS_NAMES, BaseModelConfig, TrainingPaused, train_base_model
+from fashion_base_model import CLASS_NAMES, BaseModelConfig, TrainingPaused, train_base_model
 from synthloom.models import ModelStore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

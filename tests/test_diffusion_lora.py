@@ -92,7 +92,7 @@ def test_two_adapters_combine_and_a_ready_file_loads_by_path(trained, tiny_model
 
 
 def test_a_lora_made_for_another_base_model_is_refused(trained, tmp_path):
-    from synthloom.generators.diffusion_configs import save_tiny_pipeline
+    from diffusion_configs import save_tiny_pipeline
 
     generator, ctx, data = trained
     red_file = generator.prepared.info["adapters"][0]["path"]
@@ -109,8 +109,8 @@ def test_a_lora_made_for_another_base_model_is_refused(trained, tmp_path):
 def test_training_resumes_from_its_checkpoint_exactly(tiny_model, tmp_path):
     import torch
 
-    from synthloom.generators.diffusion_pipeline import load_pipeline
-    from synthloom.generators.lora_training import CHECKPOINT, TrainConfig, read_captioned_folder, train_lora
+    from synthloom.generators.diffusion.pipeline import load_pipeline
+    from synthloom.generators.diffusion.lora_training import CHECKPOINT, TrainConfig, read_captioned_folder, train_lora
 
     examples = read_captioned_folder(captioned_folder(tmp_path / "data"))
     config = TrainConfig(rank=2, steps=6, learning_rate=5e-3, checkpoint_every=3)
@@ -166,7 +166,7 @@ def test_dreambooth_trains_with_prior_preservation_on_class_images_of_the_base_m
     with safe_open(adapter["path"], "pt") as handle:
         keys = list(handle.keys())
     assert any(".resnets." in k and ".conv2." in k for k in keys) and any(".to_k." in k for k in keys)
-    from synthloom.generators.diffusion_adapters import DreamBoothParams
+    from synthloom.generators.diffusion.adapters import DreamBoothParams
 
     attention_only = DreamBoothParams(**{**dream, "unet_targets": None})
     assert "unet_targets" not in attention_only.training_inputs()  # keys of attention-only entries unchanged
@@ -177,7 +177,7 @@ def test_dreambooth_prior_over_every_class_splits_class_images_evenly_between_th
     """By default class_prompt is a template over the generator's classes (the class named in the instance
     prompt left out): class images of every other class, split evenly, each made from its own prompt; a
     list works the same way."""
-    from synthloom.generators.diffusion_adapters import AdapterTrainer, DreamBoothParams
+    from synthloom.generators.diffusion.adapters import AdapterTrainer, DreamBoothParams
 
     ctx = BuildContext(cache_dir=tmp_path, models=ModelStore(tmp_path / "store"))
     instances = captioned_folder(tmp_path / "car", count=2)
@@ -219,7 +219,7 @@ def test_bad_class_prompts_get_one_line_each(tiny_model, tmp_path):
     with pytest.raises(GeneratorError, match="no class prompt left .every class is named in the instance prompt"):
         DiffusionGenerator(params(tiny_model, classes=["car"], dreambooth={**dream, "class_prompt": "a {class}"})
                            ).check_inputs(ctx)
-    from synthloom.generators.diffusion_adapters import DreamBoothParams
+    from synthloom.generators.diffusion.adapters import DreamBoothParams
 
     default = DreamBoothParams(instance_dir="x", instance_prompt="a photo of sks dog")
     assert default.class_prompts(["sks dog"]) == []  # the default with nothing else to keep: no prior, no error

@@ -1,4 +1,4 @@
-"""Platt calibration of a GAN discriminator's logits (generators/gan_calibration.py), on logits drawn
+"""Platt calibration of a GAN discriminator's logits (generators/dcgan/calibration.py), on logits drawn
 from known distributions so the right answer is known: equal-variance Gaussians N(+m, 1) (real) and
 N(-m, 1) (fake) have the exact posterior P(real | s) = sigmoid(2 m s)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from synthloom.generators.gan_calibration import Calibration, fit_calibration
+from synthloom.generators.dcgan.calibration import Calibration, fit_calibration
 
 
 def gaussian_logits(n: int, mean: float, scale: float, seed: int) -> torch.Tensor:

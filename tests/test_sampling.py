@@ -6,9 +6,9 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from synthloom.generators.mesh_sampling import MeshSampler, TooFewVisible, random_rotation, visible_from, \
+from synthloom.generators.pointcloud.sampling import MeshSampler, TooFewVisible, random_rotation, visible_from, \
     weighted_sample_elimination
-from synthloom.generators.pointcloud import load_mesh_file
+from synthloom.generators.meshes import load_mesh_file
 
 
 def test_uniform_points_lie_on_the_surface_with_face_normals():

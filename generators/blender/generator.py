@@ -33,11 +33,14 @@ from synthloom.errors import GeneratorError
 from synthloom.features import Array, BoundingBoxes, Features, Image, Text, Value
 from synthloom.provenance import sha256_file
 
-from .base import Asset, BuildContext, Prepared, ShardSpec, SkippedInput, input_fingerprint
-from .pointcloud import load_mesh_file, mesh_class_folders
-from .worker import WORKERS_DIR, WorkerError, WorkerGenerator, WorkerParams
+from ..base import Asset, BuildContext, Prepared, ShardSpec, SkippedInput, input_fingerprint
+from ..meshes import load_mesh_file, mesh_class_folders
+from ..worker import WorkerError, WorkerGenerator, WorkerParams
 
 MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb")
+# The render worker's scripts: run by the render interpreter with this folder as their sys.path[0], and
+# `worker.WORKERS_DIR` (the generic worker side, synthloom_worker.py) on PYTHONPATH, as for every worker generator.
+BLENDER_WORKERS = Path(__file__).resolve().parent / "workers"
 HDRI_EXTENSIONS = ("exr", "hdr")
 Range = tuple[float, float]
 IntRange = tuple[int, int]
@@ -142,7 +145,7 @@ class BlenderGenerator(WorkerGenerator):
     Params = BlenderParams
     params: BlenderParams
     code_version = "1"
-    worker_script = WORKERS_DIR / "render_blender.py"
+    worker_script = BLENDER_WORKERS / "render_blender.py"
     worker_packages = ("bpy", "blenderproc", "opencv-contrib-python-headless", "trimesh")
     python_env_var = "SYNTHLOOM_RENDER_PYTHON"
     default_venv = ".venv-render"

@@ -101,7 +101,7 @@ def discriminator_logits(d, images01: torch.Tensor, labels: torch.Tensor | None,
 def calibrate(g, d, real01: torch.Tensor, real_labels: torch.Tensor | None, nz: int, num_classes: int, device,
               seed: int = 0, per_class: bool = True) -> Calibration:
     """Fit on `real01` (images D never trained on, [0, 1]) against as many images of `g`, class for class."""
-    from .gan_training import render
+    from .training import render
 
     z = torch.randn(len(real01), nz, generator=torch.Generator().manual_seed(seed))
     fake01 = render(g, z, real_labels, device)

@@ -8,7 +8,7 @@ noise batch after the last epoch) stops the build unless `on_collapse: warn`.
 
 Rows: `image`, `label` (conditional), `quality` = the discriminator's calibrated real-probability of
 the image (Platt scaling of D's logit, fitted after training on `calibration_holdout` of each class's
-training images, which the GAN never saw, against as many generated ones: see gan_calibration.py; 0.5
+training images, which the GAN never saw, against as many generated ones: see calibration.py; 0.5
 means D cannot tell it from a real image), `attempts` (draws until accepted) and `seed`. With `min_quality` a sample redraws its
 noise (from its own seeded stream, so rows stay deterministic) until D scores it at least that, at most
 `max_tries` times; a class that runs out of tries stops the build with a message naming it. Acceptance
@@ -34,10 +34,10 @@ from synthloom.models import load_pretrained_state, save_pretrained
 from synthloom.planning import png_row_bytes
 from synthloom.provenance import sha256_file
 
-from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
-from .gan_calibration import CALIBRATION, Calibration, calibrate, discriminator_logits
-from .gan_nets import DCGANDiscriminator, DCGANGenerator
-from .gan_training import HISTORY, TrainConfig, TrainData, Trainer, collapse_check, render, to_uint8
+from ..base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
+from .calibration import CALIBRATION, Calibration, calibrate, discriminator_logits
+from .nets import DCGANDiscriminator, DCGANGenerator
+from .training import HISTORY, TrainConfig, TrainData, Trainer, collapse_check, render, to_uint8
 
 log = logging.getLogger(__name__)
 MAX_UPSCALE = 4  # a reference smaller than resolution / 4 is refused: the GAN would learn blur

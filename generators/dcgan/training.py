@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from synthloom.errors import GeneratorError, ModelRejectedError
 from synthloom.faults import crash_point, injected
 
-from .gan_nets import DCGANDiscriminator, DCGANGenerator
+from .nets import DCGANDiscriminator, DCGANGenerator
 
 CHECKPOINT = ".checkpoint/last.pt"  # hidden: the model store drops it when the entry is committed
 HISTORY = "history.json"

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from synthloom.errors import GeneratorError
 from synthloom.provenance import sha256_file
 
-from .base import Asset, BuildContext
+from ..base import Asset, BuildContext
 from .lora_training import LORA_FILE, Example, TrainConfig, check_adapter_fits, image_grid, native_resolution, \
     plot_losses, read_captioned_folder, read_instance_folder, save_adapter, save_png, train_lora
 from .prompts import CLASS_SLOT, template_slots
@@ -204,7 +204,7 @@ class AdapterTrainer:
         self._pipe = None
 
     def pipe(self):
-        from .diffusion_pipeline import load_pipeline
+        from .pipeline import load_pipeline
 
         if self._pipe is None:
             self._pipe = load_pipeline(self.model_dir, "float32", self.ctx.device)

@@ -27,9 +27,9 @@ from pydantic import Field, model_validator
 from synthloom.errors import GeneratorError
 from synthloom.features import ClassLabel, Features, Image, Text, Value
 
-from .base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
-from .diffusion_adapters import AdapterTrainer, DreamBoothParams, LoraParams, apply_adapters
-from .diffusion_pipeline import DTYPES, SCHEDULERS, load_pipeline, model_sha256, resolve_model, speed_up
+from ..base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
+from .adapters import AdapterTrainer, DreamBoothParams, LoraParams, apply_adapters
+from .pipeline import DTYPES, SCHEDULERS, load_pipeline, model_sha256, resolve_model, speed_up
 from .prompts import DEFAULT_ATTRIBUTES, DEFAULT_TEMPLATES, PromptSampler
 
 

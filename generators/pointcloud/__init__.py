@@ -1,0 +1,15 @@
+"""Generator `pointcloud`: point clouds sampled from meshes (a class-per-folder mesh folder or built-in shapes).
+
+- `generator.py`: `PointCloudGenerator` and its params (the entry point
+  `synthloom.generators.pointcloud:PointCloudGenerator`).
+- `sampling.py`: `MeshSampler`, the precomputed per-mesh sampler (uniform, Poisson-disk, partial scans).
+
+Reading mesh folders and files is shared with `blender` in `synthloom.generators.meshes`.
+"""
+
+from ..meshes import load_mesh_file, mesh_class_folders
+from .generator import PROCEDURAL_SHAPES, PointCloudGenerator, PointCloudParams, mesh_sampler
+from .sampling import MeshSampler, TooFewVisible, random_rotation
+
+__all__ = ["MeshSampler", "PROCEDURAL_SHAPES", "PointCloudGenerator", "PointCloudParams", "TooFewVisible",
+           "load_mesh_file", "mesh_class_folders", "mesh_sampler", "random_rotation"]
