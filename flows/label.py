@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
 from synthloom import dataset as ds
 from synthloom.card import dataset_card
@@ -46,7 +46,8 @@ from synthloom.provenance import git_sha, package_versions, sha256_file
 from synthloom.recipe import FOLDER_NAME, parse_recipe
 from synthloom.registry import make_labeler
 
-from .build import Labelling, _label_shards, _staging_for
+from .build import staging_for
+from .labelling import Labelling, label_shards, prepare_labelers
 
 SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
 
@@ -135,20 +136,6 @@ def _same_labelling(plan: LabelPlan, manifest: dict[str, Any]) -> bool:
             == [s["sha256"] for s in source["shards"]])
 
 
-@task(name="prepare-labelers", task_run_name="prepare-labelers")
-def prepare_chain(plan: LabelPlan) -> Labelling:
-    """Prepare each labeler (model lookup, weights hashes) once, before any shard is labelled."""
-    labelers = [make_labeler(kind, params) for kind, params in plan.specs]
-    first = plan.source / plan.manifest["shards"][0]["file"]
-    columns = check_chain(labelers, ds.read_features(pq.read_schema(first), plan.manifest))
-    prepared = tuple(labeler.prepare(plan.context()) for labeler in labelers)
-    codes = tuple(labeler.code_version for labeler in labelers)
-    fingerprint = chain_fingerprint([(kind, params, prep.input_fingerprint, code)
-                                     for (kind, params), prep, code in zip(plan.specs, prepared, codes)])
-    return Labelling(tuple((k, p) for k, p in plan.specs), prepared, codes, tuple(tuple(c) for c in columns),
-                     fingerprint)
-
-
 def _link_source_shards(plan: LabelPlan, staging: Path) -> tuple[list[dict[str, Any]], list[ShardSpec]]:
     """Source shards in `<staging>/.raw/` (hard links: no copy of the data) as generated-shard records."""
     raw = staging / ds.RAW_DIR
@@ -224,7 +211,7 @@ def label_dataset(dataset: str, labelers: list[tuple[str, dict[str, Any]]], vers
             logger.info("%s already labelled this way; finishing the steps after the commit", plan.final)
             manifest, status = ds.read_manifest(plan.final), "exists"
         else:
-            staging = _staging_for(plan.final, plan.key)
+            staging = staging_for(plan.final, plan.key)
             try:
                 manifest = _label_and_commit(plan, staging, overwrite, workers, logger)
             except BaseException:
@@ -238,10 +225,12 @@ def label_dataset(dataset: str, labelers: list[tuple[str, dict[str, Any]]], vers
 
 
 def _label_and_commit(plan: LabelPlan, staging: Path, overwrite: bool, workers: int, logger) -> dict[str, Any]:
-    labelling = prepare_chain(plan)
+    first = plan.source / plan.manifest["shards"][0]["file"]
+    labelling = prepare_labelers(tuple(plan.specs), ds.read_features(pq.read_schema(first), plan.manifest),
+                                 plan.context())
     generated, shards = _link_source_shards(plan, staging)
     storage = (staging / ".results").resolve()
-    records = _label_shards(labelling, generated, shards, staging, storage, plan.device, workers, logger)
+    records = label_shards(labelling, generated, shards, staging, storage, plan.device, workers, logger)
     crash_point("label:shards-done")
     manifest = _manifest(plan, labelling, records, staging)
     write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")

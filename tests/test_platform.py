@@ -213,7 +213,13 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
 
 def test_bare_names_for_evaluators_and_labelers(recipe_factory, cgal_meshes):
     recipe = load_recipe(recipe_factory(evaluators=["fidelity", "cas"], reference=str(cgal_meshes)))
-    assert [(e.kind, e.params) for e in recipe.evaluators] == [("fidelity", {}), ("cas", {})]
+    from synthloom.registry import load
+
+    # A bare name is {kind: name}, its params the evaluator's defaults, written out (what runs is recorded).
+    defaults = {kind: load("evaluators", kind).Params().model_dump(mode="json") for kind in ("fidelity", "cas")}
+    assert [(e.kind, e.params) for e in recipe.evaluators] == [("fidelity", defaults["fidelity"]),
+                                                               ("cas", defaults["cas"])]
+    assert defaults["cas"]["classifier"] == "logreg"
     with pytest.raises(RecipeError, match=r"unknown labeler\(s\) \['owl'\]"):
         load_recipe(recipe_factory(labelers=["owl"]))
 

@@ -165,7 +165,7 @@ class Points(Feature):
         return _hf_nested(self.shape, self.dtype)
 
     def preview_tile(self, value: Any, colors: Any = None):
-        from .preview import render_cloud
+        from ..preview import render_cloud  # drawing lives in synthloom.preview (no cycle)
 
         if value is None:
             return None

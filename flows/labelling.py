@@ -1,0 +1,170 @@
+"""Labelling as build and label steps: the prepared labeler chain (`Labelling`), one label-shard task per
+generated shard, cached by (shard hash, chain fingerprint), in this thread or a process pool."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.futures import as_completed
+from prefect.task_runners import ProcessPoolTaskRunner
+
+from synthloom import dataset as ds
+from synthloom.devices import device_slots
+from synthloom.errors import DatasetError
+from synthloom.features import Features
+from synthloom.generators.base import BuildContext, Generator, ShardSpec
+from synthloom.labelers.base import Labeler, apply_labeler, chain_fingerprint, check_chain
+from synthloom.labelers.base import Prepared as LabelerPrepared
+from synthloom.provenance import sha256_file
+from synthloom.recipe import Recipe
+from synthloom.registry import make_labeler
+
+from .shards import file_matches, unload_generator
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """The recipe's labeler chain, prepared: what every label-shard task needs (small, picklable)."""
+
+    specs: tuple[tuple[str, dict[str, Any]], ...]  # (kind, params), in recipe order
+    prepared: tuple[LabelerPrepared, ...]
+    code_versions: tuple[str, ...]
+    columns: tuple[tuple[str, ...], ...]  # the columns each labeler declares
+    fingerprint: str  # chain_fingerprint: kind, params, prepared input fingerprint, code version of each
+
+    def manifest_records(self) -> list[dict[str, Any]]:
+        return [{"kind": kind, "params": params, "code_version": code, "input_fingerprint": prep.input_fingerprint,
+                 "assets": [a.model_dump() for a in prep.assets], "outputs": [a.model_dump() for a in prep.outputs],
+                 "info": prep.info, "columns": list(columns)}
+                for (kind, params), prep, code, columns in zip(self.specs, self.prepared, self.code_versions,
+                                                               self.columns)]
+
+
+def check_labelers_preflight(recipe: Recipe, generator: Generator, recipe_dir: Path) -> None:
+    """Validate labeler params, model folders (labelers with `check_model`: owlv2, blip), and what they
+    read when the generator can name its columns before `prepare` (one whose features need prepare,
+    for class names, is checked right after it)."""
+    labelers = [make_labeler(spec.kind, spec.params) for spec in recipe.labelers]
+    if not labelers:
+        return
+    for labeler in labelers:
+        if hasattr(labeler, "check_model"):
+            labeler.check_model(recipe_dir)
+    try:
+        features = ds.dataset_schema(generator.features())
+    except Exception:  # features() may need prepare(); prepare_labelers checks again after it
+        return
+    check_chain(labelers, features)
+
+
+@task(name="prepare-labelers", task_run_name="prepare-labelers")
+def prepare_labelers(specs: tuple[tuple[str, dict[str, Any]], ...], features: Features,
+                     context: BuildContext) -> Labelling:
+    """Check the chain against the columns it will read (`features`: the generator's, or the source
+    dataset's for `synthloom label`) and prepare each labeler (models go into the model store), before any
+    shard is labelled. The one preparation step of `build` and `label`."""
+    labelers = [make_labeler(kind, params) for kind, params in specs]
+    columns = check_chain(labelers, features)
+    prepared = tuple(labeler.prepare(context) for labeler in labelers)
+    codes = tuple(labeler.code_version for labeler in labelers)
+    fingerprint = chain_fingerprint([(kind, params, prep.input_fingerprint, code)
+                                     for (kind, params), prep, code in zip(specs, prepared, codes)])
+    return Labelling(tuple(specs), prepared, codes, tuple(tuple(c) for c in columns), fingerprint)
+
+
+# One loaded labeler chain per worker process, like `loaded_generator`.
+_LOADED_LABELERS: dict[tuple[str, str], list[Labeler]] = {}
+
+
+def loaded_labelers(labelling: Labelling, device: str) -> list[Labeler]:
+    key = (labelling.fingerprint, device)
+    if key not in _LOADED_LABELERS:
+        _LOADED_LABELERS.clear()
+        unload_generator()  # labelling comes after generating: free the generator's model first
+        labelers = []
+        for (kind, params), prepared in zip(labelling.specs, labelling.prepared):
+            labeler = make_labeler(kind, params)
+            labeler.load(prepared, device)
+            labelers.append(labeler)
+        _LOADED_LABELERS[key] = labelers
+    return _LOADED_LABELERS[key]
+
+
+def _label_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    shard: ShardSpec = parameters["shard"]
+    inputs = f"{parameters['generated']['sha256']}:{parameters['labelling'].fingerprint}"
+    return "label-{}-{:05d}-{}".format(shard.split, shard.index, hashlib.sha256(inputs.encode()).hexdigest()[:32])
+
+
+@task(name="label-shard", task_run_name="label-{shard.split}-{shard.index:05d}", cache_key_fn=_label_cache_key,
+      persist_result=True)
+def label_shard(labelling: Labelling, generated: dict[str, Any], shard: ShardSpec, staging: str,
+                device: str) -> dict[str, Any]:
+    """Run the labeler chain on one generated shard (`.raw/`); write the labelled shard to `data/`."""
+    raw = Path(staging) / generated["file"]
+    if not raw.exists() or sha256_file(raw) != generated["sha256"]:
+        raise DatasetError(f"{raw}: generated shard is missing or changed since it was generated; "
+                           "run the build again")
+    table = pq.read_table(raw)
+    for labeler in loaded_labelers(labelling, device):
+        with device_slots(labeler.resources, device):
+            table = apply_labeler(labeler, table, shard=shard.filename)
+    record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
+    return {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
+            "generated_sha256": generated["sha256"], **{k: generated[k] for k in ("stats",) if k in generated}}
+
+
+LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device")
+
+
+def label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: list[ShardSpec], staging: Path,
+                  storage: Path, device: str, workers: int, logger) -> list[dict[str, Any]]:
+    """One label-shard task per generated shard; returns the labelled shards' records, in order."""
+    by_key = {(s.split, s.index): s for s in shards}
+    jobs = [(record, by_key[(record["split"], record["index"])]) for record in generated]
+    label_task = label_shard.with_options(result_storage=storage)
+    started = time.time()
+    fresh, cached = [], []
+    for record in _run_label_tasks(label_task, labelling, jobs, str(staging), device, workers):
+        (cached if record["written_at"] < started else fresh).append(record)
+    if cached:
+        logger.info("reused %d labelled shards from an earlier run", len(cached))
+    logger.info("labelled %d shards with %s", len(fresh), ", ".join(kind for kind, _ in labelling.specs))
+    order = {(r["split"], r["index"]): i for i, r in enumerate(generated)}
+    checked = fresh + _recheck_labelled(cached, jobs, labelling, staging, storage, device)
+    return sorted(checked, key=lambda r: order[(r["split"], r["index"])])
+
+
+def _run_label_tasks(label_task, labelling: Labelling, jobs, staging: str, device: str, workers: int):
+    """Yield labelled records as shards finish: in this thread, or a process pool (one loaded chain
+    per process) with more workers, as `run_shards` does for generation."""
+    if workers <= 1:
+        for generated, shard in jobs:
+            yield label_task(labelling, generated, shard, staging, device)
+        return
+    with ProcessPoolTaskRunner(max_workers=workers) as runner:
+        futures = [runner.submit(label_task, dict(zip(LABEL_PARAMS, (labelling, generated, shard, staging, device))))
+                   for generated, shard in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _recheck_labelled(records, jobs, labelling: Labelling, staging: Path, storage: Path, device: str):
+    """A labelled shard reused from the cache whose file went missing or changed is labelled again."""
+    by_key = {(shard.split, shard.index): (generated, shard) for generated, shard in jobs}
+    checked = []
+    for record in records:
+        if file_matches(staging, record):
+            checked.append(record)
+            continue
+        generated, shard = by_key[(record["split"], record["index"])]
+        fresh = label_shard.with_options(result_storage=storage, refresh_cache=True)
+        checked.append(fresh(labelling, generated, shard, str(staging), device))
+    return checked
