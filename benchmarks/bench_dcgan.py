@@ -176,7 +176,7 @@ def fashion(args) -> None:
         work = Path(args.reuse)
     else:
         shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
-    print(f"{environment()}\nfashion: {args.reference}, train {tuple(images.shape)}, config {json.dumps(cfg.__dict__)}"
+    print(f"{environment()}\nfashion: {args.reference}, train {tuple(images.shape)}, config {json.dumps(cfg.model_dump())}"
           + (f", reused from {args.reuse}" if args.reuse else ""))
     t = time.perf_counter()
     result = Trainer(cfg, TrainData(images, labels, ref.classes), work).run(time_limit_s=minutes * 60)

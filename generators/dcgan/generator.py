@@ -21,12 +21,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 
 from synthloom.errors import DatasetError, GeneratorError, ModelRejectedError
 from synthloom.features import ClassLabel, Features, Image, Value
@@ -34,60 +33,15 @@ from synthloom.models import load_pretrained_state, save_pretrained
 from synthloom.planning import png_row_bytes
 from synthloom.provenance import sha256_file
 
-from ..base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
+from ..base import Asset, BuildContext, Generator, Prepared, ShardSpec, input_fingerprint
 from .calibration import CALIBRATION, Calibration, calibrate, discriminator_logits
 from .nets import DCGANDiscriminator, DCGANGenerator
+from .params import DCGANParams
 from .training import HISTORY, TrainConfig, TrainData, Trainer, collapse_check, render, to_uint8
 
 log = logging.getLogger(__name__)
 MAX_UPSCALE = 4  # a reference smaller than resolution / 4 is refused: the GAN would learn blur
 MIN_PER_CLASS = 2
-
-
-class DCGANParams(GeneratorParams):
-    resolution: Literal[8, 16, 28, 32, 64] = Field(default=32, description="Side of the square images, pixels.")
-    channels: Literal["auto", 1, 3] = Field(default="auto", description="1 (grayscale), 3 (RGB) or the reference's.")
-    conditional: bool = Field(default=True, description="Class-conditional (labels from the reference's classes).")
-    nz: int = Field(default=100, ge=2, le=1024)
-    ngf: int = Field(default=64, ge=2, le=1024, description="Generator width (DCGAN's ngf).")
-    ndf: int = Field(default=64, ge=2, le=1024, description="Discriminator width (DCGAN's ndf).")
-    epochs: int = Field(default=25, ge=1, le=100_000)
-    batch_size: int = Field(default=64, ge=2, le=65_536)
-    lr_g: float = Field(default=2e-4, gt=0)
-    lr_d: float = Field(default=2e-4, gt=0, description="TTUR: a larger lr_d than lr_g (Heusel et al. 2017).")
-    beta1: float = Field(default=0.5, ge=0, lt=1)
-    beta2: float = Field(default=0.999, ge=0, lt=1)
-    loss: Literal["bce", "hinge"] = "bce"
-    spectral_norm: bool = False
-    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
-    ema: float = Field(default=0.0, ge=0, lt=1, description="EMA decay of the generator used to generate; 0 = off.")
-    balanced: bool = Field(default=False, description="Class-balanced training batches.")
-    train_seed: int = Field(default=0, ge=0, description="Seed of initialisation and data order.")
-    max_train_images: int | None = Field(default=None, ge=1, description="Train on at most this many (a seeded subset).")
-    calibration_holdout: float = Field(default=0.1, gt=0, le=0.5,
-                                       description="Fraction of each class's training images kept out of GAN "
-                                                   "training to calibrate `quality` (Platt scaling of D).")
-    calibration: Literal["per_class", "global"] = Field(
-        default="per_class", description="One Platt fit per class (classes with >= 30 held-out images) or one.")
-    # -- generation (not part of the trained model's key)
-    min_quality: float | None = Field(default=None, ge=0, le=1,
-                                      description="Keep only samples the discriminator scores >= this (off by default).")
-    max_tries: int = Field(default=50, ge=1, description="Draws per sample before its class is given up.")
-    collapse_ratio: float = Field(default=0.5, gt=0, le=1,
-                                  description="Class spread / real spread below which a class counts as collapsed.")
-    on_collapse: Literal["error", "warn"] = "error"
-    batch: int = Field(default=256, ge=1, description="Images per forward pass when generating.")
-
-    GENERATION_ONLY: ClassVar[tuple[str, ...]] = ("min_quality", "max_tries", "on_collapse", "batch")
-
-    @model_validator(mode="after")
-    def _hinge_has_no_smoothing(self) -> "DCGANParams":
-        if self.loss == "hinge" and self.label_smoothing:
-            raise ValueError("label_smoothing applies to loss: bce only")
-        return self
-
-    def training_params(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude=set(self.GENERATION_ONLY))
 
 
 def _prepare_images(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
@@ -160,11 +114,7 @@ class DCGAN(Generator):
         if p.max_train_images and p.max_train_images < len(labels):
             keep = np.sort(np.random.default_rng(p.train_seed).permutation(len(labels))[:p.max_train_images])
             images, labels = images[keep], labels[keep]
-        cfg = TrainConfig(resolution=p.resolution, channels=channels, num_classes=len(classes), nz=p.nz, ngf=p.ngf,
-                          ndf=p.ndf, epochs=p.epochs, batch_size=p.batch_size, lr_g=p.lr_g, lr_d=p.lr_d,
-                          beta1=p.beta1, beta2=p.beta2, loss=p.loss, spectral_norm=p.spectral_norm,
-                          label_smoothing=p.label_smoothing, ema=p.ema, balanced=p.balanced, seed=p.train_seed,
-                          collapse_ratio=p.collapse_ratio)
+        cfg = TrainConfig.from_params(p, channels=channels, num_classes=len(classes))
         inputs = {"generator": self.name, "code_version": self.code_version, "data_sha256": ref.sha256,
                   "classes": classes, "training": p.training_params()}
         data = TrainData(images, labels if classes else torch.zeros(len(labels), dtype=torch.long), classes)

@@ -17,45 +17,63 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from synthloom.errors import GeneratorError, ModelRejectedError
 from synthloom.faults import crash_point, injected
 
 from .nets import DCGANDiscriminator, DCGANGenerator
+from .params import DCGANParams
 
 CHECKPOINT = ".checkpoint/last.pt"  # hidden: the model store drops it when the entry is committed
 HISTORY = "history.json"
 
 
-@dataclass
-class TrainConfig:
-    resolution: int = 32
-    channels: int = 1
-    num_classes: int = 0
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    epochs: int = 25
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: str = "bce"  # bce | hinge
-    spectral_norm: bool = False
-    label_smoothing: float = 0.0  # real target 1 - s (bce only; one-sided, Salimans et al. 2016)
-    ema: float = 0.0  # decay of the EMA generator; 0 = off
-    balanced: bool = False  # draw batches class-balanced
-    seed: int = 0
-    collapse_ratio: float = 0.5  # a class whose spread / real spread falls below this is collapsed
-    monitor_per_class: int = 32
+def _param(name: str) -> Any:
+    """DCGANParams' declaration of `name` (default, bounds, description): declared there, once."""
+    return copy.deepcopy(DCGANParams.model_fields[name])
+
+
+class TrainConfig(BaseModel):
+    """One training run. The hyper-parameters are DCGANParams' fields (their defaults and bounds live
+    there); `channels` and `num_classes` come from the reference, `seed` is `train_seed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: Literal[8, 16, 28, 32, 64] = _param("resolution")
+    channels: Literal[1, 3] = 1
+    num_classes: int = Field(default=0, ge=0)
+    nz: int = _param("nz")
+    ngf: int = _param("ngf")
+    ndf: int = _param("ndf")
+    epochs: int = _param("epochs")
+    batch_size: int = _param("batch_size")
+    lr_g: float = _param("lr_g")
+    lr_d: float = _param("lr_d")
+    beta1: float = _param("beta1")
+    beta2: float = _param("beta2")
+    loss: Literal["bce", "hinge"] = _param("loss")  # bce | hinge
+    spectral_norm: bool = _param("spectral_norm")
+    label_smoothing: float = _param("label_smoothing")  # real target 1 - s (bce only; one-sided, Salimans et al. 2016)
+    ema: float = _param("ema")  # decay of the EMA generator; 0 = off
+    balanced: bool = _param("balanced")  # draw batches class-balanced
+    seed: int = _param("train_seed")
+    collapse_ratio: float = _param("collapse_ratio")  # a class whose spread / real spread falls below this is collapsed
+    monitor_per_class: int = Field(default=32, ge=1)
+
+    @classmethod
+    def from_params(cls, params: DCGANParams, channels: int, num_classes: int) -> "TrainConfig":
+        """The run a generator's params ask for, on a reference with `channels` and `num_classes`."""
+        names = [name for name in cls.model_fields if name in DCGANParams.model_fields and name != "channels"]
+        return cls(channels=channels, num_classes=num_classes, seed=params.train_seed,
+                   **{name: getattr(params, name) for name in names})
 
     def nets(self) -> tuple[DCGANGenerator, DCGANDiscriminator]:
         with torch.random.fork_rng(devices=[]):
@@ -254,7 +272,7 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                  "ema_g": ema_g.state_dict() if ema_g is not None else None, "data_gen": data_gen.get_state(),
-                 "noise_gen": noise_gen.get_state(), "history": history, "epoch": epoch, "config": asdict(self.cfg)}
+                 "noise_gen": noise_gen.get_state(), "history": history, "epoch": epoch, "config": self.cfg.model_dump()}
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)  # a kill mid-save leaves the previous epoch's checkpoint intact

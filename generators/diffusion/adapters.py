@@ -23,6 +23,7 @@ training on the top row, after on the bottom, same prompts and seeds).
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 from collections import Counter
@@ -30,14 +31,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from synthloom.errors import GeneratorError
 from synthloom.provenance import sha256_file
 
 from ..base import Asset, BuildContext
-from .lora_training import LORA_FILE, Example, TrainConfig, check_adapter_fits, image_grid, native_resolution, \
-    plot_losses, read_captioned_folder, read_instance_folder, save_adapter, save_png, train_lora
+from .lora_training import LORA_FILE, Example, TrainConfig, TrainingParams, check_adapter_fits, image_grid, \
+    native_resolution, plot_losses, read_captioned_folder, read_instance_folder, save_adapter, save_png, train_lora
 from .prompts import CLASS_SLOT, template_slots
 
 ADAPTER_CODE_VERSION = "1"
@@ -59,35 +60,6 @@ def _pipeline_sha256(stored) -> str:
     for name in sorted(n for n in stored.files if n.startswith(PIPELINE_DIR + "/")):
         digest.update(f"{name}\0{stored.files[name]}\n".encode())
     return digest.hexdigest()
-
-
-class TrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rank: int = Field(default=4, ge=1, le=256)
-    alpha: float | None = Field(default=None, gt=0, description="LoRA alpha; None: equal to rank.")
-    steps: int = Field(default=200, ge=1)
-    learning_rate: float = Field(default=1e-4, gt=0)
-    batch_size: int = Field(default=1, ge=1)
-    resolution: int | None = Field(default=None, ge=8, description="None: the model's native size.")
-    train_text_encoder: bool = False
-    seed: int = 0
-    checkpoint_every: int = Field(default=50, ge=0, description="Steps between resume checkpoints (0: none).")
-    scale: float = Field(default=1.0, description="This adapter's weight when several are combined.")
-    unet_targets: list[str] | None = Field(
-        default=None, min_length=1, description="UNet module names LoRA adapts (peft target_modules). None: the "
-        "attention projections to_q, to_k, to_v, to_out.0; add conv1, conv2 to adapt the ResNet blocks too.")
-
-    def train_config(self, **extra) -> TrainConfig:
-        fields = {k: getattr(self, k) for k in ("rank", "alpha", "steps", "learning_rate", "batch_size", "resolution",
-                                                 "train_text_encoder", "seed", "checkpoint_every", "unet_targets")}
-        return TrainConfig(**fields, **extra)
-
-    def training_inputs(self) -> dict[str, Any]:
-        # Neither scale nor checkpointing changes the trained weights; unet_targets only when set (so the
-        # keys of adapters trained before the option existed stay the same).
-        return self.model_dump(exclude={"scale", "checkpoint_every"} | ({"unet_targets"} if self.unet_targets is None
-                                                                          else set()))
 
 
 class LoraParams(TrainingParams):
@@ -116,7 +88,7 @@ class DreamBoothParams(TrainingParams):
         "default: every other class the dataset will hold is kept; measured in benchmarks/RESULTS.md); a list of "
         "prompts; or one prompt. null: no prior preservation. num_class_images is split evenly between them.")
     num_class_images: int = Field(default=100, ge=1)
-    prior_loss_weight: float = Field(default=1.0, ge=0)
+    prior_loss_weight: float = copy.deepcopy(TrainConfig.model_fields["prior_loss_weight"])  # declared once, there
     steps: int = 400
     unet_targets: list[str] | None = Field(
         default_factory=lambda: list(DREAMBOOTH_UNET_TARGETS), min_length=1,

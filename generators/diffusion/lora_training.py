@@ -14,6 +14,7 @@ in the file's metadata.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from synthloom.errors import GeneratorError
 from synthloom.provenance import sha256_file
@@ -112,19 +114,59 @@ def load_image(path: str | Path, resolution: int) -> np.ndarray:
 
 
 # -- training -----------------------------------------------------------------------------------------
-@dataclass
-class TrainConfig:
-    rank: int = 4
-    alpha: float | None = None
-    steps: int = 200
-    learning_rate: float = 1e-4
-    batch_size: int = 1
-    resolution: int | None = None
+class TrainingParams(BaseModel):
+    """What an adapter's training run takes from the recipe (LoRA and DreamBooth params extend it): every
+    default and bound is declared here, once; `TrainConfig` reuses these declarations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(default=4, ge=1, le=256)
+    alpha: float | None = Field(default=None, gt=0, description="LoRA alpha; None: equal to rank.")
+    steps: int = Field(default=200, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=1, ge=1)
+    resolution: int | None = Field(default=None, ge=8, description="None: the model's native size.")
     train_text_encoder: bool = False
     seed: int = 0
-    checkpoint_every: int = 50
-    prior_loss_weight: float = 1.0
-    unet_targets: list[str] | None = None  # None: UNET_TARGETS (the attention projections)
+    checkpoint_every: int = Field(default=50, ge=0, description="Steps between resume checkpoints (0: none).")
+    scale: float = Field(default=1.0, description="This adapter's weight when several are combined.")
+    unet_targets: list[str] | None = Field(
+        default=None, min_length=1, description="UNet module names LoRA adapts (peft target_modules). None: the "
+        "attention projections to_q, to_k, to_v, to_out.0; add conv1, conv2 to adapt the ResNet blocks too.")
+
+    def train_config(self, **extra) -> "TrainConfig":
+        fields = {name: getattr(self, name) for name in TrainConfig.model_fields if name in TrainingParams.model_fields}
+        return TrainConfig(**{**fields, **extra})
+
+    def training_inputs(self) -> dict[str, Any]:
+        # Neither scale nor checkpointing changes the trained weights; unet_targets only when set (so the
+        # keys of adapters trained before the option existed stay the same).
+        return self.model_dump(exclude={"scale", "checkpoint_every"} | ({"unet_targets"} if self.unet_targets is None
+                                                                          else set()))
+
+
+def _param(name: str) -> Any:
+    """TrainingParams' declaration of `name` (default, bounds, description): declared there, once."""
+    return copy.deepcopy(TrainingParams.model_fields[name])
+
+
+class TrainConfig(BaseModel):
+    """One adapter (or full fine-tuning) run: TrainingParams' training fields, plus DreamBooth's prior loss
+    weight and whether the whole UNet is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = _param("rank")
+    alpha: float | None = _param("alpha")
+    steps: int = _param("steps")
+    learning_rate: float = _param("learning_rate")
+    batch_size: int = _param("batch_size")
+    resolution: int | None = _param("resolution")
+    train_text_encoder: bool = _param("train_text_encoder")
+    seed: int = _param("seed")
+    checkpoint_every: int = _param("checkpoint_every")
+    prior_loss_weight: float = Field(default=1.0, ge=0)  # DreamBoothParams reuses this declaration
+    unet_targets: list[str] | None = _param("unet_targets")  # None: UNET_TARGETS (the attention projections)
     full: bool = False  # full fine-tuning of the UNet (and text encoder): DreamBooth's original form
 
 
