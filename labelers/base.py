@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synthloom.dataset import COMMON_HEAD, COMMON_TAIL
 from synthloom.errors import FeatureError, LabelerError, describe_validation_error
 from synthloom.features import Features
-from synthloom.generators.base import Asset, BuildContext, input_fingerprint
+from synthloom.lifecycle import Asset, BuildContext, input_fingerprint
 from synthloom.params import PartParams
 
 

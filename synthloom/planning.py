@@ -7,9 +7,8 @@ import math
 import shutil
 from pathlib import Path
 
-from synthloom.generators.base import ShardSpec
-
 from .errors import RecipeError
+from .lifecycle import ShardSpec
 from .recipe import Recipe
 
 # One Prefect task per shard: past this many, orchestration alone would take hours and the plan

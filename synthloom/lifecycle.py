@@ -1,0 +1,88 @@
+"""The records every part's lifecycle shares (generators, labelers, the build flow): the shard a task
+makes, the build context a part prepares in, the assets it used or produced, and the input fingerprint
+that keys every cache. Core, so that `synthloom/` imports nothing from generators, labelers or flows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .models import ModelStore
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One Parquet shard: which split, which global sample indices, which seeds."""
+
+    split: str
+    index: int
+    num_shards: int
+    start: int  # index of the shard's first sample within its split
+    size: int
+    root_seed: int
+
+    @property
+    def filename(self) -> str:
+        # The Hugging Face naming convention, so `datasets` maps files to splits.
+        return f"{self.split}-{self.index:05d}-of-{self.num_shards:05d}.parquet"
+
+    def sample_seed(self, offset: int) -> int:
+        """A 63-bit seed for one sample, independent of shard size and order."""
+        sample_index = self.start + offset
+        split_key = int.from_bytes(self.split.encode()[:8].ljust(8, b"\0"), "little")
+        seq = np.random.SeedSequence([self.root_seed, split_key, sample_index])
+        return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class BuildContext:
+    """What a generator may use while preparing: where to cache, what the recipe says."""
+
+    cache_dir: Path
+    on_error: str = "fail"
+    reference: str | None = None
+    recipe_dir: Path = field(default_factory=Path.cwd)
+    models: ModelStore = field(default_factory=ModelStore)
+    device: str = "cpu"
+
+    def resolve_path(self, value: str) -> Path:
+        """A user path from the recipe: absolute, relative to the working directory if it exists there,
+        else relative to the recipe's folder."""
+        path = Path(value).expanduser()
+        if path.is_absolute() or path.exists():
+            return path
+        return self.recipe_dir / path
+
+
+class Asset(BaseModel):
+    """A file (or procedural source) a generator used or produced, for provenance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    sha256: str
+    role: str = Field(default="input", description="input | reference | base-model | weights | ...")
+    label: str | None = Field(default=None, description="The class this input belongs to, if any.")
+
+
+class SkippedInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    reason: str
+
+
+def input_fingerprint(kind: str, params: BaseModel, code_version: str, assets: list[Asset],
+                      **extra: Any) -> str:
+    """sha256 of a generator's inputs: kind, validated params, code version and input asset hashes."""
+    canonical = json.dumps({"generator": kind, "params": params.model_dump(mode="json"), "code": code_version,
+                            "assets": [[a.path, a.sha256, a.role, a.label] for a in assets], **extra},
+                           sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
