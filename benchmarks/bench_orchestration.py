@@ -139,14 +139,15 @@ def plain_build(recipe_path: Path, version: str) -> None:
     from synthloom.card import dataset_card
     from synthloom.croissant import croissant_metadata
     from synthloom.flows import build as fb
+    from synthloom.flows.shards import write_shard
     from synthloom.planning import plan_shards
     from synthloom.preview import write_preview
 
     plan = fb.plan_build(str(recipe_path), version=version)
     prepared = fb.prepare_generator.fn(plan)
-    staging = fb._staging_for(plan.final, plan.generation)
+    staging = fb.staging_for(plan.final, plan.generation)
     recipe_json = plan.recipe.model_dump(mode="json")
-    records = [fb._write_shard(recipe_json, plan.generation, prepared, shard, str(staging), plan.device)
+    records = [write_shard(recipe_json, plan.generation, prepared, shard, str(staging), plan.device, sole_worker=True)
                for shard in plan_shards(plan.recipe)]
     manifest = fb._manifest(plan, prepared, records, staging)
     write_preview(fb.pq.read_table(staging / records[0]["file"]), staging / "preview.png")
