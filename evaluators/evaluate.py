@@ -76,6 +76,7 @@ def evaluate_version(version_dir: str | Path, reference: str | None, evaluators:
         result["details"][evaluator.name] = outcome.details if outcome.details is not None else outcome.summary
         result["notes"] += outcome.notes
     result["notes"] = data.notes + result["notes"]
-    result.update(reference=str(reference) if reference else "none (label agreement and CLIP score score the "
-                  "dataset against itself)", split=split, evaluators=[e.name for e in runnable])
+    result.update(reference=str(reference) if reference else
+                  f"none ({', '.join(e.name for e in runnable) or 'no evaluator'} score the dataset against itself)",
+                  split=split, evaluators=[e.name for e in runnable])
     return result

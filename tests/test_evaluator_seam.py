@@ -67,7 +67,7 @@ def test_an_evaluator_registered_outside_the_package_streams_gates_and_reports(t
     assert manifest["metrics"]["details"]["brightness"] == {"rows": 70, "batches": 3, "column": "picture"}
     report = (version_dir / "eval" / "report.html").read_text()
     assert "mean_brightness" in report and "mean pixel value of the synthetic images" in report
-    assert "brightness_min" in report
+    assert "brightness_min" in report and "none (brightness score the dataset against itself)" in report
 
     # Its params are validated by its own Params, strictly.
     with pytest.raises(EvaluatorError, match="evaluator brightness param 'channel'"):
