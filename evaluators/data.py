@@ -16,8 +16,10 @@ import numpy as np
 import pyarrow as pa
 
 from synthloom import dataset as ds
-from synthloom.errors import DatasetError, EvaluatorError, ModelError
-from synthloom.features import ClassLabel, Image, Points, decode_image, feature_of
+from synthloom.errors import EvaluatorError, ModelError
+from synthloom.features import Image, decode_image, feature_of
+
+from .references import class_names_of, clouds_of, float_points_column, load_reference_clouds
 
 # Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
 # MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
@@ -41,8 +43,7 @@ class EvaluationData:
         self.features = ds.read_features(self.table, self.manifest)
         self.notes: list[str] = []  # shared notes (a bounded sample was used), added once to the result
         self.images_column = feature_of(self.features, Image)
-        self.points_column = next((n for n in self.features.columns_of(Points)
-                                   if self.features[n].dtype.startswith("float")), None)
+        self.points_column = float_points_column(self.features)
         self.modality = "points" if self.points_column else "images" if self.images_column else None
         self._cache: dict[Any, Any] = {}
 
@@ -53,12 +54,7 @@ class EvaluationData:
 
     def labels_of(self, table: pa.Table) -> list[str]:
         """Class names of `table`'s rows, from the first ClassLabel column ("" for a null)."""
-        column = self.column_of(ClassLabel)
-        if column is None:
-            raise EvaluatorError(f"{self.version_dir}: no ClassLabel column; per-class metrics need one")
-        names = self.features[column].names
-        return ["" if v is None else (names[v] if 0 <= v < len(names) else str(v))
-                for v in table.column(column).to_pylist()]
+        return class_names_of(table, self.features, str(self.version_dir))
 
     @cached_property
     def labels(self) -> list[str]:
@@ -157,20 +153,11 @@ class EvaluationData:
     # -- point clouds -----------------------------------------------------------------------------
     @cached_property
     def clouds(self) -> tuple[np.ndarray, list[str]]:
-        return self._clouds_of(self.table)
-
-    def _clouds_of(self, table: pa.Table) -> tuple[np.ndarray, list[str]]:
-        values, offsets = ds.fixed_list_to_numpy(table.column(self.points_column))
-        sizes = np.diff(offsets)
-        if len(set(sizes.tolist())) != 1:
-            raise EvaluatorError(f"{self.version_dir}: clouds of different sizes cannot be evaluated together")
-        return values[:, :3].reshape(len(sizes), int(sizes[0]), 3).astype(np.float32), self.labels_of(table)
+        return clouds_of(self.table, self.features, str(self.version_dir))
 
     @cached_property
     def reference_clouds(self):
         """(train_points, train_labels, test_points, test_labels) of real clouds, as many points as ours."""
-        from .references import load_reference_clouds
-
         return load_reference_clouds(self.require_reference("on point clouds"), self.clouds[0].shape[1],
                                      seed=self.seed)
 

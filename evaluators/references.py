@@ -7,24 +7,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from synthloom import dataset as ds
-from synthloom.errors import DatasetError
+from synthloom.errors import DatasetError, EvaluatorError
+from synthloom.features import ClassLabel, Features, Points, feature_of
 
 
-def _dataset_clouds(table) -> tuple[np.ndarray, list[str]]:
-    from synthloom.features import ClassLabel, Points, feature_of
+def float_points_column(features: Features) -> str | None:
+    """The first Points column of positions (float): the clouds an evaluator scores."""
+    return next((n for n in features.columns_of(Points) if features[n].dtype.startswith("float")), None)
 
-    features = ds.read_features(table)
-    points = next(n for n in features.columns_of(Points) if features[n].dtype.startswith("float"))
-    values, offsets = ds.fixed_list_to_numpy(table.column(points))
+
+def class_names_of(table: pa.Table, features: Features, where: str) -> list[str]:
+    """Class names of `table`'s rows, from the first ClassLabel column ("" for a null)."""
+    column = feature_of(features, ClassLabel)
+    if column is None:
+        raise EvaluatorError(f"{where}: no ClassLabel column; per-class metrics need one")
+    names = features[column].names
+    return ["" if v is None else (names[v] if 0 <= v < len(names) else str(v))
+            for v in table.column(column).to_pylist()]
+
+
+def clouds_of(table: pa.Table, features: Features, where: str) -> tuple[np.ndarray, list[str]]:
+    """(clouds (n, points, 3) float32, class names) of a dataset table: the synthetic data or a reference."""
+    values, offsets = ds.fixed_list_to_numpy(table.column(float_points_column(features)))
     sizes = np.diff(offsets)
     if len(set(sizes.tolist())) != 1:
-        raise DatasetError("clouds of different sizes cannot be evaluated together")
-    label = feature_of(features, ClassLabel)
-    names = features[label].names
-    labels = [names[v] if 0 <= v < len(names) else str(v) for v in table.column(label).to_pylist()]
-    return values[:, :3].reshape(len(sizes), int(sizes[0]), 3).astype(np.float32), labels
+        raise EvaluatorError(f"{where}: clouds of different sizes cannot be evaluated together")
+    clouds = values[:, :3].reshape(len(sizes), int(sizes[0]), 3).astype(np.float32)
+    return clouds, class_names_of(table, features, where)
 
 
 def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 16, seed: int = 0):
@@ -33,7 +45,8 @@ def load_reference_clouds(reference: str, num_points: int, per_mesh: int = 16, s
     found = ds.find_version(path)
     if found is not None:
         version_dir, manifest = found
-        return split_reference(version_dir, manifest, _dataset_clouds)
+        return split_reference(version_dir, manifest,
+                               lambda table: clouds_of(table, ds.read_features(table, manifest), str(version_dir)))
     if not path.is_dir():
         raise DatasetError(f"{reference}: reference not found (a synthloom dataset or a folder of mesh classes)")
     from synthloom.generators.base import BuildContext
