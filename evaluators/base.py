@@ -106,7 +106,3 @@ class Evaluator:
 
     def compute(self, data: EvaluationData) -> EvaluatorResult:
         raise NotImplementedError
-
-    @classmethod
-    def describe_gates(cls) -> dict[str, Gate]:
-        return dict(cls.gates)

@@ -330,7 +330,7 @@ def cmd_evaluate(args) -> int:
         from .registry import load
 
         for kind in evaluators:
-            if "extractor" in getattr(load("evaluators", kind), "Params").model_fields:
+            if "extractor" in load("evaluators", kind).Params.model_fields:
                 evaluators[kind] = {**evaluators[kind], "extractor": args.extractor}
     if args.clip_model:
         evaluators.setdefault("clip_score", {})["model"] = args.clip_model
