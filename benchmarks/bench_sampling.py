@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, environment  # noqa: E402
 
 from synthloom.generators.pointcloud.sampling import MeshSampler  # noqa: E402
-from synthloom.generators.meshes import load_mesh_file  # noqa: E402
+from synthloom.meshes import load_mesh_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

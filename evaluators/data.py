@@ -19,7 +19,7 @@ from synthloom import dataset as ds
 from synthloom.errors import EvaluatorError, ModelError
 from synthloom.features import Image, decode_image, feature_of
 
-from .references import class_names_of, clouds_of, float_points_column, load_reference_clouds
+from synthloom.references import class_names_of, clouds_of, float_points_column, read_reference_clouds
 
 # Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
 # MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
@@ -158,8 +158,8 @@ class EvaluationData:
     @cached_property
     def reference_clouds(self):
         """(train_points, train_labels, test_points, test_labels) of real clouds, as many points as ours."""
-        return load_reference_clouds(self.require_reference("on point clouds"), self.clouds[0].shape[1],
-                                     seed=self.seed)
+        return read_reference_clouds(self.require_reference("on point clouds"), self.clouds[0].shape[1],
+                                     seed=self.seed).as_tuple()
 
     # -- shared feature rows (memorization and diversity) ----------------------------------------
     def feature_rows(self, spec: str = "domain") -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:

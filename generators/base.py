@@ -18,34 +18,24 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from synthloom.errors import GeneratorError, describe_validation_error
 from synthloom.features import Features
-from synthloom.lifecycle import Asset, BuildContext, ShardSpec, SkippedInput, input_fingerprint
+from synthloom.lifecycle import Asset, BuildContext, PreparedPart, ShardSpec, SkippedInput, input_fingerprint
 from synthloom.params import PartParams
 
 __all__ = ["Asset", "BuildContext", "Generator", "GeneratorParams", "Prepared", "ShardSpec", "SkippedInput",
            "input_fingerprint"]  # the shared records live in synthloom.lifecycle; importable from here too
 
 
-class Prepared(BaseModel):
-    """What `prepare` returns: everything generation needs to know, and everything provenance records.
-
-    `input_fingerprint` hashes what determines the generator's output (params, input and base-model
-    hashes, code version); shard cache keys use it rather than output weight hashes, because GPU training
-    is not bit-reproducible and a retrained model must not invalidate nothing-changed shards.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Prepared(PreparedPart):
+    """What a generator's `prepare` returns (`synthloom.lifecycle.PreparedPart`): its name, the classes
+    it generates and the inputs it skipped, besides the shared fields."""
 
     generator: str
-    input_fingerprint: str
     classes: list[str] = Field(default_factory=list)
-    assets: list[Asset] = Field(default_factory=list)
-    outputs: list[Asset] = Field(default_factory=list, description="What prepare produced (trained weights).")
     skipped: list[SkippedInput] = Field(default_factory=list)
-    info: dict[str, Any] = Field(default_factory=dict, description="Generator-specific JSON (training summary).")
 
     def assets_by_label(self) -> dict[str, list[Asset]]:
         grouped: dict[str, list[Asset]] = {name: [] for name in self.classes}

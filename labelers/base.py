@@ -22,18 +22,16 @@ a thousand images is a broken detector, not a dataset.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from synthloom.dataset import COMMON_HEAD, COMMON_TAIL
 from synthloom.errors import FeatureError, LabelerError, describe_validation_error
 from synthloom.features import Features
-from synthloom.lifecycle import Asset, BuildContext, input_fingerprint
+from synthloom.lifecycle import Asset, BuildContext, PreparedPart, fingerprint, input_fingerprint
 from synthloom.params import PartParams
 
 
@@ -41,19 +39,11 @@ class LabelerParams(PartParams):
     """Base for each labeler's params: unknown keys are errors, a bool is not a number (synthloom/params.py)."""
 
 
-class Prepared(BaseModel):
-    """What `prepare` returns: what labelling needs, and what provenance records.
-
-    `input_fingerprint` hashes what determines the labels (kind, params, code version, input and
-    base-model hashes); label-shard cache keys use it, not the hashes of weights it produced."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Prepared(PreparedPart):
+    """What a labeler's `prepare` returns (`synthloom.lifecycle.PreparedPart`): its name besides the
+    shared fields; the input fingerprint hashes what determines the labels."""
 
     labeler: str
-    input_fingerprint: str
-    assets: list[Asset] = Field(default_factory=list)
-    outputs: list[Asset] = Field(default_factory=list, description="What prepare produced (weights).")
-    info: dict[str, Any] = Field(default_factory=dict)
 
 
 def labeler_fingerprint(kind: str, params: BaseModel, code_version: str, assets: list[Asset] = (),
@@ -207,8 +197,7 @@ def _storage(column: pa.Array | pa.ChunkedArray, arrow: pa.DataType) -> pa.Chunk
 def chain_fingerprint(labelers: list[tuple[str, dict[str, Any], str, str]]) -> str:
     """One fingerprint for an ordered chain of labelers: (kind, params, prepared input fingerprint,
     code version) each. A label-shard task is cached by it and the generated shard's sha256."""
-    canonical = json.dumps([list(item) for item in labelers], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return fingerprint([list(item) for item in labelers])
 
 
 def float_column(values: np.ndarray) -> list[float | None]:

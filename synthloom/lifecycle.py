@@ -79,10 +79,32 @@ class SkippedInput(BaseModel):
     reason: str
 
 
+def fingerprint(value: Any) -> str:
+    """sha256 of `value` as canonical JSON (sorted keys, no spaces, unknown types as str): the one hash
+    behind every cache key (a part's inputs, a chain of labelers)."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def input_fingerprint(kind: str, params: BaseModel, code_version: str, assets: list[Asset],
                       **extra: Any) -> str:
-    """sha256 of a generator's inputs: kind, validated params, code version and input asset hashes."""
-    canonical = json.dumps({"generator": kind, "params": params.model_dump(mode="json"), "code": code_version,
-                            "assets": [[a.path, a.sha256, a.role, a.label] for a in assets], **extra},
-                           sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The fingerprint of a part's inputs: kind, validated params, code version and input asset hashes."""
+    return fingerprint({"generator": kind, "params": params.model_dump(mode="json"), "code": code_version,
+                        "assets": [[a.path, a.sha256, a.role, a.label] for a in assets], **extra})
+
+
+class PreparedPart(BaseModel):
+    """What a part's `prepare` returns, the fields every part shares: what its work needs and what
+    provenance records. `generators.base.Prepared` and `labelers.base.Prepared` add their own.
+
+    `input_fingerprint` hashes what determines the part's output (params, input and base-model hashes,
+    code version); shard cache keys use it rather than output weight hashes, because GPU training is not
+    bit-reproducible and a retrained model must not invalidate nothing-changed shards.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_fingerprint: str
+    assets: list[Asset] = Field(default_factory=list)
+    outputs: list[Asset] = Field(default_factory=list, description="What prepare produced (trained weights).")
+    info: dict[str, Any] = Field(default_factory=dict, description="Part-specific JSON (training summary).")

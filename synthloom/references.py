@@ -1,6 +1,7 @@
-"""The one reader of real reference images, for the evaluators and for generators that train on them.
+"""The one reader of real references, images and point clouds, for the evaluators and for generators
+that train on them.
 
-A reference is named by one string (a recipe's `reference`, `synthloom evaluate --reference`):
+A reference is named by one string (a recipe's `reference`, `synthloom evaluate --reference`). Images:
 
     sklearn:digits                 scikit-learn's 1,797 8x8 digits (ships with the package)
     idx:<folder>                   MNIST-format IDX files: <folder>/train-images-idx3-ubyte[.gz] and
@@ -18,6 +19,16 @@ A source without its own test part is split by alternating images of each class 
 Bad input is one line naming the file: mixed sizes (resize them first), an empty class folder, a
 zero-byte or truncated image, an IDX file whose header disagrees with its length. Mixed channel counts
 are converted (grayscale -> RGB, alpha dropped) and said so in `notes`.
+
+Point clouds (`read_reference_clouds`):
+
+    <synthloom dataset>            its first float Points column and its ClassLabel, train/test splits
+    <folder of mesh classes>       <folder>/<class>/<mesh>.<obj|ply|stl|off|glb|gltf>, each mesh sampled
+                                   uniformly (`synthloom.meshes.MeshSurface`) `per_mesh` times, normalised
+                                   into the unit sphere as the pointcloud generator does; even draws are
+                                   the train part, odd ones the test part
+
+A dataset reference's columns are found by feature type (Image, Points, ClassLabel), never by name.
 """
 
 from __future__ import annotations
@@ -236,23 +247,121 @@ def _folder_reference(spec: str, folder: Path) -> ReferenceImages:
 
 
 # -- a synthloom dataset ---------------------------------------------------------------------------
-def _dataset_reference(spec: str, version_dir: Path, manifest: dict) -> ReferenceImages:
+def float_points_column(features) -> str | None:
+    """The first Points column of positions (float): the clouds an evaluator scores."""
+    from .features import Points
+
+    return next((n for n in features.columns_of(Points) if features[n].dtype.startswith("float")), None)
+
+
+def class_names_of(table, features, where: str) -> list[str]:
+    """Class names of `table`'s rows, from the first ClassLabel column ("" for a null)."""
+    from .features import ClassLabel, feature_of
+
+    column = feature_of(features, ClassLabel)
+    if column is None:
+        raise DatasetError(f"{where}: no ClassLabel column; per-class metrics need one")
+    names = features[column].names
+    return ["" if v is None else (names[v] if 0 <= v < len(names) else str(v))
+            for v in table.column(column).to_pylist()]
+
+
+def clouds_of(table, features, where: str) -> tuple[np.ndarray, list[str]]:
+    """(clouds (n, points, 3) float32, class names) of a dataset table: the synthetic data or a reference."""
     from . import dataset as ds
+
+    column = float_points_column(features)
+    if column is None:
+        raise DatasetError(f"{where}: no Points column of float positions")
+    values, offsets = ds.fixed_list_to_numpy(table.column(column))
+    sizes = np.diff(offsets)
+    if len(set(sizes.tolist())) != 1:
+        raise DatasetError(f"{where}: clouds of different sizes cannot be evaluated together")
+    clouds = values[:, :3].reshape(len(sizes), int(sizes[0]), 3).astype(np.float32)
+    return clouds, class_names_of(table, features, where)
+
+
+def images_of(table, features, where: str) -> tuple[torch.Tensor, list[str]]:
+    """(images float NCHW in [0, 1], class names) of a dataset table's first Image column."""
     from .features import Image, decode_image, feature_of
+
+    column = feature_of(features, Image)
+    if column is None:
+        raise DatasetError(f"{where}: the reference dataset has no Image column")
+    stacked = np.stack([decode_image(item["bytes"])[:, :, :3] for item in table.column(column).to_pylist()])
+    images = torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))).float() / 255.0
+    return images, class_names_of(table, features, where)
+
+
+def _dataset_parts(version_dir: Path, manifest: dict, decode) -> tuple:
+    """(train_x, train_y, test_x, test_y) of a dataset: its train and test splits, or alternate rows of
+    its one split. `decode(table, features, where)` returns (x, class names)."""
+    from . import dataset as ds
 
     def read(split):
         table = ds.read_table(version_dir, manifest, split)
-        column = feature_of(ds.read_features(table, manifest), Image)
-        if column is None:
-            raise DatasetError(f"{version_dir}: the reference dataset has no Image column")
-        items = table.column(column).to_pylist()
-        stacked = np.stack([decode_image(item["bytes"])[:, :, :3] for item in items])
-        images = torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2))).float() / 255.0
-        name = "label_name" if "label_name" in table.column_names else "label"
-        return images, [str(v) for v in table.column(name).to_pylist()]
+        return decode(table, ds.read_features(table, manifest), str(version_dir))
 
     splits = {s["split"] for s in manifest["shards"]}
     x, y = read("train" if "train" in splits else None)
     if "test" in splits:
-        return ReferenceImages(spec, x, y, *read("test"))
-    return ReferenceImages(spec, x[0::2], y[0::2], x[1::2], y[1::2])
+        return (x, y, *read("test"))
+    return x[0::2], y[0::2], x[1::2], y[1::2]
+
+
+def _dataset_reference(spec: str, version_dir: Path, manifest: dict) -> ReferenceImages:
+    return ReferenceImages(spec, *_dataset_parts(version_dir, manifest, images_of))
+
+
+# -- point clouds ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReferenceClouds:
+    """Real point clouds, float32 (n, points, 3), with string class labels, in a train and a test part."""
+
+    source: str
+    train_points: np.ndarray
+    train_labels: list[str]
+    test_points: np.ndarray
+    test_labels: list[str]
+
+    def as_tuple(self):
+        return self.train_points, self.train_labels, self.test_points, self.test_labels
+
+
+def read_reference_clouds(spec: str, num_points: int, per_mesh: int = 16, seed: int = 0,
+                          resolve: Callable[[str], Path] | None = None) -> ReferenceClouds:
+    """The point-cloud reference `spec` names (see the module doc); a mesh folder is sampled at
+    `num_points` points per cloud, `per_mesh` clouds per mesh, from `seed`."""
+    from . import dataset as ds
+
+    spec = str(spec)
+    path = resolve(spec) if resolve else Path(spec).expanduser()
+    found = ds.find_version(path)
+    if found is not None:
+        version_dir, manifest = found
+        return ReferenceClouds(spec, *_dataset_parts(version_dir, manifest, clouds_of))
+    if not path.is_dir():
+        raise DatasetError(f"{spec}: reference not found (a synthloom dataset or a folder of mesh classes)")
+    return ReferenceClouds(spec, *_mesh_folder_clouds(path, num_points, per_mesh, seed))
+
+
+def _mesh_folder_clouds(folder: Path, num_points: int, per_mesh: int, seed: int) -> tuple:
+    from .meshes import TRIMESH_EXTENSIONS, MeshSurface, load_mesh_file, mesh_class_folders
+
+    rng = np.random.default_rng(seed)
+    clouds, labels, parity = [], [], []
+    for class_dir in mesh_class_folders(folder, str(folder)):
+        files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in TRIMESH_EXTENSIONS)
+        if not files:
+            raise DatasetError(f"{class_dir}: class folder has no mesh files "
+                               f"({', '.join('.' + e for e in TRIMESH_EXTENSIONS)})")
+        for path in files:
+            surface = MeshSurface(load_mesh_file(path))
+            for k in range(per_mesh):
+                points = surface.sample_uniform(num_points, rng)[0]
+                clouds.append(((points - surface.center) / surface.radius).astype(np.float32))
+                labels.append(class_dir.name)
+                parity.append(k % 2)
+    clouds, parity, labels = np.stack(clouds), np.array(parity), np.array(labels)
+    # Fresh samples of the same real meshes: even draws train the TRTR classifier, odd ones test.
+    return clouds[parity == 0], list(labels[parity == 0]), clouds[parity == 1], list(labels[parity == 1])

@@ -18,7 +18,7 @@ from conftest import CGAL_MESHES, SYNTHLOOM, write_recipe
 from synthloom.errors import GeneratorError
 from synthloom.generators.base import BuildContext, ShardSpec
 from synthloom.generators.blender import BlenderGenerator, face_count
-from synthloom.generators.meshes import load_mesh_file
+from synthloom.meshes import load_mesh_file
 from synthloom.generators.worker import WorkerError
 from worker_venv import numpy1_python  # noqa: F401  (a fixture)
 

@@ -259,7 +259,7 @@ def test_fidelity_streams_every_image_while_cas_uses_a_bounded_sample(tmp_path, 
 
 def test_a_synthloom_dataset_works_as_reference(recipe_factory, real_meshes):
     from synthloom.evaluators.evaluate import evaluate_version
-    from synthloom.evaluators.references import load_reference_clouds
+    from synthloom.references import read_reference_clouds
 
     synthetic = mesh_recipe(recipe_factory, real_meshes, evaluators=[], reference=None)
     reference = mesh_recipe(recipe_factory, real_meshes, name="real", seed=9, evaluators=[], reference=None,
@@ -267,7 +267,7 @@ def test_a_synthloom_dataset_works_as_reference(recipe_factory, real_meshes):
     build_dataset(str(synthetic))
     build_dataset(str(reference))
     reference_dir = load_recipe(reference).version_dir()
-    train_x, train_y, test_x, test_y = load_reference_clouds(str(reference_dir), 512)
+    train_x, train_y, test_x, test_y = read_reference_clouds(str(reference_dir), 512).as_tuple()
     assert train_x.shape == (30, 512, 3) and test_x.shape == (10, 512, 3)  # its own splits, not re-sampled
     assert set(train_y) == set(test_y) == {"sphere", "torus"}
     result = evaluate_version(load_recipe(synthetic).version_dir(), str(reference_dir), {"fidelity": {}})

@@ -8,7 +8,7 @@ from scipy.spatial import cKDTree
 
 from synthloom.generators.pointcloud.sampling import MeshSampler, TooFewVisible, random_rotation, visible_from, \
     weighted_sample_elimination
-from synthloom.generators.meshes import load_mesh_file
+from synthloom.meshes import load_mesh_file
 
 
 def test_uniform_points_lie_on_the_surface_with_face_normals():

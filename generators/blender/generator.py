@@ -34,7 +34,7 @@ from synthloom.features import Array, BoundingBoxes, Features, Image, Text, Valu
 from synthloom.provenance import sha256_file
 
 from ..base import Asset, BuildContext, Prepared, ShardSpec, SkippedInput, input_fingerprint
-from ..meshes import load_mesh_file, mesh_class_folders
+from synthloom.meshes import load_mesh_file, mesh_class_folders
 from ..worker import WorkerError, WorkerGenerator, WorkerParams
 
 MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb")
@@ -215,7 +215,7 @@ class BlenderGenerator(WorkerGenerator):
         return files
 
     def _scan(self, ctx: BuildContext) -> tuple[list[Asset], list[SkippedInput]]:
-        class_dirs = mesh_class_folders(ctx, self.params.source)
+        class_dirs = mesh_class_folders(ctx.resolve_path(self.params.source), self.params.source)
         assets, skipped = [], []
 
         def refuse(path: Path, error: GeneratorError) -> None:

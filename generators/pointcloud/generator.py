@@ -21,10 +21,10 @@ from synthloom.features import ClassLabel, Features, Points, Value
 from synthloom.provenance import sha256_file
 
 from ..base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, SkippedInput, input_fingerprint
-from ..meshes import load_mesh_file, mesh_class_folders
+from synthloom.meshes import TRIMESH_EXTENSIONS, load_mesh_file, mesh_class_folders
 from .sampling import MeshSampler, TooFewVisible, random_rotation
 
-MESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb", "gltf")
+MESH_EXTENSIONS = TRIMESH_EXTENSIONS
 
 
 def _procedural_mesh(shape: str) -> trimesh.Trimesh:
@@ -144,7 +144,7 @@ class PointCloudGenerator(Generator):
         return self.prepared
 
     def _scan_folder(self, ctx: BuildContext) -> tuple[list[Asset], list[SkippedInput]]:
-        class_dirs = mesh_class_folders(ctx, self.params.source)
+        class_dirs = mesh_class_folders(ctx.resolve_path(self.params.source), self.params.source)
         assets, skipped = [], []
         for class_dir in class_dirs:
             files = sorted(

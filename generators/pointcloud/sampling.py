@@ -1,10 +1,5 @@
-"""Sampling points on triangle meshes: area-weighted uniform, Poisson-disk, single-view scans.
-
-We write our own sampler instead of calling `trimesh.sample.sample_surface` per
-cloud because a dataset draws many clouds from the same mesh: `MeshSampler`
-precomputes the per-face origins, edges, normals and the area CDF once, so each
-cloud costs O(points) instead of O(faces + points). `benchmarks/bench_sampling.py`
-measures the difference against trimesh on the same meshes.
+"""Sampling points on triangle meshes beyond the uniform draw of `synthloom.meshes.MeshSurface`:
+Poisson-disk (weighted sample elimination) and single-view partial scans.
 """
 
 from __future__ import annotations
@@ -12,51 +7,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import trimesh
 from scipy.spatial import ConvexHull, cKDTree
 
+from synthloom.meshes import MeshSurface
 
-class MeshSampler:
-    """Precomputed per-face data of one mesh, for drawing many point clouds from it."""
 
-    def __init__(self, mesh: trimesh.Trimesh):
-        vertices = np.asarray(mesh.vertices, dtype=np.float64)
-        faces = np.asarray(mesh.faces, dtype=np.int64)
-        corners = vertices[faces]  # (F, 3, 3)
-        self.origins = corners[:, 0]
-        self.edge1 = corners[:, 1] - corners[:, 0]
-        self.edge2 = corners[:, 2] - corners[:, 0]
-        cross = np.cross(self.edge1, self.edge2)
-        double_area = np.linalg.norm(cross, axis=1)
-        self.area = float(double_area.sum() / 2.0)
-        self.cdf = np.cumsum(double_area)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.face_normals = np.where(double_area[:, None] > 0, cross / double_area[:, None], 0.0)
-        self.corner_colors = _corner_colors(mesh, faces)
-        # Bounding sphere used to normalise every cloud of this mesh the same way.
-        lo, hi = vertices.min(axis=0), vertices.max(axis=0)
-        self.center = (lo + hi) / 2.0
-        self.radius = float(np.linalg.norm(vertices - self.center, axis=1).max()) or 1.0
-
-    @property
-    def has_colors(self) -> bool:
-        return self.corner_colors is not None
-
-    def sample_uniform(self, count: int, rng: np.random.Generator):
-        """Area-weighted uniform samples: (points, normals, colors or None)."""
-        picks = rng.random(count) * self.cdf[-1]
-        face = np.minimum(np.searchsorted(self.cdf, picks, side="right"), len(self.cdf) - 1)
-        u, v = rng.random((2, count))
-        outside = u + v > 1.0  # fold the unit square onto the triangle
-        u[outside], v[outside] = 1.0 - u[outside], 1.0 - v[outside]
-        points = self.origins[face] + u[:, None] * self.edge1[face] + v[:, None] * self.edge2[face]
-        normals = self.face_normals[face]
-        colors = None
-        if self.corner_colors is not None:
-            c = self.corner_colors[face]  # (n, 3, 3) per-corner RGB
-            w = np.stack([1.0 - u - v, u, v], axis=1)[:, :, None]
-            colors = np.clip(np.rint((c * w).sum(axis=1)), 0, 255).astype(np.uint8)
-        return points, normals, colors
+class MeshSampler(MeshSurface):
+    """A mesh's surface with the generator's samplers: uniform (inherited), Poisson-disk, partial scans."""
 
     def sample_poisson(self, count: int, rng: np.random.Generator, oversample: int = 4):
         """Blue-noise samples by weighted sample elimination (Yuksel 2015, 'Sample Elimination
@@ -112,19 +69,6 @@ class MeshSampler:
 
 class TooFewVisible(ValueError):
     """A partial scan found fewer visible points than asked for from every camera it tried."""
-
-
-def _corner_colors(mesh: trimesh.Trimesh, faces: np.ndarray) -> np.ndarray | None:
-    """Per-corner RGB (F, 3, 3) float where the mesh carries colours, else None."""
-    visual = mesh.visual
-    kind = getattr(visual, "kind", None)
-    if kind == "vertex":
-        rgb = np.asarray(visual.vertex_colors)[:, :3].astype(np.float64)
-        return rgb[faces]
-    if kind == "face":
-        rgb = np.asarray(visual.face_colors)[:, :3].astype(np.float64)
-        return np.repeat(rgb[:, None, :], 3, axis=1)
-    return None
 
 
 def weighted_sample_elimination(points: np.ndarray, count: int, area: float) -> np.ndarray:
