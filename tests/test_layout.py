@@ -80,3 +80,45 @@ def test_module_level_imports_form_no_cycle():
         if start not in state:
             visit(start, [start])
     assert cycles == []
+
+
+def _all_imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """Every import of `name`, inside functions too."""
+    return _module_level_imports(name, ast.Module(body=[n for n in ast.walk(tree) if isinstance(
+        n, (ast.Import, ast.ImportFrom))], type_ignores=[]), known)
+
+
+def _part_of(module: str) -> str | None:
+    """'evaluators', 'labelers', 'flows' or 'generators.<name>' (each generator is a part of its own)."""
+    for prefix in PARTS:
+        if module == prefix or module.startswith(prefix + "."):
+            kind = prefix.rsplit(".", 1)[1]
+            rest = module[len(prefix) + 1:].split(".")[0]
+            shared = {"", "base", "worker", "workers"}  # the generator base and the worker protocol
+            return f"generators.{rest}" if kind == "generators" and rest not in shared else kind
+    return None
+
+
+# Measurement functions other parts use on purpose, so that one definition measures: the attributes labeler
+# writes the values the attribute audit compares, and the DCGAN's collapse check is the diversity audit the
+# evaluator reports. They are plain functions over arrays (no Evaluator class, no reference reading).
+SHARED_MEASURES = {"synthloom.evaluators.attributes", "synthloom.evaluators.cloud_features",
+                   "synthloom.evaluators.diversity"}
+
+
+def test_no_part_imports_another_part_even_inside_functions():
+    """Evaluators read references through the core, not by building a generator; no generator imports
+    another; labelers and evaluators import no generator. Flows orchestrate them all and may."""
+    modules = _modules()
+    known = set(modules)
+    sideways = {}
+    for name, tree in modules.items():
+        mine = _part_of(name)
+        if mine in (None, "flows"):
+            continue
+        others = {m for m in _all_imports(name, tree, known) - SHARED_MEASURES
+                  if _part_of(m) not in (None, mine, "generators") or
+                  (_part_of(m) or "").startswith("generators.") and _part_of(m) != mine}
+        if others:
+            sideways[name] = sorted(others)
+    assert sideways == {}

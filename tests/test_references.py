@@ -137,3 +137,46 @@ def test_digits_keep_the_even_odd_split():
     assert ref.train_images.shape == (899, 1, 8, 8) and ref.test_images.shape == (898, 1, 8, 8)
     assert np.allclose(ref.test_images[:, 0].numpy(), digits.images[1::2] / 16.0)
     assert ref.classes == [str(i) for i in range(10)]
+
+
+def _mesh_classes(root):
+    import trimesh
+
+    for name, mesh in (("box", trimesh.creation.box(extents=(2.0, 1.0, 0.5))),
+                       ("ball", trimesh.creation.icosphere(subdivisions=2, radius=3.0))):
+        (root / name).mkdir(parents=True)
+        mesh.export(root / name / f"{name}.ply")
+    return root
+
+
+def test_a_mesh_folder_reads_as_normalised_clouds_split_by_draw(tmp_path):
+    from synthloom.references import read_reference_clouds
+
+    ref = read_reference_clouds(str(_mesh_classes(tmp_path / "meshes")), num_points=64, per_mesh=6, seed=3)
+    train_x, train_y, test_x, test_y = ref.as_tuple()
+    assert train_x.shape == test_x.shape == (6, 64, 3) and train_x.dtype == np.float32
+    assert sorted(train_y) == sorted(test_y) == ["ball"] * 3 + ["box"] * 3
+    radius = np.linalg.norm(np.concatenate([train_x, test_x]), axis=2)
+    assert radius.max() <= 1.0 + 1e-5 and radius.max() > 0.9  # each mesh scaled into the unit sphere
+    balls = train_x[[y == "ball" for y in train_y]]
+    assert np.allclose(np.linalg.norm(balls, axis=2), radius[:3].max(), atol=0.05)  # a sphere stays a sphere
+    again = read_reference_clouds(str(tmp_path / "meshes"), num_points=64, per_mesh=6, seed=3)
+    assert np.array_equal(again.train_points, train_x)
+    other = read_reference_clouds(str(tmp_path / "meshes"), num_points=64, per_mesh=6, seed=4)
+    assert not np.array_equal(other.train_points, train_x)
+
+
+def test_a_bad_reference_mesh_is_named(tmp_path):
+    from synthloom.errors import SynthloomError
+    from synthloom.references import read_reference_clouds
+
+    root = _mesh_classes(tmp_path / "meshes")
+    (root / "box" / "broken.obj").write_text("v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(SynthloomError, match="broken.obj"):
+        read_reference_clouds(str(root), num_points=16)
+    (root / "box" / "broken.obj").unlink()
+    (root / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty: class folder has no mesh files"):
+        read_reference_clouds(str(root), num_points=16)
+    with pytest.raises(DatasetError, match="reference not found"):
+        read_reference_clouds(str(tmp_path / "nowhere"), num_points=16)
