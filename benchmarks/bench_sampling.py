@@ -5,10 +5,12 @@
    Our timing includes building the sampler for each mesh once, as a build does.
 2. Poisson disk: MeshSampler.sample_poisson (exact count) vs point-cloud-utils'
    sample_mesh_poisson_disk (the `bench` extra), one cloud per CGAL mesh per repeat, at each
-   --poisson-points size. Our timing includes building the sampler on every call; theirs includes
-   turning barycentric coordinates into points. Repeats alternate the two sides; the best total of
-   each is kept. Prints the ratio pcu time / our time (>= 1: ours is faster), the counts each side
-   returned, and the regularity of both (closest-neighbour distance: min / mean, 1 is a perfect grid).
+   --poisson-points size: pcu as its docs call it (a count, which returns ~1.4x it) and pcu at equal
+   count (its radius mode, bisected until it returns count..1.01x count), and our elimination-only
+   method of before as a third reference. Our timing includes building the sampler on every call;
+   pcu's includes turning barycentric coordinates into points. Repeats alternate the order; the best
+   time of each side per mesh is kept. Prints per side the counts returned, the regularity
+   (closest-neighbour distance: min / mean, 1 is a perfect grid) and its time / ours per mesh.
 
     python benchmarks/bench_sampling.py [--clouds 40] [--points 2048] [--poisson-points 2048,8192]
 """
@@ -74,43 +76,71 @@ def regularity(points: np.ndarray) -> float:
     return float(closest.min() / closest.mean())
 
 
+def pcu_at_count(pcu, v, f, area, count, seed):
+    """point-cloud-utils' sampler at (almost) exactly `count` points: its count mode returns ~1.4x the
+    count, so bisect its `radius` mode (its guaranteed minimum distance) until it returns count..1.01x
+    count. Returns (points, calls)."""
+    r0 = np.sqrt(area / (2.0 * np.sqrt(3.0) * count))
+    low, high, best, calls = 0.5 * r0, 2.0 * r0, None, 0
+    while calls < 20 and (best is None or len(best[0]) > 1.01 * count):
+        radius = (low + high) / 2
+        fi, bc = pcu.sample_mesh_poisson_disk(v, f, -1, radius=radius, random_seed=seed)
+        calls += 1
+        if len(fi) >= count:
+            low, best = radius, (fi, bc)
+        else:
+            high = radius
+    return pcu.interpolate_barycentric_coords(f, best[0], best[1], v), calls
+
+
 def bench_poisson(args) -> None:
     try:
         import point_cloud_utils as pcu
     except ImportError:
         raise SystemExit("point-cloud-utils is missing: pip install -e '.[bench]' (the Poisson baseline)") from None
+    from synthloom.generators.pointcloud.sampling import weighted_sample_elimination
+
     items = [(name, np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int32), m)
              for name, m in cgal_meshes()]
     print(f"Poisson disk: {len(items)} CGAL meshes, one cloud per mesh per repeat, "
-          f"{args.repeats} interleaved repeats, best total of each side")
+          f"{args.repeats} interleaved repeats, best time of each side per mesh")
     for count in args.poisson_points:
-        def theirs(repeat):
-            out = []
-            for k, (_, v, f, _) in enumerate(items):
-                fi, bc = pcu.sample_mesh_poisson_disk(v, f, count, random_seed=1 + k * 1000 + repeat)
-                out.append(pcu.interpolate_barycentric_coords(f, fi, bc, v))
-            return out
+        def pcu_count_mode(k, repeat, mesh, v, f):
+            fi, bc = pcu.sample_mesh_poisson_disk(v, f, count, random_seed=1 + k * 1000 + repeat)
+            return pcu.interpolate_barycentric_coords(f, fi, bc, v)
 
-        def ours(repeat):
-            return [MeshSampler(mesh).sample_poisson(count, np.random.default_rng(k * 1000 + repeat))[0]
-                    for k, (_, _, _, mesh) in enumerate(items)]
+        def pcu_equal_count(k, repeat, mesh, v, f):
+            return pcu_at_count(pcu, v, f, mesh.area, count, 1 + k * 1000 + repeat)[0]
 
-        best = {"pcu": float("inf"), "ours": float("inf")}
-        clouds = {}
+        def ours_elimination_only(k, repeat, mesh, v, f):  # the method before 2026-12-04: 4x candidates
+            sampler = MeshSampler(mesh)
+            points = sampler.sample_uniform(4 * count, np.random.default_rng(k * 1000 + repeat))[0]
+            return points[weighted_sample_elimination(points, count, sampler.area)]
+
+        def ours(k, repeat, mesh, v, f):
+            return MeshSampler(mesh).sample_poisson(count, np.random.default_rng(k * 1000 + repeat))[0]
+
+        sides = {"pcu count mode (its docs' call)": pcu_count_mode, "pcu at equal count (radius bisection)":
+                 pcu_equal_count, "synthloom elimination only (before)": ours_elimination_only,
+                 "synthloom sample_poisson (disk set + elimination)": ours}
+        times = {name: np.full(len(items), np.inf) for name in sides}
+        clouds: dict[str, list] = {name: [None] * len(items) for name in sides}
         for repeat in range(args.repeats):
-            sides = [("pcu", theirs), ("ours", ours)]
-            for name, fn in sides if repeat % 2 == 0 else sides[::-1]:
-                start = time.perf_counter()
-                clouds[name] = fn(repeat)
-                best[name] = min(best[name], time.perf_counter() - start)
-        counts = {name: [len(c) / count for c in out] for name, out in clouds.items()}
-        reg = {name: np.mean([regularity(c) for c in out]) for name, out in clouds.items()}
-        print(f"  {count} points requested:")
-        for name, label in (("pcu", "point-cloud-utils sample_mesh_poisson_disk"),
-                            ("ours", "synthloom MeshSampler.sample_poisson")):
-            print(f"    {label}: {best[name]:.3f} s, returned {min(counts[name]):.2f}-{max(counts[name]):.2f}x "
-                  f"the count, closest-neighbour min/mean {reg[name]:.3f}")
-        print(f"    ratio pcu time / our time at {count}: {best['pcu'] / best['ours']:.2f}")
+            order = list(sides) if repeat % 2 == 0 else list(sides)[::-1]
+            for k, (_, v, f, mesh) in enumerate(items):
+                for name in order:
+                    start = time.perf_counter()
+                    clouds[name][k] = sides[name](k, repeat, mesh, v, f)
+                    times[name][k] = min(times[name][k], time.perf_counter() - start)
+        print(f"  {count} points requested (regularity = closest-neighbour min/mean, per mesh: mean [min-max]):")
+        ours_times = times["synthloom sample_poisson (disk set + elimination)"]
+        for name in sides:
+            reg = np.array([regularity(c) for c in clouds[name]])
+            sizes = np.array([len(c) / count for c in clouds[name]])
+            ratio = times[name] / ours_times
+            print(f"    {name}: total {times[name].sum():.2f} s, returned {sizes.min():.3f}-{sizes.max():.3f}x the "
+                  f"count, regularity {reg.mean():.3f} [{reg.min():.3f}-{reg.max():.3f}], its time / ours per mesh: "
+                  f"median {np.median(ratio):.2f} [{ratio.min():.2f}-{ratio.max():.2f}]")
 
 
 def main() -> None:

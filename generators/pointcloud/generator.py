@@ -95,6 +95,7 @@ def _mesh_sha256(mesh: trimesh.Trimesh) -> str:
 class PointCloudGenerator(Generator):
     name = "pointcloud"
     Params = PointCloudParams
+    code_version = "2"  # 2: Poisson-disk samples are a maximal disk set thinned by elimination
     params: PointCloudParams
 
     def features(self) -> Features:

@@ -15,12 +15,15 @@ from synthloom.meshes import MeshSurface
 class MeshSampler(MeshSurface):
     """A mesh's surface with the generator's samplers: uniform (inherited), Poisson-disk, partial scans."""
 
-    def sample_poisson(self, count: int, rng: np.random.Generator, oversample: int = 4):
-        """Blue-noise samples by weighted sample elimination (Yuksel 2015, 'Sample Elimination
-        for Generating Poisson Disk Sample Sets', the method of his cyCodeBase): draw
-        `oversample * count` uniform candidates, then drop the most crowded until `count` remain."""
+    def sample_poisson(self, count: int, rng: np.random.Generator, oversample: int = 8):
+        """Exactly `count` blue-noise samples: from `oversample * count` uniform candidates, the
+        largest-radius maximal Poisson-disk subset with at least `count` points (`maximal_disk_set`,
+        radius found by bisection), then weighted sample elimination (Yuksel 2015) of any excess.
+
+        On 10 CGAL meshes at 2,048 points this gave closest-neighbour min/mean 0.895 where elimination
+        alone from 4x candidates gave 0.836, in 1.2x its time (benchmarks/RESULTS.md, "Poisson disk")."""
         points, normals, colors = self.sample_uniform(count * oversample, rng)
-        keep = weighted_sample_elimination(points, count, self.area)
+        keep = poisson_disk_subset(points, count, self.area, rng)
         return points[keep], normals[keep], None if colors is None else colors[keep]
 
     def sample_partial_scan(self, count: int, rng: np.random.Generator, poisson: bool = False,
@@ -69,6 +72,57 @@ class MeshSampler(MeshSurface):
 
 class TooFewVisible(ValueError):
     """A partial scan found fewer visible points than asked for from every camera it tried."""
+
+
+def maximal_disk_set(total: int, heads: np.ndarray, tails: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """Indices of a maximal independent set of the conflict graph (directed edges heads -> tails, both
+    ways): the points no two of which are closer than the graph's radius, taken greedily in `priority`
+    order. Luby's parallel rounds keep it vectorised (a point goes in when it has the lowest priority
+    among its undecided neighbours, its neighbours go out), which gives the same set as visiting the
+    points one by one in priority order, without a Python loop per point."""
+    state = np.zeros(total, dtype=np.int8)  # 0 undecided, 1 in, -1 out
+    while (undecided := state == 0).any():
+        live = undecided[heads] & undecided[tails]
+        heads, tails = heads[live], tails[live]
+        lowest_neighbour = np.full(total, np.inf)
+        np.minimum.at(lowest_neighbour, heads, priority[tails])
+        chosen = undecided & (priority < lowest_neighbour)
+        state[chosen] = 1
+        beaten = np.zeros(total, dtype=bool)
+        beaten[tails[chosen[heads]]] = True
+        state[beaten & (state == 0)] = -1
+    return np.flatnonzero(state == 1)
+
+
+def poisson_disk_subset(points: np.ndarray, count: int, area: float, rng: np.random.Generator,
+                        steps: int = 8) -> np.ndarray:
+    """Indices of exactly `count` of `points` (uniform samples of a surface of `area`): the maximal
+    Poisson-disk set at the largest radius (of `steps` bisection steps) that still keeps `count`,
+    thinned to `count` by weighted sample elimination. Removing points never brings two closer, so
+    the kept ones stay at least that radius apart."""
+    total = len(points)
+    if count >= total:
+        return np.arange(total)
+    r_max = math.sqrt(area / (2.0 * math.sqrt(3.0) * count))  # the densest packing's radius
+    low, high = 0.3 * r_max, 1.6 * r_max
+    pairs = cKDTree(points).query_pairs(high, output_type="ndarray")  # every radius tried, at once
+    distance = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+    order = np.argsort(distance, kind="stable")
+    pairs, distance = pairs[order], distance[order]
+    priority = rng.random(total)
+    best = None
+    for _ in range(steps):
+        radius = (low + high) / 2.0
+        within = pairs[:np.searchsorted(distance, radius)]
+        kept = maximal_disk_set(total, np.concatenate([within[:, 0], within[:, 1]]),
+                                np.concatenate([within[:, 1], within[:, 0]]), priority)
+        if len(kept) >= count:
+            low, best = radius, kept
+        else:
+            high = radius
+    if best is None:  # even 0.3 r_max keeps too few (a degenerate surface): eliminate from all
+        best = np.arange(total)
+    return best if len(best) == count else best[weighted_sample_elimination(points[best], count, area)]
 
 
 def weighted_sample_elimination(points: np.ndarray, count: int, area: float) -> np.ndarray:
