@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=1,
                        help="shards generated in parallel, one process each (default 1: in the flow's process)")
     build.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's `device`, auto)")
+    build.add_argument("--runner", choices=("local", "processes", "ray", "dask"),
+                       help="where shard tasks run (default: the recipe's `runner`, else local for --workers 1 and "
+                            "processes for more); ray and dask need `pip install 'synthloom[cluster]'`")
+    build.add_argument("--address", help="a running Ray or Dask cluster (ray://head:10001, tcp://scheduler:8786); "
+                                         "without it ray/dask start a local one with --workers processes")
 
     inspect = sub.add_parser("inspect", help="summarize a dataset: splits, columns, labels, provenance",
                              description="Summarize a dataset from its manifest and shards. Like "
@@ -209,13 +214,14 @@ def cmd_build(args) -> int:
         raise SynthloomError(f"--workers must be at least 1, got {args.workers}")
     # A bad recipe, bad generator params or inputs, an absurd size, a conflicting version, a build of
     # the same version in progress or an unwritable output fails here, in a second, before any flow run.
-    plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device)
+    plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device, args.runner, args.address,
+                      args.workers)
     _say_which_server()
     if plan.recipe.evaluators or plan.recipe.gates:
         _leave_a_core_for_prefect()
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
                            progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers,
-                           device=args.device)
+                           device=args.device, runner=args.runner, address=args.address)
     if result["status"] == "exists":
         print(f"{result['path']}: already built from this recipe ({result['rows']} rows); "
               "finished the steps after the commit, nothing regenerated")

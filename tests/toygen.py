@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,6 +28,10 @@ class ToyParams(GeneratorParams):
     sleep: float = 0.0  # seconds per shard, to make overlap visible
     fail_on_shard: int | None = None
     hold_while: str | None = None  # shards wait while this file exists: a build that is surely running
+    # The worker process generating this shard kills itself (SIGKILL, mid-shard) the first time: a lost
+    # cluster worker. The marker file records that it did, so the retry generates the shard.
+    kill_on_shard: int | None = None
+    kill_marker: str | None = None
 
 
 def log_event(path: str, kind: str, **fields: Any) -> None:
@@ -61,6 +66,9 @@ class ToyGenerator(Generator):
         if shard.index == self.params.fail_on_shard:
             raise RuntimeError(f"toy generator fails on shard {shard.index}")
         log_event(self.params.events, "start", shard=f"{shard.split}-{shard.index}")
+        if shard.index == self.params.kill_on_shard and not Path(self.params.kill_marker).exists():
+            Path(self.params.kill_marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.params.sleep)
         while self.params.hold_while and Path(self.params.hold_while).exists():
             time.sleep(0.05)
