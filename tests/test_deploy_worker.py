@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from conftest import SYNTHLOOM, run_cli, write_recipe
 from synthloom import dataset as ds
@@ -56,7 +55,6 @@ def test_deploy_without_a_lasting_server_is_one_line_naming_the_fix(tmp_path):
         "PREFECT_API_URL"]
 
 
-@pytest.mark.slow  # a worker, then a flow-run process, each importing Prefect: ~1 min on this machine
 def test_a_worker_on_a_process_pool_runs_the_scheduled_build(tmp_path, prefect_server):
     pool = f"synthloom-test-{uuid.uuid4().hex[:8]}"
     name = f"worker-{pool}"
