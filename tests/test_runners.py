@@ -153,3 +153,20 @@ def test_a_missing_cluster_extra_is_one_line_saying_what_to_install(monkeypatch)
     monkeypatch.setitem(sys.modules, "prefect_ray", None)  # what an environment without the extra sees
     with pytest.raises(RunnerError, match=r"needs prefect-ray: pip install 'synthloom\[cluster\]'"):
         check_runner(Runner("ray", 2))
+
+
+def test_gpu_generators_ask_each_engine_for_a_gpu_on_cuda_builds_only():
+    import dask
+    from prefect_ray.context import RemoteOptionsContext
+
+    from synthloom.flows.runners import engine_resources, submit_options
+
+    assert engine_resources({"gpu": 1}, "cuda:0") == {"gpu": 1}
+    assert engine_resources({"gpu": 1}, "cpu") == {}  # a CPU-only cluster has no GPU to wait for
+    assert engine_resources({}, "cuda") == {}
+    with submit_options(Runner("ray", 2), {"gpu": 1}):
+        assert RemoteOptionsContext.get().current_remote_options == {"num_gpus": 1}
+    with submit_options(Runner("dask", 2), {"gpu": 1}):
+        assert dask.get_annotations() == {"resources": {"GPU": 1}}
+    with submit_options(Runner("dask", 2), {}):
+        assert dask.get_annotations() == {}
