@@ -61,21 +61,24 @@ def prepare_generator(plan: BuildPlan) -> Prepared:
 
 
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
-                  progress: bool = False, workers: int = 1, device: str | None = None) -> dict[str, Any]:
+                  progress: bool = False, workers: int = 1, device: str | None = None, runner: str | None = None,
+                  address: str | None = None) -> dict[str, Any]:
     """Build the dataset a recipe describes and commit it (the `build-dataset` flow, run without
-    Prefect's heartbeats unless the user asks: see run_settings.py); returns a summary dict."""
+    Prefect's heartbeats unless the user asks: see run_settings.py); returns a summary dict.
+    `runner`/`address` override the recipe's `runner:` (flows/runners.py)."""
     with one_off_run():
         return build_dataset_flow(recipe_path, overwrite=overwrite, version=version, seed=seed, progress=progress,
-                                  workers=workers, device=device)
+                                  workers=workers, device=device, runner=runner, address=address)
 
 
 @flow(name="build-dataset")
 def build_dataset_flow(recipe_path: str, overwrite: bool = False, version: str | None = None,
                        seed: int | None = None, progress: bool = False, workers: int = 1,
-                       device: str | None = None) -> dict[str, Any]:
+                       device: str | None = None, runner: str | None = None,
+                       address: str | None = None) -> dict[str, Any]:
     """The flow itself; call `build_dataset`, which sets Prefect's run settings for a one-off build."""
     logger = get_run_logger()
-    plan = plan_build(recipe_path, overwrite, version, seed, device)
+    plan = plan_build(recipe_path, overwrite, version, seed, device, runner, address, workers)
     with ds.version_lock(plan.final):
         plan.existing = existing_version(plan, overwrite)  # again, now that no other build can change it
         if plan.existing is not None:
@@ -85,7 +88,7 @@ def build_dataset_flow(recipe_path: str, overwrite: bool = False, version: str |
             return {**summary, "status": "exists"}
         staging = staging_for(plan.final, plan.generation)
         try:
-            manifest = _generate_and_commit(plan, staging, overwrite, progress, workers, logger)
+            manifest = _generate_and_commit(plan, staging, overwrite, progress, logger)
         except BaseException:
             if staging.exists() and not ds.has_finished_shards(staging):
                 shutil.rmtree(staging, ignore_errors=True)  # nothing worth resuming: leave nothing behind
@@ -93,8 +96,7 @@ def build_dataset_flow(recipe_path: str, overwrite: bool = False, version: str |
         return {**_finish_version(plan, manifest), "status": "built"}
 
 
-def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progress: bool, workers: int,
-                         logger) -> dict[str, Any]:
+def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progress: bool, logger) -> dict[str, Any]:
     recipe = plan.recipe
     recipe_json = recipe.model_dump(mode="json")
     prepared = prepare_generator(plan)
@@ -116,8 +118,10 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
     started, last_update = time.time(), 0.0
     args = (recipe_json, plan.generation, prepared)
     try:
+        if not plan.runner.in_this_thread:
+            logger.info("shards run on %s", plan.runner.describe())
         for done, record in enumerate(run_shards(shard_task, group_task, args, shards, str(staging), plan.device,
-                                                                  workers),
+                                                 plan.runner),
                                       start=1):
             # A record written before this run started came from the task cache (an earlier run).
             (cached if record["written_at"] < started else records).append(record)
@@ -134,7 +138,7 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
     records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
     if labelling is not None:
         crash_point("build:generated-before-labels")
-        records = label_shards(labelling, records, shards, staging, storage, plan.device, workers, logger)
+        records = label_shards(labelling, records, shards, staging, storage, plan.device, plan.runner, logger)
 
     crash_point("build:shards-done")
     manifest = _manifest(plan, prepared, records, staging, labelling)

@@ -48,6 +48,7 @@ from synthloom.registry import make_labeler
 
 from .build import staging_for
 from .labelling import Labelling, label_shards, prepare_labelers
+from .runners import Runner
 
 SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
 
@@ -230,7 +231,8 @@ def _label_and_commit(plan: LabelPlan, staging: Path, overwrite: bool, workers: 
                                  plan.context())
     generated, shards = _link_source_shards(plan, staging)
     storage = (staging / ".results").resolve()
-    records = label_shards(labelling, generated, shards, staging, storage, plan.device, workers, logger)
+    runner = Runner("processes" if workers > 1 else "local", workers)
+    records = label_shards(labelling, generated, shards, staging, storage, plan.device, runner, logger)
     crash_point("label:shards-done")
     manifest = _manifest(plan, labelling, records, staging)
     write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")

@@ -12,8 +12,6 @@ from typing import Any
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.context import TaskRunContext
-from prefect.futures import as_completed
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from synthloom import dataset as ds
 from synthloom.devices import device_slots
@@ -26,6 +24,7 @@ from synthloom.provenance import sha256_file
 from synthloom.recipe import Recipe
 from synthloom.registry import make_labeler
 
+from .runners import Runner, run_tasks
 from .shards import file_matches, unload_generator
 
 
@@ -106,7 +105,7 @@ def _label_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
 @task(name="label-shard", task_run_name="label-{shard.split}-{shard.index:05d}", cache_key_fn=_label_cache_key,
       persist_result=True)
 def label_shard(labelling: Labelling, generated: dict[str, Any], shard: ShardSpec, staging: str,
-                device: str) -> dict[str, Any]:
+                device: str, on_cluster: bool = False) -> dict[str, Any]:
     """Run the labeler chain on one generated shard (`.raw/`); write the labelled shard to `data/`."""
     raw = Path(staging) / generated["file"]
     if not raw.exists() or sha256_file(raw) != generated["sha256"]:
@@ -114,25 +113,26 @@ def label_shard(labelling: Labelling, generated: dict[str, Any], shard: ShardSpe
                            "run the build again")
     table = pq.read_table(raw)
     for labeler in loaded_labelers(labelling, device):
-        with device_slots(labeler.resources, device):
+        # On a cluster the engine gave this task its GPU (runners.py); here a Prefect limit guards the device.
+        with device_slots({} if on_cluster else labeler.resources, device):
             table = apply_labeler(labeler, table, shard=shard.filename)
     record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
     return {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
             "generated_sha256": generated["sha256"], **{k: generated[k] for k in ("stats",) if k in generated}}
 
 
-LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device")
+LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device", "on_cluster")
 
 
 def label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: list[ShardSpec], staging: Path,
-                  storage: Path, device: str, workers: int, logger) -> list[dict[str, Any]]:
+                  storage: Path, device: str, runner: Runner, logger) -> list[dict[str, Any]]:
     """One label-shard task per generated shard; returns the labelled shards' records, in order."""
     by_key = {(s.split, s.index): s for s in shards}
     jobs = [(record, by_key[(record["split"], record["index"])]) for record in generated]
     label_task = label_shard.with_options(result_storage=storage)
     started = time.time()
     fresh, cached = [], []
-    for record in _run_label_tasks(label_task, labelling, jobs, str(staging), device, workers):
+    for record in _run_label_tasks(label_task, labelling, jobs, str(staging), device, runner):
         (cached if record["written_at"] < started else fresh).append(record)
     if cached:
         logger.info("reused %d labelled shards from an earlier run", len(cached))
@@ -142,18 +142,18 @@ def label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: 
     return sorted(checked, key=lambda r: order[(r["split"], r["index"])])
 
 
-def _run_label_tasks(label_task, labelling: Labelling, jobs, staging: str, device: str, workers: int):
-    """Yield labelled records as shards finish: in this thread, or a process pool (one loaded chain
-    per process) with more workers, as `run_shards` does for generation."""
-    if workers <= 1:
+def _run_label_tasks(label_task, labelling: Labelling, jobs, staging: str, device: str, runner: Runner):
+    """Yield labelled records as shards finish: in this thread, or on the runner (one loaded chain per
+    worker process), as `run_shards` does for generation."""
+    if runner.in_this_thread:
         for generated, shard in jobs:
             yield label_task(labelling, generated, shard, staging, device)
         return
-    with ProcessPoolTaskRunner(max_workers=workers) as runner:
-        futures = [runner.submit(label_task, dict(zip(LABEL_PARAMS, (labelling, generated, shard, staging, device))))
-                   for generated, shard in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+    # Model labelers decide their `resources` in load() from the device; on a CUDA build a label task asks
+    # the engine for one GPU (a CPU build asks for none: runners.engine_resources).
+    parameters = [dict(zip(LABEL_PARAMS, (labelling, generated, shard, staging, device, runner.on_cluster)))
+                  for generated, shard in jobs]
+    yield from run_tasks(runner, label_task, parameters, device, {"gpu": 1})
 
 
 def _recheck_labelled(records, jobs, labelling: Labelling, staging: Path, storage: Path, device: str):

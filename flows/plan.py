@@ -16,6 +16,7 @@ from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import make_generator
 
 from .labelling import check_labelers_preflight
+from .runners import Runner, check_runner, choose_runner
 
 
 @dataclass
@@ -28,6 +29,7 @@ class BuildPlan:
     generation: str  # the generation fingerprint
     existing: dict[str, Any] | None  # manifest of a committed version with the same generation
     device: str
+    runner: Runner = Runner()
 
     def context(self) -> BuildContext:
         return BuildContext(cache_dir=self.final.parent / ".cache", on_error=self.recipe.on_error,
@@ -36,15 +38,19 @@ class BuildPlan:
 
 
 def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
-               device: str | None = None) -> BuildPlan:
-    """The preflight: validate everything that can be checked in well under a second, change nothing
-    on disk but the output folder itself."""
+               device: str | None = None, runner: str | None = None, address: str | None = None,
+               workers: int = 1) -> BuildPlan:
+    """The preflight: validate everything that can be checked in well under a second (a cluster address:
+    a few seconds), change nothing on disk but the output folder itself."""
     recipe = load_recipe(recipe_path)
     overrides = {k: v for k, v in {"version": version, "seed": seed, "device": device}.items() if v is not None}
     if overrides:
         recipe = parse_recipe({**recipe.model_dump(mode="json"), **overrides}, recipe_path)
+    spec = recipe.runner
+    chosen = choose_runner(spec.kind if spec else None, spec.address if spec else None, runner, address, workers)
+    check_runner(chosen)  # a missing package or an unreachable cluster: before anything is written
     plan = BuildPlan(recipe, recipe_path, recipe.version_dir().resolve(), recipe.generation_fingerprint(), None,
-                     resolve_device(recipe.device))
+                     resolve_device(recipe.device), chosen)
     generator = make_generator(recipe.generator.kind, recipe.generator.params)  # params are validated here
     check_build_size(recipe, None, plan.final.parent)  # the shard count, before any input is read
     generator.check_inputs(plan.context())

@@ -13,8 +13,6 @@ from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
-from prefect.futures import as_completed
-from prefect.task_runners import ProcessPoolTaskRunner
 
 from synthloom import dataset as ds
 from synthloom.devices import device_slots
@@ -23,6 +21,8 @@ from synthloom.generators.base import Generator, Prepared, ShardSpec
 from synthloom.provenance import sha256_file
 from synthloom.recipe import parse_recipe
 from synthloom.registry import make_generator
+
+from .runners import Runner, run_tasks
 
 RECORDS_DIR = ".records"  # one JSON record per finished shard, beside Prefect's result cache
 
@@ -57,15 +57,15 @@ def unload_generator() -> None:
 
 
 def write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
-                staging: str, device: str, sole_worker: bool = False) -> dict[str, Any]:
+                staging: str, device: str, sole_worker: bool = False, on_cluster: bool = False) -> dict[str, Any]:
     """Generate one shard, write it into the staging folder, return its manifest record."""
     recipe = parse_recipe(recipe_json)
     generator = loaded_generator(recipe.generator.kind, recipe.generator.params, prepared, device)
     features = ds.dataset_schema(generator.features())
     # `sole_worker`: shards of a one-worker CPU build run one after another in the flow's thread, so nothing
     # else can use the device, and taking a Prefect concurrency slot cost ~1.7 s per shard here. GPUs always
-    # take one (another build may share the card).
-    resources = {} if (sole_worker and device == "cpu") else generator.resources
+    # take one (another build may share the card). On a cluster the engine gave this task its GPU (runners.py).
+    resources = {} if (sole_worker and device == "cpu") or on_cluster else generator.resources
     with device_slots(resources, device):
         rows = []
         for offset, row in enumerate(generator.generate(shard)):
@@ -108,11 +108,11 @@ def file_matches(staging: str | Path, record: dict[str, Any]) -> bool:
 @task(name="generate-shard", task_run_name="shard-{shard.split}-{shard.index:05d}-of-{shard.num_shards:05d}",
       cache_key_fn=_shard_cache_key, persist_result=True)
 def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
-                   staging: str, device: str, sole_worker: bool = False) -> dict[str, Any]:
+                   staging: str, device: str, sole_worker: bool = False, on_cluster: bool = False) -> dict[str, Any]:
     """Generate one shard and write it into the staging folder; return its manifest record. A shard an
     earlier run finished inside a group task (no cached result of this task) is reused too."""
     return (staged_record(staging, shard)
-            or write_shard(recipe_json, generation, prepared, shard, staging, device, sole_worker))
+            or write_shard(recipe_json, generation, prepared, shard, staging, device, sole_worker, on_cluster))
 
 
 def _group_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -130,7 +130,7 @@ def generate_shard_group(recipe_json: dict[str, Any], generation: str, prepared:
             for shard in shards]
 
 
-SHARD_PARAMS = ("recipe_json", "generation", "prepared", "shard", "staging", "device")
+SHARD_PARAMS = ("recipe_json", "generation", "prepared", "shard", "staging", "device", "on_cluster")
 
 
 # Per-task orchestration costs ~25 ms of API calls and result I/O: on shards of 0.2 s that was +40 %
@@ -151,25 +151,26 @@ def _min_task_seconds() -> float:
 
 
 def run_shards(shard_task, group_task, args: tuple, shards: list[ShardSpec], staging: str, device: str,
-               workers: int):
+               runner: Runner):
     """Yield shard records as shards finish.
 
-    One worker: tasks run in this thread. On a worker thread, Python-heavy generators (Poisson
+    One worker (`local`): tasks run in this thread. On a worker thread, Python-heavy generators (Poisson
     elimination) fought Prefect's threads for the GIL: +15 to +27 % wall time over a plain loop,
     against +3.6 % here (benchmarks/bench_orchestration.py, see benchmarks/RESULTS.md). Shards run one
     task each until one is generated (not reused) and timed; if shards are cheaper than
     MIN_TASK_SECONDS, the rest run in groups that last about that long.
-    More workers: a process pool (one loaded generator per process, as Kubric does), reporting to the
-    same Prefect server through the propagated run context.
+    Else one task per shard on the runner (runners.py): a process pool (one loaded generator per process,
+    as Kubric does) or a Ray / Dask cluster, reporting to the same Prefect server through the propagated
+    run context.
     """
-    if workers <= 1:
+    if runner.in_this_thread:
         yield from _run_shards_in_this_thread(shard_task, group_task, args, shards, staging, device)
         return
-    with ProcessPoolTaskRunner(max_workers=workers) as runner:
-        futures = [runner.submit(shard_task, dict(zip(SHARD_PARAMS, (*args, shard, staging, device))))
-                   for shard in shards]
-        for future in as_completed(futures):
-            yield future.result()
+    recipe = parse_recipe(args[0])
+    generator = make_generator(recipe.generator.kind, recipe.generator.params)
+    generator.device = device  # what load() sets; a renderer asks for a GPU only on a CUDA build
+    parameters = [dict(zip(SHARD_PARAMS, (*args, shard, staging, device, runner.on_cluster))) for shard in shards]
+    yield from run_tasks(runner, shard_task, parameters, device, generator.resources)
 
 
 def _run_shards_in_this_thread(shard_task, group_task, args: tuple, shards: list[ShardSpec], staging: str,

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=1,
                        help="shards generated in parallel, one process each (default 1: in the flow's process)")
     build.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's `device`, auto)")
+    build.add_argument("--runner", choices=("local", "processes", "ray", "dask"),
+                       help="where shard tasks run (default: the recipe's `runner`, else local for --workers 1 and "
+                            "processes for more); ray and dask need `pip install 'synthloom[cluster]'`")
+    build.add_argument("--address", help="a running Ray or Dask cluster (ray://head:10001, tcp://scheduler:8786); "
+                                         "without it ray/dask start a local one with --workers processes")
 
     inspect = sub.add_parser("inspect", help="summarize a dataset: splits, columns, labels, provenance",
                              description="Summarize a dataset from its manifest and shards. Like "
@@ -125,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", type=float, help="run every N seconds instead of a cron schedule")
     serve.add_argument("--port", type=int, default=4200, help="port of the local Prefect server (default 4200)")
     serve.add_argument("--limit", type=int, default=1, help="max concurrent runs (default 1)")
+
+    deploy = sub.add_parser("deploy", help="register scheduled builds on a Prefect process work pool, for "
+                                           "`prefect worker start` to run",
+                            description="Register each recipe as a deployment of the scheduled-build flow on a "
+                                        "process work pool (created if missing) and exit; a worker "
+                                        "(`prefect worker start --pool POOL`) runs the scheduled runs, each in "
+                                        "its own process, each writing a new version as `synthloom serve` does. "
+                                        "Needs a Prefect server that outlives this command: $PREFECT_API_URL or "
+                                        "`synthloom server start` (README, 'Scheduled builds on a Prefect worker').")
+    deploy.add_argument("recipes", nargs="+", help="recipe YAML files")
+    deploy.add_argument("--pool", required=True, help="name of the process work pool the worker serves")
+    deploy_when = deploy.add_mutually_exclusive_group()
+    deploy_when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (default: the recipe\'s `schedule`)')
+    deploy_when.add_argument("--interval", type=float, help="run every N seconds instead of a cron schedule")
 
     server = sub.add_parser("server", help="start, stop or show a local Prefect server that later commands reuse",
                             description="A one-off build, evaluate or label command without PREFECT_API_URL "
@@ -209,13 +228,14 @@ def cmd_build(args) -> int:
         raise SynthloomError(f"--workers must be at least 1, got {args.workers}")
     # A bad recipe, bad generator params or inputs, an absurd size, a conflicting version, a build of
     # the same version in progress or an unwritable output fails here, in a second, before any flow run.
-    plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device)
+    plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device, args.runner, args.address,
+                      args.workers)
     _say_which_server()
     if plan.recipe.evaluators or plan.recipe.gates:
         _leave_a_core_for_prefect()
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
                            progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers,
-                           device=args.device)
+                           device=args.device, runner=args.runner, address=args.address)
     if result["status"] == "exists":
         print(f"{result['path']}: already built from this recipe ({result['rows']} rows); "
               "finished the steps after the commit, nothing regenerated")
@@ -449,6 +469,25 @@ def _start_local_server(port: int, timeout: float = 180.0) -> subprocess.Popen:
     raise SynthloomError(f"Prefect server on port {port} did not start within {timeout:.0f} s")
 
 
+def cmd_deploy(args) -> int:
+    from .server import attach, user_api_url
+
+    if not user_api_url():  # a deployment on Prefect's ephemeral server would vanish with this command
+        background = attach()
+        if background is None:
+            from .errors import SynthloomError
+
+            raise SynthloomError("deploy needs a Prefect server that workers reach: run `synthloom server start` "
+                                 "or set PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = background["api_url"]
+    from synthloom.flows.serve import deploy_recipes
+
+    for name, ident in deploy_recipes(args.recipes, args.pool, cron=args.cron, interval=args.interval):
+        print(f"deployment {name} ({ident}) on work pool '{args.pool}'; run it with: "
+              f"prefect worker start --pool {args.pool}")
+    return 0
+
+
 def cmd_server(args) -> int:
     from . import server
 
@@ -477,6 +516,7 @@ def cmd_server(args) -> int:
 
 COMMANDS = {
     "build": cmd_build,
+    "deploy": cmd_deploy,
     "inspect": cmd_inspect,
     "verify": cmd_verify,
     "evaluate": cmd_evaluate,

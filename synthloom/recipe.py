@@ -49,6 +49,19 @@ class ComponentSpec(StrictModel):
         return {"kind": value} if isinstance(value, str) else value
 
 
+class RunnerSpec(StrictModel):
+    """Where shard tasks run (`--runner/--address` win): a bare name (`dask`) is `{kind: dask}`."""
+
+    kind: Literal["local", "processes", "ray", "dask"]
+    address: str | None = Field(default=None, description="A running cluster: tcp://host:8786 (Dask), "
+                                                          "ray://host:10001 (Ray); none: start one here.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+
 def _registered(group: str, specs: list[ComponentSpec]) -> list[ComponentSpec]:
     from .registry import available
 
@@ -72,6 +85,8 @@ class Recipe(StrictModel):
         default_factory=list, description=f"Split names besides {', '.join(HF_SPLITS)} that `count` may use."
     )
     device: str = Field(default="auto", description="auto (cuda if available, else cpu) | cpu | cuda | cuda:N.")
+    runner: RunnerSpec | None = Field(
+        default=None, description="local | processes | ray | dask, or {kind, address}: where shard tasks run.")
     shard_size: int = Field(default=256, gt=0, description="Samples per Parquet shard (one Prefect task each).")
     on_error: Literal["fail", "skip"] = Field(
         default="fail", description="A bad input asset (corrupt mesh): fail the build, or skip it and count it."
@@ -160,12 +175,12 @@ class Recipe(StrictModel):
     def fingerprint(self) -> str:
         """sha256 of the canonical recipe: what decides whether two builds are the same recipe.
 
-        `output` is left out: where a dataset is written does not change a byte of it."""
-        return _sha256_json(self.model_dump(mode="json", exclude={"output"}))
+        `output` and `runner` are left out: where a dataset is written or built does not change a byte of it."""
+        return _sha256_json(self.model_dump(mode="json", exclude={"output", "runner"}))
 
     # What decides the generated rows' bytes. Description, license, evaluators, gates, schedule,
     # reference (unless a generator trains on it: then its hash is in the prepared input fingerprint),
-    # device and output do not, so editing them regenerates nothing. Labelers do not either: they
+    # device, runner and output do not, so editing them regenerates nothing. Labelers do not either: they
     # label generated shards in their own cached step, so editing them relabels without regenerating
     # (a committed version compares its labelers separately, see `same_rows`).
     GENERATION_FIELDS: ClassVar[tuple[str, ...]] = ("generator", "seed", "count", "shard_size", "on_error")

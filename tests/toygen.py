@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import torch
 
 from synthloom.generators.base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, \
     input_fingerprint
 from synthloom.features import ClassLabel, Features, Value
 from synthloom.models import load_pretrained_state, save_pretrained
+
+# torch is imported where the model generator uses it: cluster workers of the plain toy generator start
+# without it (2.5 s of imports per worker process here).
 
 
 class ToyParams(GeneratorParams):
@@ -27,6 +30,10 @@ class ToyParams(GeneratorParams):
     sleep: float = 0.0  # seconds per shard, to make overlap visible
     fail_on_shard: int | None = None
     hold_while: str | None = None  # shards wait while this file exists: a build that is surely running
+    # The worker process generating this shard kills itself (SIGKILL, mid-shard) the first time: a lost
+    # cluster worker. The marker file records that it did, so the retry generates the shard.
+    kill_on_shard: int | None = None
+    kill_marker: str | None = None
 
 
 def log_event(path: str, kind: str, **fields: Any) -> None:
@@ -61,6 +68,9 @@ class ToyGenerator(Generator):
         if shard.index == self.params.fail_on_shard:
             raise RuntimeError(f"toy generator fails on shard {shard.index}")
         log_event(self.params.events, "start", shard=f"{shard.split}-{shard.index}")
+        if shard.index == self.params.kill_on_shard and not Path(self.params.kill_marker).exists():
+            Path(self.params.kill_marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(self.params.sleep)
         while self.params.hold_while and Path(self.params.hold_while).exists():
             time.sleep(0.05)
@@ -79,6 +89,8 @@ class ToyModelGenerator(ToyGenerator):
     resources = {"gpu": 1}
 
     def prepare(self, ctx: BuildContext) -> Prepared:
+        import torch
+
         def train(folder: Path) -> None:
             log_event(self.params.events, "train")
             torch.manual_seed(0)
@@ -92,12 +104,16 @@ class ToyModelGenerator(ToyGenerator):
                         outputs=[Asset(path=str(stored.path), sha256=stored.sha256, role="weights")])
 
     def load(self, prepared: Prepared, device: str = "cpu") -> None:
+        import torch
+
         super().load(prepared, device)
         config, state = load_pretrained_state(prepared.outputs[0].path)
         self.model = torch.nn.Linear(config["in_features"], config["out_features"])
         self.model.load_state_dict(state)
 
     def generate(self, shard: ShardSpec) -> Iterable[dict[str, Any]]:
+        import torch
+
         for row in super().generate(shard):
             generator = torch.Generator().manual_seed(row["seed"])  # per-sample generator from the sample seed
             with torch.no_grad():
