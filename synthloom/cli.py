@@ -237,6 +237,10 @@ def cmd_inspect(args) -> int:
 
         verify(args.dataset)
     summary = summarize(args.dataset)
+    from .storage import is_url
+
+    if is_url(args.dataset):  # summarised from its local mirror; name the store's location
+        summary["path"] = args.dataset
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -429,7 +429,8 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     extra = sorted(p.name for p in data_dir.glob("*.parquet") if p.name not in listed) if data_dir.exists() else []
     if extra:
         raise DatasetError(f"{data_dir / extra[0]}: shard not listed in the manifest")
-    return {"path": str(version_dir), "shards": len(manifest["shards"]), "rows": total_rows, "ok": True}
+    where = str(path) if storage.is_url(path) else str(version_dir)
+    return {"path": where, "shards": len(manifest["shards"]), "rows": total_rows, "ok": True}
 
 
 def schema_text(schema: pa.Schema) -> str:
