@@ -141,10 +141,20 @@ def resolve_version(url: str) -> tuple[Any, str, str]:
 
 def _bucket_missing(fs, root: str) -> bool:
     """s3fs answers `exists` False for a missing bucket; tell that apart from a missing prefix."""
-    if getattr(fs, "protocol", None) and "s3" in fs.protocol:
-        bucket = root.split("/", 1)[0]
-        return not fs.exists(bucket)
+    if "s3" in (fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)):
+        try:
+            fs.call_s3("head_bucket", Bucket=root.split("/", 1)[0])
+        except FileNotFoundError:
+            return True
     return False
+
+
+def check_bucket(fs, root: str, url: str) -> None:
+    """Fail naming it when the bucket is missing or the credentials are rejected (s3fs's `exists`
+    answers False for both)."""
+    with storage_errors(url, fs):
+        if _bucket_missing(fs, root):
+            raise StorageError(f"{url}: bucket '{root.split('/', 1)[0]}' does not exist at {endpoint_of(fs)}")
 
 
 def _subfolders(fs, root: str) -> list[str]:

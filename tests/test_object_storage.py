@@ -107,3 +107,111 @@ def test_bad_store_is_one_line_in_seconds(uploaded, s3_server, case, tmp_path):
         assert len(lines) == 1 and expected in lines[0] and url in lines[0], result.stderr
         assert time.monotonic() - started < 20
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))  # nothing written
+
+
+# -- building onto the store -------------------------------------------------------------------
+def _recipe(folder, **overrides):
+    return write_recipe(folder, name="onstore", count={"train": 8, "test": 4}, shard_size=4,
+                        generator={"kind": "pointcloud", "params": {"num_points": 32, "rotation": "so3"}}, **overrides)
+
+
+def test_build_to_s3_commits_on_the_store_and_a_rerun_builds_nothing(s3_url, tmp_path):
+    from synthloom import storage
+    from synthloom.flows.build import build_dataset
+
+    recipe = _recipe(tmp_path)
+    result = build_dataset(str(recipe), output=s3_url)
+    version_url = f"{s3_url}/onstore/1.0.0"
+    assert result["path"] == version_url and result["uploaded"] == 3 and result["reused"] == 0
+    fs, root = storage.filesystem(s3_url)
+    assert fs.cat_file(f"{root}/onstore/latest").decode().strip() == "1.0.0"
+    assert not fs.exists(f"{root}/onstore/.lock-1.0.0")  # released
+    assert synthloom.load(f"{s3_url}/onstore", split="train", verify=True).table.num_rows == 8
+    # The same recipe built locally gives the same shards, byte for byte.
+    local = build_dataset(str(recipe), output=str(tmp_path / "local"))
+    on_store = storage.read_manifest(fs, f"{root}/onstore/1.0.0", version_url)
+    assert [s["sha256"] for s in on_store["shards"]] == \
+        [s["sha256"] for s in synthloom.load(local["path"]).manifest["shards"]]
+    again = build_dataset(str(recipe), output=s3_url)
+    assert again["status"] == "exists" and again["path"] == version_url
+
+
+def test_killed_upload_leaves_no_version_and_the_rerun_resumes(s3_url, tmp_path):
+    from synthloom import storage
+
+    recipe = _recipe(tmp_path)
+    killed = run_cli("build", str(recipe), "--output", s3_url, env={"SYNTHLOOM_CRASH_AT": "publish:shard-uploaded"})
+    assert killed.returncode != 0
+    version = f"{s3_url}/onstore/1.0.0"
+    with pytest.raises(DatasetError, match="not a complete synthloom dataset"):
+        synthloom.load(version)  # one shard uploaded, no manifest: not a dataset
+    # The killed build could not delete its lock object: the next build names it and says what to do.
+    blocked = run_cli("build", str(recipe), "--output", s3_url)
+    assert blocked.returncode == 1 and "being built by process" in blocked.stderr
+    assert f"delete {s3_url}/onstore/.lock-1.0.0" in blocked.stderr
+    fs, root = storage.filesystem(s3_url)
+    fs.rm_file(f"{root}/onstore/.lock-1.0.0")
+    resumed = run_cli("build", str(recipe), "--output", s3_url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 shards uploaded, 1 already on the store" in resumed.stdout  # the shard uploaded before the kill
+    assert run_cli("verify", version).returncode == 0
+
+
+def test_one_of_racing_builds_takes_the_version_lock(s3_url):
+    """The store's conditional create decides: of 6 threads racing for one version, exactly one wins."""
+    import threading
+
+    from synthloom.remote_output import RemoteOutput
+
+    outcomes, barrier, release = [], threading.Barrier(6), threading.Event()
+
+    def race():
+        target = RemoteOutput(s3_url, "raced", "1.0.0")
+        barrier.wait()
+        try:
+            with target.lock():
+                outcomes.append("won")
+                release.wait(30)
+        except StorageError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    while len(outcomes) < 6 and any(t.is_alive() for t in threads):
+        if len(outcomes) == 5:
+            break
+        time.sleep(0.05)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes.count("won") == 1, outcomes
+    losers = [o for o in outcomes if o != "won"]
+    assert len(losers) == 5 and all(f"{s3_url}/raced/1.0.0: being built by process {os.getpid()}" in o
+                                    for o in losers)
+
+
+def test_a_build_of_a_locked_version_fails_naming_the_holder(s3_url, tmp_path):
+    from synthloom.remote_output import RemoteOutput
+
+    recipe = _recipe(tmp_path)
+    with RemoteOutput(s3_url, "onstore", "1.0.0").lock():
+        result = run_cli("build", str(recipe), "--output", s3_url)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and f"being built by process {os.getpid()}" in result.stderr
+    assert synthloom.storage.filesystem(s3_url)[0].find(s3_url.split("://")[1] + "/onstore/1.0.0") == []
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "wrong credentials"])
+def test_build_to_a_bad_store_is_one_line(s3_server, case, tmp_path):
+    env, url = {}, f"s3://{s3_server.bucket}/bad"
+    if case == "missing bucket":
+        url, expected = "s3://no-such-bucket/x", "bucket 'no-such-bucket' does not exist"
+    else:
+        env, expected = {"AWS_SECRET_ACCESS_KEY": "wrong"}, "rejected the credentials"
+    started = time.monotonic()
+    result = run_cli("build", str(_recipe(tmp_path)), "--output", url, env={**env, "SYNTHLOOM_CACHE_DIR": str(tmp_path / "c")})
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not (tmp_path / "c").exists() or not any(p.is_file() for p in (tmp_path / "c").rglob("*"))
