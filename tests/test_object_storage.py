@@ -187,8 +187,8 @@ def test_one_of_racing_builds_takes_the_version_lock(s3_url):
         thread.join(30)
     assert outcomes.count("won") == 1, outcomes
     losers = [o for o in outcomes if o != "won"]
-    assert len(losers) == 5 and all(f"{s3_url}/raced/1.0.0: being built by process {os.getpid()}" in o
-                                    for o in losers)
+    assert len(losers) == 5 and all(o.startswith(f"{s3_url}/raced/1.0.0: being built by process ")
+                                    and f"delete {s3_url}/raced/.lock-1.0.0" in o for o in losers)
 
 
 def test_a_build_of_a_locked_version_fails_naming_the_holder(s3_url, tmp_path):
@@ -215,3 +215,18 @@ def test_build_to_a_bad_store_is_one_line(s3_server, case, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert not (tmp_path / "c").exists() or not any(p.is_file() for p in (tmp_path / "c").rglob("*"))
+
+
+def test_export_and_label_take_s3_urls(uploaded, tmp_path):
+    """export reads from the store; label labels the mirror and publishes the new version beside its source."""
+    exported = run_cli("export", uploaded, "--format", "ply", "--split", "test", "--out", str(tmp_path / "ply"))
+    assert exported.returncode == 0, exported.stderr
+    assert len(list((tmp_path / "ply").rglob("*.ply"))) == 6
+    labelled = run_cli("label", f"{uploaded}/1.0.0", "--labeler", "attributes", "--version", "1.0.0+attr")
+    assert labelled.returncode == 0, labelled.stderr
+    assert labelled.stdout.startswith(f"{uploaded}/1.0.0+attr: 18 rows")
+    data = synthloom.load(f"{uploaded}/1.0.0+attr", split="train", streaming=True)
+    assert len(data) == 12 and set(data.features) > set(synthloom.load(f"{uploaded}/1.0.0").features)
+    assert run_cli("verify", f"{uploaded}/1.0.0+attr").returncode == 0
+    again = run_cli("label", f"{uploaded}/1.0.0", "--labeler", "attributes", "--version", "1.0.0+attr")
+    assert again.returncode == 0 and "already labelled" in again.stdout, again.stderr
