@@ -154,8 +154,11 @@ class RemoteOutput:
 
 
 def _precondition_failed(error: Exception) -> bool:
+    # 412: the object exists. 409 ConditionalRequestConflict: AWS's answer to a conditional write racing
+    # another one in flight for the same key; either way another build got there first.
     text = str(error)
-    return "PreconditionFailed" in text or "pre-conditions you specified did not hold" in text or "412" in text
+    return any(s in text for s in ("PreconditionFailed", "pre-conditions you specified did not hold", "412",
+                                   "ConditionalRequestConflict", "409"))
 
 
 def remote_output_of(recipe) -> RemoteOutput | None:

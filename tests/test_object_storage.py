@@ -187,8 +187,8 @@ def test_one_of_racing_builds_takes_the_version_lock(s3_url):
         thread.join(30)
     assert outcomes.count("won") == 1, outcomes
     losers = [o for o in outcomes if o != "won"]
-    assert len(losers) == 5 and all(o.startswith(f"{s3_url}/raced/1.0.0: being built by process ")
-                                    and f"delete {s3_url}/raced/.lock-1.0.0" in o for o in losers)
+    assert len(losers) == 5 and all(o.startswith(f"{s3_url}/raced/1.0.0: being built by ")
+                                    and f"delete {s3_url}/raced/.lock-1.0.0" in o for o in losers), "\n".join(losers)
 
 
 def test_a_build_of_a_locked_version_fails_naming_the_holder(s3_url, tmp_path):
