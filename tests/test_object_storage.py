@@ -136,6 +136,7 @@ def test_build_to_s3_commits_on_the_store_and_a_rerun_builds_nothing(s3_url, tmp
     assert again["status"] == "exists" and again["path"] == version_url
 
 
+@pytest.mark.slow  # three CLI builds, ~17 s
 def test_killed_upload_leaves_no_version_and_the_rerun_resumes(s3_url, tmp_path):
     from synthloom import storage
 
