@@ -45,7 +45,7 @@ from synthloom.registry import get_generator_class, make_generator
 from .artifacts import PROGRESS_SECONDS, progress_bar, publish_artifacts
 from .evaluate import GateError, evaluate_dataset
 from .labelling import Labelling, label_shards, prepare_labelers
-from .plan import BuildPlan, existing_version, plan_build
+from .plan import BuildPlan, existing_remote_version, existing_version, plan_build
 from .run_settings import one_off_run
 from .shards import generate_shard, generate_shard_group, recheck_staged, run_shards
 
@@ -62,23 +62,56 @@ def prepare_generator(plan: BuildPlan) -> Prepared:
 
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
                   progress: bool = False, workers: int = 1, device: str | None = None, runner: str | None = None,
-                  address: str | None = None) -> dict[str, Any]:
+                  address: str | None = None, output: str | None = None) -> dict[str, Any]:
     """Build the dataset a recipe describes and commit it (the `build-dataset` flow, run without
     Prefect's heartbeats unless the user asks: see run_settings.py); returns a summary dict.
-    `runner`/`address` override the recipe's `runner:` (flows/runners.py)."""
+    `runner`/`address` override the recipe's `runner:` (flows/runners.py), `output` its `output:` (a folder
+    or an object-store URL)."""
     with one_off_run():
         return build_dataset_flow(recipe_path, overwrite=overwrite, version=version, seed=seed, progress=progress,
-                                  workers=workers, device=device, runner=runner, address=address)
+                                  workers=workers, device=device, runner=runner, address=address, output=output)
 
 
 @flow(name="build-dataset")
 def build_dataset_flow(recipe_path: str, overwrite: bool = False, version: str | None = None,
                        seed: int | None = None, progress: bool = False, workers: int = 1,
                        device: str | None = None, runner: str | None = None,
-                       address: str | None = None) -> dict[str, Any]:
+                       address: str | None = None, output: str | None = None) -> dict[str, Any]:
     """The flow itself; call `build_dataset`, which sets Prefect's run settings for a one-off build."""
     logger = get_run_logger()
-    plan = plan_build(recipe_path, overwrite, version, seed, device, runner, address, workers)
+    plan = plan_build(recipe_path, overwrite, version, seed, device, runner, address, workers, output)
+    if plan.remote is None:
+        return _build_locally(plan, overwrite, progress, workers, logger)
+    with plan.remote.lock():  # one build of this version on the store (a conditional create)
+        plan.remote_existing = existing_remote_version(plan, overwrite)  # again, now that we hold the lock
+        if plan.remote_existing is not None:
+            manifest = plan.remote_existing
+            if manifest.get("status") == "rejected":  # as a local rerun does: say so again
+                raise GateError(f"{plan.remote.url} rejected by quality gates: "
+                                + "; ".join(manifest["gates"]["failures"]))
+            return {"path": plan.remote.url, "rows": sum(s["rows"] for s in manifest["shards"]),
+                    "shards": len(manifest["shards"]), "skipped": manifest["skipped"]["count"], "status": "exists"}
+        try:
+            summary = _build_locally(plan, overwrite, progress, workers, logger)
+        except GateError:
+            _publish(plan, logger)  # a rejected version is committed (status rejected), not made `latest`
+            raise
+        return {**summary, **_publish(plan, logger), "status": "built"}
+
+
+def _publish(plan: BuildPlan, logger) -> dict[str, Any]:
+    """Upload the committed local version to the store (manifest last), then drop the local copy."""
+    manifest = ds.read_manifest(plan.final)
+    latest = plan.final.parent / ds.LATEST
+    is_latest = latest.exists() and latest.read_text().strip() == plan.final.name
+    counts = plan.remote.publish(plan.final, manifest, set_latest=is_latest)
+    logger.info("published %s: %d shards uploaded, %d already there", plan.remote.url, counts["uploaded"],
+                counts["reused"])
+    shutil.rmtree(plan.final)  # committed on the store; a rerun finds it there
+    return {"path": plan.remote.url, **counts}
+
+
+def _build_locally(plan: BuildPlan, overwrite: bool, progress: bool, workers: int, logger) -> dict[str, Any]:
     with ds.version_lock(plan.final):
         plan.existing = existing_version(plan, overwrite)  # again, now that no other build can change it
         if plan.existing is not None:

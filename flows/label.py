@@ -204,6 +204,39 @@ def label_dataset(dataset: str, labelers: list[tuple[str, dict[str, Any]]], vers
     the result as a new version next to it; returns a summary."""
     logger = get_run_logger()
     plan = plan_label(dataset, labelers, version, device, overwrite)
+    remote = labelled_remote(dataset, plan.final.name)
+    if remote is None:
+        return _label_locally(plan, overwrite, workers, logger)
+    # A source on a store: label its local mirror, then publish the new version beside the source there
+    # (remote_output.py: shards, metadata, manifest.json last, under the version's lock object).
+    with remote.lock():
+        on_store = None if overwrite else remote.committed_manifest()
+        if on_store is not None:
+            if not _same_labelling(plan, on_store):
+                raise DatasetError(f"{remote.url}: already exists; pass --version NAME or --overwrite")
+            return {"path": remote.url, "source": dataset, "rows": sum(s["rows"] for s in on_store["shards"]),
+                    "shards": len(on_store["shards"]), "labelers": [kind for kind, _ in plan.specs],
+                    "status": "exists"}
+        result = _label_locally(plan, overwrite, workers, logger)
+        manifest = ds.read_manifest(plan.final)
+        counts = remote.publish(plan.final, manifest, set_latest=manifest.get("status") == "accepted")
+    return {**result, "path": remote.url, "source": dataset, **counts}
+
+
+def labelled_remote(dataset: str, version: str):
+    """Where a labelled version of a dataset on a store goes: beside its source version."""
+    from synthloom import storage
+    from synthloom.remote_output import RemoteOutput
+
+    if not storage.is_url(dataset):
+        return None
+    _, _, source_url = storage.resolve_version(dataset)
+    dataset_url, _ = source_url.rsplit("/", 1)
+    output_url, name = dataset_url.rsplit("/", 1)
+    return RemoteOutput(output_url, name, version)
+
+
+def _label_locally(plan: LabelPlan, overwrite: bool, workers: int, logger) -> dict[str, Any]:
     with ds.version_lock(plan.final):
         plan.existing = _existing_version(plan, overwrite)  # again, now that no other run can change it
         status = "labelled"

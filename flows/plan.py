@@ -14,6 +14,7 @@ from synthloom.generators.base import BuildContext
 from synthloom.planning import check_build_size
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import make_generator
+from synthloom.remote_output import RemoteOutput, conflict, remote_output_of
 
 from .labelling import check_labelers_preflight
 from .runners import Runner, check_runner, choose_runner
@@ -30,6 +31,9 @@ class BuildPlan:
     existing: dict[str, Any] | None  # manifest of a committed version with the same generation
     device: str
     runner: Runner = Runner()
+    # `output:` on an object store: `final` is then the local build folder, published after the commit
+    remote: RemoteOutput | None = None
+    remote_existing: dict[str, Any] | None = None  # the store's manifest of the same rows: nothing to build
 
     def context(self) -> BuildContext:
         return BuildContext(cache_dir=self.final.parent / ".cache", on_error=self.recipe.on_error,
@@ -39,18 +43,27 @@ class BuildPlan:
 
 def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
                device: str | None = None, runner: str | None = None, address: str | None = None,
-               workers: int = 1) -> BuildPlan:
-    """The preflight: validate everything that can be checked in well under a second (a cluster address:
-    a few seconds), change nothing on disk but the output folder itself."""
+               workers: int = 1, output: str | None = None) -> BuildPlan:
+    """The preflight: validate everything that can be checked in well under a second (a cluster address
+    or an object store: a few seconds), change nothing on disk but the output folder itself."""
     recipe = load_recipe(recipe_path)
-    overrides = {k: v for k, v in {"version": version, "seed": seed, "device": device}.items() if v is not None}
+    overrides = {k: v for k, v in {"version": version, "seed": seed, "device": device, "output": output}.items()
+                 if v is not None}
     if overrides:
         recipe = parse_recipe({**recipe.model_dump(mode="json"), **overrides}, recipe_path)
     spec = recipe.runner
     chosen = choose_runner(spec.kind if spec else None, spec.address if spec else None, runner, address, workers)
     check_runner(chosen)  # a missing package or an unreachable cluster: before anything is written
-    plan = BuildPlan(recipe, recipe_path, recipe.version_dir().resolve(), recipe.generation_fingerprint(), None,
-                     resolve_device(recipe.device), chosen)
+    remote = remote_output_of(recipe)
+    final = remote.local_build_dir() if remote is not None else recipe.version_dir().resolve()
+    plan = BuildPlan(recipe, recipe_path, final, recipe.generation_fingerprint(), None,
+                     resolve_device(recipe.device), chosen, remote)
+    if remote is not None:  # an unreachable store, bad credentials, a missing bucket: here, in seconds
+        remote.check_reachable()
+        remote.check_not_locked()
+        plan.remote_existing = existing_remote_version(plan, overwrite)
+        if plan.remote_existing is not None:
+            return plan  # committed on the store from these rows: nothing to generate
     generator = make_generator(recipe.generator.kind, recipe.generator.params)  # params are validated here
     check_build_size(recipe, None, plan.final.parent)  # the shard count, before any input is read
     generator.check_inputs(plan.context())
@@ -62,6 +75,17 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
         ds.check_writable(plan.final.parent)
     ds.check_not_locked(plan.final)
     return plan
+
+
+def existing_remote_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None:
+    """The store's manifest when it holds this version from the same rows; an error when it holds other
+    rows (unless overwriting)."""
+    manifest = plan.remote.committed_manifest()
+    if manifest is None or overwrite:
+        return None
+    if plan.recipe.same_rows(manifest):
+        return manifest
+    raise conflict(plan.remote.url)
 
 
 def existing_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None:

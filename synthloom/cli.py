@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace an existing version built from a different recipe")
     build.add_argument("--version", help="override the recipe's version (a new folder)")
     build.add_argument("--seed", type=int, help="override the recipe's root seed")
+    build.add_argument("--output", help="override the recipe's `output:`: a folder or an object-store URL "
+                                        "(s3://bucket/prefix; credentials and endpoint from AWS_* variables)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--workers", type=int, default=1,
                        help="shards generated in parallel, one process each (default 1: in the flow's process)")
@@ -229,19 +231,21 @@ def cmd_build(args) -> int:
     # A bad recipe, bad generator params or inputs, an absurd size, a conflicting version, a build of
     # the same version in progress or an unwritable output fails here, in a second, before any flow run.
     plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device, args.runner, args.address,
-                      args.workers)
+                      args.workers, args.output)
     _say_which_server()
     if plan.recipe.evaluators or plan.recipe.gates:
         _leave_a_core_for_prefect()
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
                            progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers,
-                           device=args.device, runner=args.runner, address=args.address)
+                           device=args.device, runner=args.runner, address=args.address, output=args.output)
     if result["status"] == "exists":
         print(f"{result['path']}: already built from this recipe ({result['rows']} rows); "
               "finished the steps after the commit, nothing regenerated")
     else:
         skipped = f", {result['skipped']} inputs skipped" if result.get("skipped") else ""
-        print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards, verified{skipped}")
+        stored = (f"; {result['uploaded']} shards uploaded, {result['reused']} already on the store"
+                  if "uploaded" in result else "")
+        print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards, verified{skipped}{stored}")
     if result.get("metrics"):  # evaluated by this run: the headline numbers, details in the report
         numbers = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
                             for key, value in result["metrics"].items() if isinstance(value, (int, float)))
@@ -257,6 +261,10 @@ def cmd_inspect(args) -> int:
 
         verify(args.dataset)
     summary = summarize(args.dataset)
+    from .storage import is_url
+
+    if is_url(args.dataset):  # summarised from its local mirror; name the store's location
+        summary["path"] = args.dataset
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

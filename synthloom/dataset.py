@@ -260,7 +260,13 @@ def read_manifest(version_dir: Path) -> dict[str, Any]:
         if version_dir.is_dir():
             raise DatasetError(f"{version_dir}: not a complete synthloom dataset (no {MANIFEST})")
         raise DatasetError(f"{version_dir}: dataset not found")
-    manifest = read_json_object(path, "manifest")
+    return parse_manifest(path.read_bytes(), path)
+
+
+def parse_manifest(data: bytes, where: Path | str) -> dict[str, Any]:
+    """A manifest's bytes (from a folder or an object store) checked: a JSON object with shard records."""
+    manifest = parse_json_object(data, where, "manifest")
+    path = where
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not all(isinstance(s, dict) and _is_shard_record(s) for s in shards):
         raise DatasetError(f"{path}: corrupt manifest ('shards' must be a list of {{file, split, rows, sha256}})")
@@ -275,8 +281,12 @@ def _is_shard_record(shard: dict[str, Any]) -> bool:
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """A JSON file that must hold an object (a manifest, pending or committed): anything else is a
     DatasetError naming the file, never an AttributeError further on."""
+    return parse_json_object(path.read_bytes(), path, what)
+
+
+def parse_json_object(raw: bytes, path: Path | str, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         where = f" at line {error.lineno}" if isinstance(error, json.JSONDecodeError) else ""
         reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
@@ -292,8 +302,15 @@ def _json_type(value: Any) -> str:
 
 
 def resolve_version_dir(path: str | os.PathLike) -> Path:
-    """Accept a version folder, or a dataset folder whose `latest` names the version to use."""
-    path = Path(path).expanduser()
+    """Accept a version folder, or a dataset folder whose `latest` names the version to use.
+
+    A URL (`s3://…`) is resolved on its store and mirrored locally (storage.materialize); the
+    returned folder is the mirror's."""
+    from . import storage
+
+    if storage.is_url(path):
+        return storage.materialize(str(path))
+    path = storage.local_path(path)
     if (path / MANIFEST).exists() or (path / PENDING_MANIFEST).exists():
         return path
     latest = path / LATEST
@@ -383,7 +400,10 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns a report; raises DatasetError naming the first bad shard.
     """
-    version_dir = resolve_version_dir(path)
+    from . import storage
+
+    # A URL is checked on a fresh copy of the store's bytes, never on an older mirror.
+    version_dir = storage.materialize(str(path), fresh=True) if storage.is_url(path) else resolve_version_dir(path)
     manifest = read_manifest(version_dir)
     expected_schema = manifest.get("schema")
     listed = set()
@@ -409,7 +429,8 @@ def verify(path: str | os.PathLike) -> dict[str, Any]:
     extra = sorted(p.name for p in data_dir.glob("*.parquet") if p.name not in listed) if data_dir.exists() else []
     if extra:
         raise DatasetError(f"{data_dir / extra[0]}: shard not listed in the manifest")
-    return {"path": str(version_dir), "shards": len(manifest["shards"]), "rows": total_rows, "ok": True}
+    where = str(path) if storage.is_url(path) else str(version_dir)
+    return {"path": where, "shards": len(manifest["shards"]), "rows": total_rows, "ok": True}
 
 
 def schema_text(schema: pa.Schema) -> str:

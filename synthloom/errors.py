@@ -30,6 +30,11 @@ class DatasetError(SynthloomError):
     """A dataset on disk is absent, incomplete, corrupt or conflicts with a build."""
 
 
+class StorageError(DatasetError):
+    """An object store cannot be used: unreachable endpoint, rejected credentials, missing bucket, or a
+    version another build holds there."""
+
+
 class ModelError(SynthloomError):
     """A model (feature extractor, classifier, checkpoint) is missing or cannot be loaded."""
 

@@ -93,5 +93,6 @@ def _collate(values: list) -> Any:
 
 def load(path: str | os.PathLike, split: str | None = "train", columns: list[str] | None = None,
          image_format: str = "uint8") -> SynthDataset:
-    """Open a dataset version folder (or a dataset folder, resolving `latest`) as a torch Dataset."""
-    return SynthDataset(Path(path), split=split, columns=columns, image_format=image_format)
+    """Open a dataset version folder (or a dataset folder, resolving `latest`; or a URL, mirrored
+    locally) as a torch Dataset."""
+    return SynthDataset(path, split=split, columns=columns, image_format=image_format)

@@ -165,3 +165,40 @@ def toy_generators(monkeypatch, tmp_path):
     register("generators", "toy", "toygen:ToyGenerator")
     register("generators", "toy-model", "toygen:ToyModelGenerator")
     return tmp_path / "events.jsonl"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on 127.0.0.1 for the session, with a bucket; the AWS_* variables
+    point s3fs (and CLI subprocesses, which inherit os.environ) at it. Stopped at the end."""
+    import s3_server as server_module
+
+    server, process, folder = server_module.start()
+    previous = {key: os.environ.get(key) for key in [*server.env, "SYNTHLOOM_CACHE_DIR"]}
+    os.environ.update(server.env)
+    os.environ["SYNTHLOOM_CACHE_DIR"] = str(tmp_path_factory.mktemp("synthloom-cache"))
+    _clear_s3_clients()
+    try:
+        yield server
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _clear_s3_clients()
+        server_module.stop(process, folder)
+
+
+def _clear_s3_clients():
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # cached instances keep the credentials they were made with
+
+
+@pytest.fixture
+def s3_url(s3_server, request):
+    """A fresh prefix in the test bucket for one test."""
+    import re
+
+    return f"s3://{s3_server.bucket}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', request.node.name)[:80]}"

@@ -1,0 +1,233 @@
+"""Datasets on a real S3 server (SeaweedFS, started by the tests on 127.0.0.1): readers and the CLI take
+`s3://` URLs; bad endpoints, credentials and buckets are one line, in seconds."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+import synthloom
+from conftest import run_cli, write_recipe
+from synthloom.errors import DatasetError, StorageError
+
+
+@pytest.fixture(scope="module")
+def local_dataset(tmp_path_factory):
+    from synthloom.flows.build import build_dataset
+
+    folder = tmp_path_factory.mktemp("s3src")
+    path = write_recipe(folder, name="objects", count={"train": 12, "test": 6}, shard_size=6,
+                        generator={"kind": "pointcloud", "params": {"num_points": 64, "rotation": "so3"}})
+    return build_dataset(str(path))["path"]
+
+
+@pytest.fixture(scope="module")
+def uploaded(local_dataset, s3_server):
+    """The local dataset copied to the store as <bucket>/uploaded/objects/1.0.0 (+ `latest`)."""
+    from synthloom import storage
+
+    url = f"s3://{s3_server.bucket}/uploaded/objects"
+    fs, root = storage.filesystem(url)
+    fs.put(str(local_dataset) + "/", f"{root}/1.0.0/", recursive=True)
+    fs.pipe_file(f"{root}/latest", b"1.0.0\n")
+    return url
+
+
+def _same_rows(a, b):
+    assert len(a) == len(b)
+    for i in range(len(a)):
+        for key, value in a[i].items():
+            assert torch.equal(value, b[i][key]) if isinstance(value, torch.Tensor) else value == b[i][key], key
+
+
+def test_load_and_stream_from_s3_match_the_local_dataset(local_dataset, uploaded):
+    _same_rows(synthloom.load(local_dataset, split="test"), synthloom.load(uploaded, split="test"))
+    streamed = synthloom.load(f"{uploaded}/1.0.0", split="train", streaming=True, seed=1)
+    local = synthloom.load(local_dataset, split="train")
+    by_id = {row["id"]: row for row in streamed}
+    assert sorted(by_id) == sorted(local[i]["id"] for i in range(len(local)))
+    for i in range(len(local)):
+        assert torch.equal(by_id[local[i]["id"]]["points"], local[i]["points"])
+    assert synthloom.load(f"file://{local_dataset}", split="train", streaming=True).num_rows == 12
+
+
+def test_cli_verify_and_inspect_take_s3_urls(uploaded):
+    result = run_cli("verify", uploaded)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{uploaded}: OK, 3 shards, 18 rows")
+    result = run_cli("inspect", uploaded, "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"rows": 12' in result.stdout and uploaded in result.stdout
+
+
+def test_verify_names_a_tampered_shard_on_the_store(uploaded, s3_url):
+    from synthloom import storage
+
+    fs, root = storage.filesystem(uploaded)
+    _, copy = storage.filesystem(s3_url)
+    fs.copy(f"{root}/1.0.0/", f"{copy}/1.0.0/", recursive=True)
+    shard = f"{copy}/1.0.0/data/train-00000-of-00002.parquet"
+    fs.pipe_file(shard, fs.cat_file(shard)[:-1] + b"X")
+    with pytest.raises(DatasetError, match="train-00000-of-00002.parquet: sha256 mismatch"):
+        synthloom.load(f"{s3_url}/1.0.0", verify=True)
+
+
+def test_a_version_without_manifest_is_not_read(uploaded, s3_url):
+    from synthloom import storage
+
+    fs, root = storage.filesystem(uploaded)
+    _, copy = storage.filesystem(s3_url)
+    fs.copy(f"{root}/1.0.0/data/", f"{copy}/1.0.0/data/", recursive=True)
+    for streaming in (False, True):
+        with pytest.raises(DatasetError, match="not a complete synthloom dataset"):
+            synthloom.load(f"{s3_url}/1.0.0", streaming=streaming)
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "wrong credentials", "unreachable endpoint"])
+def test_bad_store_is_one_line_in_seconds(uploaded, s3_server, case, tmp_path):
+    env, url = {}, uploaded
+    if case == "missing bucket":
+        url, expected = "s3://no-such-bucket/objects", "bucket 'no-such-bucket' does not exist"
+    elif case == "wrong credentials":
+        env, expected = {"AWS_SECRET_ACCESS_KEY": "wrong"}, "rejected the credentials"
+    else:
+        with __import__("socket").socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env, expected = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}, f"cannot reach the object store at http://127.0.0.1:{port}"
+    cache = tmp_path / "cache"
+    for command in (["verify", url], ["inspect", url]):
+        started = time.monotonic()
+        result = run_cli(*command, env={**env, "SYNTHLOOM_CACHE_DIR": str(cache)})
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and url in lines[0], result.stderr
+        assert time.monotonic() - started < 20
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))  # nothing written
+
+
+# -- building onto the store -------------------------------------------------------------------
+def _recipe(folder, **overrides):
+    return write_recipe(folder, name="onstore", count={"train": 8, "test": 4}, shard_size=4,
+                        generator={"kind": "pointcloud", "params": {"num_points": 32, "rotation": "so3"}}, **overrides)
+
+
+def test_build_to_s3_commits_on_the_store_and_a_rerun_builds_nothing(s3_url, tmp_path):
+    from synthloom import storage
+    from synthloom.flows.build import build_dataset
+
+    recipe = _recipe(tmp_path)
+    result = build_dataset(str(recipe), output=s3_url)
+    version_url = f"{s3_url}/onstore/1.0.0"
+    assert result["path"] == version_url and result["uploaded"] == 3 and result["reused"] == 0
+    fs, root = storage.filesystem(s3_url)
+    assert fs.cat_file(f"{root}/onstore/latest").decode().strip() == "1.0.0"
+    assert not fs.exists(f"{root}/onstore/.lock-1.0.0")  # released
+    assert synthloom.load(f"{s3_url}/onstore", split="train", verify=True).table.num_rows == 8
+    # The same recipe built locally gives the same shards, byte for byte.
+    local = build_dataset(str(recipe), output=str(tmp_path / "local"))
+    on_store = storage.read_manifest(fs, f"{root}/onstore/1.0.0", version_url)
+    assert [s["sha256"] for s in on_store["shards"]] == \
+        [s["sha256"] for s in synthloom.load(local["path"]).manifest["shards"]]
+    again = build_dataset(str(recipe), output=s3_url)
+    assert again["status"] == "exists" and again["path"] == version_url
+
+
+@pytest.mark.slow  # three CLI builds, ~17 s
+def test_killed_upload_leaves_no_version_and_the_rerun_resumes(s3_url, tmp_path):
+    from synthloom import storage
+
+    recipe = _recipe(tmp_path)
+    killed = run_cli("build", str(recipe), "--output", s3_url, env={"SYNTHLOOM_CRASH_AT": "publish:shard-uploaded"})
+    assert killed.returncode != 0
+    version = f"{s3_url}/onstore/1.0.0"
+    with pytest.raises(DatasetError, match="not a complete synthloom dataset"):
+        synthloom.load(version)  # one shard uploaded, no manifest: not a dataset
+    # The killed build could not delete its lock object: the next build names it and says what to do.
+    blocked = run_cli("build", str(recipe), "--output", s3_url)
+    assert blocked.returncode == 1 and "being built by process" in blocked.stderr
+    assert f"delete {s3_url}/onstore/.lock-1.0.0" in blocked.stderr
+    fs, root = storage.filesystem(s3_url)
+    fs.rm_file(f"{root}/onstore/.lock-1.0.0")
+    resumed = run_cli("build", str(recipe), "--output", s3_url)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 shards uploaded, 1 already on the store" in resumed.stdout  # the shard uploaded before the kill
+    assert run_cli("verify", version).returncode == 0
+
+
+def test_one_of_racing_builds_takes_the_version_lock(s3_url):
+    """The store's conditional create decides: of 6 threads racing for one version, exactly one wins."""
+    import threading
+
+    from synthloom.remote_output import RemoteOutput
+
+    outcomes, barrier, release = [], threading.Barrier(6), threading.Event()
+
+    def race():
+        target = RemoteOutput(s3_url, "raced", "1.0.0")
+        barrier.wait()
+        try:
+            with target.lock():
+                outcomes.append("won")
+                release.wait(30)
+        except StorageError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=race) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    while len(outcomes) < 6 and any(t.is_alive() for t in threads):
+        if len(outcomes) == 5:
+            break
+        time.sleep(0.05)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes.count("won") == 1, outcomes
+    losers = [o for o in outcomes if o != "won"]
+    assert len(losers) == 5 and all(o.startswith(f"{s3_url}/raced/1.0.0: being built by ")
+                                    and f"delete {s3_url}/raced/.lock-1.0.0" in o for o in losers), "\n".join(losers)
+
+
+def test_a_build_of_a_locked_version_fails_naming_the_holder(s3_url, tmp_path):
+    from synthloom.remote_output import RemoteOutput
+
+    recipe = _recipe(tmp_path)
+    with RemoteOutput(s3_url, "onstore", "1.0.0").lock():
+        result = run_cli("build", str(recipe), "--output", s3_url)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and f"being built by process {os.getpid()}" in result.stderr
+    assert synthloom.storage.filesystem(s3_url)[0].find(s3_url.split("://")[1] + "/onstore/1.0.0") == []
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "wrong credentials"])
+def test_build_to_a_bad_store_is_one_line(s3_server, case, tmp_path):
+    env, url = {}, f"s3://{s3_server.bucket}/bad"
+    if case == "missing bucket":
+        url, expected = "s3://no-such-bucket/x", "bucket 'no-such-bucket' does not exist"
+    else:
+        env, expected = {"AWS_SECRET_ACCESS_KEY": "wrong"}, "rejected the credentials"
+    started = time.monotonic()
+    result = run_cli("build", str(_recipe(tmp_path)), "--output", url, env={**env, "SYNTHLOOM_CACHE_DIR": str(tmp_path / "c")})
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not (tmp_path / "c").exists() or not any(p.is_file() for p in (tmp_path / "c").rglob("*"))
+
+
+def test_export_and_label_take_s3_urls(uploaded, tmp_path):
+    """export reads from the store; label labels the mirror and publishes the new version beside its source."""
+    exported = run_cli("export", uploaded, "--format", "ply", "--split", "test", "--out", str(tmp_path / "ply"))
+    assert exported.returncode == 0, exported.stderr
+    assert len(list((tmp_path / "ply").rglob("*.ply"))) == 6
+    labelled = run_cli("label", f"{uploaded}/1.0.0", "--labeler", "attributes", "--version", "1.0.0+attr")
+    assert labelled.returncode == 0, labelled.stderr
+    assert labelled.stdout.startswith(f"{uploaded}/1.0.0+attr: 18 rows")
+    data = synthloom.load(f"{uploaded}/1.0.0+attr", split="train", streaming=True)
+    assert len(data) == 12 and set(data.features) > set(synthloom.load(f"{uploaded}/1.0.0").features)
+    assert run_cli("verify", f"{uploaded}/1.0.0+attr").returncode == 0
+    again = run_cli("label", f"{uploaded}/1.0.0", "--labeler", "attributes", "--version", "1.0.0+attr")
+    assert again.returncode == 0 and "already labelled" in again.stdout, again.stderr
