@@ -202,3 +202,30 @@ def s3_url(s3_server, request):
     import re
 
     return f"s3://{s3_server.bucket}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', request.node.name)[:80]}"
+
+
+def versions_committed_while_running(argv: list, log_path, dataset_root, env, cwd, limit: float = 240) -> list:
+    """Run `argv` (a scheduler: `synthloom serve`, `prefect worker start`) until a committed version of
+    `dataset_root` appears or `limit` seconds pass; stop its whole process group; return the versions."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    log = open(log_path, "w")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    versions: list = []
+    try:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and not versions:
+            assert process.poll() is None, Path(log_path).read_text()
+            versions = [p for p in Path(dataset_root).glob("1.0.0-*") if (p / "manifest.json").exists()]
+            time.sleep(1)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+    return versions

@@ -5,15 +5,12 @@ Prefect server (conftest.py), bounded in time."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 
-from conftest import SYNTHLOOM, run_cli, write_recipe
+from conftest import SYNTHLOOM, run_cli, versions_committed_while_running, write_recipe
 from synthloom import dataset as ds
 from synthloom.recipe import load_recipe
 
@@ -67,23 +64,9 @@ def test_a_worker_on_a_process_pool_runs_the_scheduled_build(tmp_path, prefect_s
     response = httpx.post(f"{prefect_server}/deployments/{deployment.id}/schedule", json={"max_runs": 2})
     assert response.status_code in (200, 201), response.text
     env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
-    log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--limit", "1"],
-                              stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
-    versions: list[Path] = []
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not versions:
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            versions = [p for p in dataset_root.glob("1.0.0-*") if (p / "manifest.json").exists()]
-            time.sleep(1)
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-        log.close()
+    versions = versions_committed_while_running(
+        [PREFECT, "worker", "start", "--pool", pool, "--type", "process", "--limit", "1"],
+        tmp_path / "worker.log", dataset_root, env, tmp_path)
     assert versions, "the worker committed no version within 240 s:\n" + (tmp_path / "worker.log").read_text()
     manifest = ds.read_manifest(versions[0])
     assert manifest["version"].startswith("1.0.0-2") and manifest["seed"] != 3  # a fresh seed per scheduled time

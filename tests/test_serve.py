@@ -1,12 +1,9 @@
 """A scheduled build really runs: `synthloom serve` against its own Prefect server, bounded in time."""
 
 import os
-import signal
 import socket
-import subprocess
-import time
 
-from conftest import SYNTHLOOM, write_recipe
+from conftest import SYNTHLOOM, versions_committed_while_running, write_recipe
 from synthloom import dataset as ds
 from synthloom.recipe import load_recipe
 
@@ -27,23 +24,9 @@ def test_serve_runs_a_scheduled_build_that_writes_a_new_version(tmp_path):
         "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2",
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
     })
-    log = open(tmp_path / "serve.log", "w")
-    process = subprocess.Popen([SYNTHLOOM, "serve", str(path), "--interval", "5", "--port", str(_free_port())],
-                               stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
-    versions = []
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not versions:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            versions = [p for p in dataset_root.glob("1.0.0-*") if (p / "manifest.json").exists()]
-            time.sleep(1)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+    versions = versions_committed_while_running(
+        [SYNTHLOOM, "serve", str(path), "--interval", "5", "--port", str(_free_port())],
+        tmp_path / "serve.log", dataset_root, env, tmp_path)
     assert versions, "no scheduled run committed a version within 240 s:\n" + (tmp_path / "serve.log").read_text()
     version_dir = versions[0]
     manifest = ds.read_manifest(version_dir)
