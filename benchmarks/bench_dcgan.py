@@ -163,9 +163,10 @@ def fashion(args) -> None:
 
     t0 = time.perf_counter()
     ref, images, labels = _data(args.reference)
-    cfg = TrainConfig(resolution=28, channels=1, num_classes=10, ngf=args.ngf, ndf=args.ndf, epochs=1000,
+    cfg = TrainConfig(resolution=28, channels=1, num_classes=10, ngf=args.ngf, ndf=args.ndf, epochs=args.train_epochs or 1000,
                       batch_size=args.batch, loss=args.loss, spectral_norm=args.sn, ema=args.ema,
-                      balanced=args.balanced, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2)
+                      balanced=args.balanced, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
+                      seed=args.seed)
     work = Path(args.work)
     import shutil
 
@@ -208,7 +209,8 @@ def fashion(args) -> None:
     # TRTR and every CAS: the CNN of evaluators/cas.py (what classification_accuracy_score(classifier="cnn")
     # trains), same seed and epochs; TRTR once, since its data is the same for every row.
     classifier = f"small-cnn(epochs={args.cnn_epochs})"
-    trtr = float((_fit_predict("cnn", x_tr, y_tr.numpy(), x_te, 10, 0, 1.0, args.cnn_epochs) == y_te.numpy()).mean())
+    trtr = float((_fit_predict("cnn", x_tr, y_tr.numpy(), x_te, 10, args.seed, 1.0, args.cnn_epochs)
+                  == y_te.numpy()).mean())
     print(f"  TRTR {trtr:.4f} ({classifier}, {len(y_tr)} train images, tested on {len(y_te)}; "
           f"{time.perf_counter() - t:.0f}s)", flush=True)
     thresholds = [float(v) for v in args.thresholds.split(",") if v]
@@ -231,13 +233,13 @@ def fashion(args) -> None:
             print(f"  {name}: class(es) {short} accept fewer than 1 in max_tries {args.max_tries} draws (probe "
                   "above): cannot reach their count; not generated")
             continue
-        out, problem = generate(g, d, calibration, cfg.nz, count // 10, 10, threshold, args.max_tries, seed=1)
+        out, problem = generate(g, d, calibration, cfg.nz, count // 10, 10, threshold, args.max_tries, seed=1 + args.seed)
         if out is None:
             print(f"  {name}: {problem}")
             continue
         x, y, q, acceptance = out
         # CAS: the same seeded classifier and epochs as TRTR above (trained once: same real data every row).
-        pred = _fit_predict("cnn", x, y.numpy(), x_te, 10, 0, 1.0, args.cnn_epochs)
+        pred = _fit_predict("cnn", x, y.numpy(), x_te, 10, args.seed, 1.0, args.cnn_epochs)
         cas_value = float((pred == y_te.numpy()).mean())
         cas = {"cas": cas_value, "trtr": trtr, "cas_ratio": cas_value / trtr, "classifier": classifier}
         f_x = feats(x)
@@ -322,6 +324,8 @@ def main(argv=None) -> None:
     ap.add_argument("part", choices=["throughput", "fashion", "ablation"])
     ap.add_argument("--epochs", type=int, default=60, help="ablation: epochs per run")
     ap.add_argument("--seeds", default="0", help="ablation: training seeds, comma-separated")
+    ap.add_argument("--seed", type=int, default=0, help="fashion: seed of training, generation (+1) and the CAS/TRTR "
+                    "classifier (0 reproduces the runs recorded before seeds were varied)")
     ap.add_argument("--per-class", type=int, default=100, help="ablation: generated images per class")
     ap.add_argument("--only", default="", help="ablation: row numbers to run, comma-separated (default all)")
     ap.add_argument("--reference", default=FASHION)
@@ -331,6 +335,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--train-epochs", type=int, default=0, help="fashion: stop after this many epochs (0: only the "
+                    "--minutes limit); a fixed count keeps seeds comparable on a machine whose load varies")
     ap.add_argument("--loss", default="hinge")
     ap.add_argument("--sn", type=int, default=1)
     ap.add_argument("--ema", type=float, default=0.999)
