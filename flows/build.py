@@ -36,6 +36,7 @@ from synthloom.card import dataset_card
 from synthloom.croissant import croissant_metadata
 from synthloom.faults import crash_point
 from synthloom.generators.base import Prepared
+from synthloom.lifecycle import with_model_refs
 from synthloom.planning import plan_shards
 from synthloom.preview import write_preview
 from synthloom.provenance import git_sha, package_versions
@@ -57,7 +58,9 @@ GENERATION_MARK = ".generation_sha256"
 @task(name="prepare-generator", task_run_name="prepare-{plan.recipe.generator.kind}")
 def prepare_generator(plan: BuildPlan) -> Prepared:
     generator = make_generator(plan.recipe.generator.kind, plan.recipe.generator.params)
-    return generator.prepare(plan.context())
+    ctx = plan.context()
+    # Entries of a remote model store that prepare used: workers fetch them (models.localize).
+    return with_model_refs(generator.prepare(ctx), ctx.models)
 
 
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
@@ -256,6 +259,7 @@ def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]]
             "assets": [a.model_dump() for a in prepared.assets],
             "outputs": [a.model_dump() for a in prepared.outputs],
             "info": prepared.info,
+            "models": [{"url": f"{m.store}/{m.key[:2]}/{m.key}", "sha256": m.sha256} for m in prepared.models],
             "stats": get_generator_class(recipe.generator.kind).merge_stats([r["stats"] for r in records
                                                                              if "stats" in r]),
         },

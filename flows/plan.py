@@ -11,6 +11,7 @@ from synthloom import dataset as ds
 from synthloom.devices import resolve_device
 from synthloom.errors import DatasetError
 from synthloom.generators.base import BuildContext
+from synthloom.models import ModelStore
 from synthloom.planning import check_build_size
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import make_generator
@@ -54,6 +55,7 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
     spec = recipe.runner
     chosen = choose_runner(spec.kind if spec else None, spec.address if spec else None, runner, address, workers)
     check_runner(chosen)  # a missing package or an unreachable cluster: before anything is written
+    ModelStore().check_reachable()  # SYNTHLOOM_MODEL_STORE on an object store: reachable, bucket exists
     remote = remote_output_of(recipe)
     final = remote.local_build_dir() if remote is not None else recipe.version_dir().resolve()
     plan = BuildPlan(recipe, recipe_path, final, recipe.generation_fingerprint(), None,

@@ -93,7 +93,7 @@ class RemoteOutput:
         try:
             self.fs.pipe_file(self.lock_path, line, IfNoneMatch="*")
         except Exception as error:
-            if _precondition_failed(error):
+            if storage.precondition_failed(error):
                 raise StorageError(self._locked_message(self.holder() or "another build")) from None
             raise StorageError(storage.describe(self.url, error, self.fs)) from None
         try:
@@ -151,14 +151,6 @@ class RemoteOutput:
             return self.fs.getxattr(path, "sha256")
         except (FileNotFoundError, KeyError):
             return None
-
-
-def _precondition_failed(error: Exception) -> bool:
-    # 412: the object exists. 409 ConditionalRequestConflict: AWS's answer to a conditional write racing
-    # another one in flight for the same key; either way another build got there first.
-    text = str(error)
-    return any(s in text for s in ("PreconditionFailed", "pre-conditions you specified did not hold", "412",
-                                   "ConditionalRequestConflict", "409"))
 
 
 def remote_output_of(recipe) -> RemoteOutput | None:
