@@ -238,9 +238,12 @@ class RemoteOutput:
                 try:
                     self.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=self._etag)
                 except Exception as error:
-                    if not storage.precondition_failed(error):
-                        raise
-                    log.warning("%s: the lock was taken over; left to its new holder", self.url)
+                    if storage.precondition_failed(error):
+                        log.warning("%s: the lock was taken over; left to its new holder", self.url)
+                    else:  # a store without conditional deletes: check, then delete (one request's window)
+                        state = self.read_lock()
+                        if state is not None and state.etag == self._etag:
+                            self.fs.call_s3("delete_object", Bucket=bucket, Key=key)
                 finally:
                     self.fs.invalidate_cache(self.lock_path)
             self._etag = None
