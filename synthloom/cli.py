@@ -341,6 +341,7 @@ def cmd_evaluate(args) -> int:
     from synthloom.flows.run_settings import one_off_run
 
     from . import dataset as ds
+    from . import storage
 
     version_dir = ds.resolve_version_dir(args.dataset)
     recipe = ds.read_manifest(version_dir)["recipe"]
@@ -368,7 +369,9 @@ def cmd_evaluate(args) -> int:
     if args.clip_model:
         evaluators.setdefault("clip_score", {})["model"] = args.clip_model
     with one_off_run():  # no Prefect heartbeats unless asked (flows/run_settings.py)
-        result = evaluate_dataset(str(version_dir), reference=args.reference, evaluators=evaluators or None,
+        # A URL is evaluated on its mirror and the results written back to the store (flows/evaluate.py).
+        target = args.dataset if storage.is_url(args.dataset) else str(version_dir)
+        result = evaluate_dataset(target, reference=args.reference, evaluators=evaluators or None,
                                   split=args.split)
     for key, value in result["summary"].items():
         print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")

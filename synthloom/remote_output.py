@@ -288,6 +288,26 @@ class RemoteOutput:
                 self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
         return counts
 
+    def publish_results(self, local: Path, set_latest: bool) -> None:
+        """After `evaluate` on a mirror: upload what it rewrote (eval/, README.md, the other metadata), then
+        manifest.json last (one PUT replaces it), then `latest`. The shards must be the store's."""
+        manifest = ds.read_manifest(local)
+        on_store = self.committed_manifest()
+        if on_store is None or [s["sha256"] for s in on_store["shards"]] != [s["sha256"] for s in manifest["shards"]]:
+            raise StorageError(f"{self.url}: its shards changed on the store during the evaluation; nothing written")
+        shards = {shard["file"] for shard in manifest["shards"]}
+        files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                       if p.is_file() and not p.relative_to(local).parts[0].startswith("."))
+        with self._errors():
+            for relative in [f for f in files if f not in shards and f != ds.MANIFEST]:
+                self.fs.put_file(str(local / relative), storage.join(self.version_path, relative))
+            crash_point("publish:before-manifest")
+            if self._etag is not None:
+                self.check_held()
+            self.fs.put_file(str(local / ds.MANIFEST), storage.join(self.version_path, ds.MANIFEST))
+            if set_latest:
+                self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
+
     def _remote_files(self) -> list[str]:
         try:
             return [posixpath.relpath(p, self.version_path) for p in self.fs.find(self.version_path)]
@@ -308,6 +328,14 @@ def _describe_holder(body: str) -> str:
         return f"process {record['pid']} on host {record['host']} since {record['started']}"
     except (ValueError, KeyError, TypeError):
         return body or "another build"
+
+
+def version_output(url: str) -> RemoteOutput:
+    """The RemoteOutput of the committed version a URL names (a version, or a dataset with `latest`)."""
+    _, _, version_url = storage.resolve_version(url)
+    dataset_url, version = version_url.rsplit("/", 1)
+    output_url, name = dataset_url.rsplit("/", 1)
+    return RemoteOutput(output_url, name, version)
 
 
 def remote_output_of(recipe, force_unlock: bool = False) -> RemoteOutput | None:

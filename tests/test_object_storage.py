@@ -324,3 +324,41 @@ def test_export_and_label_take_s3_urls(uploaded, tmp_path):
     assert run_cli("verify", f"{uploaded}/1.0.0+attr").returncode == 0
     again = run_cli("label", f"{uploaded}/1.0.0", "--labeler", "attributes", "--version", "1.0.0+attr")
     assert again.returncode == 0 and "already labelled" in again.stdout, again.stderr
+
+
+def test_evaluate_writes_its_results_back_to_the_store(uploaded, local_dataset, s3_url, tmp_path):
+    """Metrics, card and report reach the store (manifest.json last), seen from a fresh mirror."""
+    import json
+
+    from synthloom import storage
+    from synthloom.errors import GateError
+    from synthloom.flows.evaluate import evaluate_dataset
+    from synthloom.remote_output import RemoteOutput
+
+    fs, source = storage.filesystem(uploaded)
+    _, root = storage.filesystem(s3_url)
+    fs.copy(f"{source}/1.0.0/", f"{root}/objects/1.0.0/", recursive=True)
+    fs.pipe_file(f"{root}/objects/latest", b"1.0.0\n")
+    url = f"{s3_url}/objects"
+    result = run_cli("evaluate", url, "--reference", str(local_dataset), "--only", "fidelity")
+    assert result.returncode == 0, result.stderr
+    version = f"{url}/1.0.0"
+    assert result.stdout.strip().splitlines()[-1] == f"{version}: accepted; report at {version}/eval/report.html"
+    on_store = json.loads(fs.cat_file(f"{root}/objects/1.0.0/manifest.json"))
+    assert on_store["status"] == "accepted" and on_store["metrics"]["summary"]["one_nna_cd"] is not None
+    assert b"one_nna_cd" in fs.cat_file(f"{root}/objects/1.0.0/eval/report.html")
+    assert b"## Metrics" in fs.cat_file(f"{root}/objects/1.0.0/README.md")
+    assert not fs.exists(f"{root}/objects/.lock-1.0.0")  # released
+    fresh = run_cli("inspect", url, "--json", env={"SYNTHLOOM_CACHE_DIR": str(tmp_path / "fresh")})
+    assert fresh.returncode == 0 and '"one_nna_cd"' in fresh.stdout, fresh.stderr
+    assert run_cli("verify", url).returncode == 0  # the shards are untouched
+
+    # A missed gate: recorded on the store as rejected, the error names the URL.
+    with pytest.raises(GateError, match=f"{version} rejected by quality gates: cov_min"):
+        evaluate_dataset(url, reference=str(local_dataset), evaluators={"fidelity": {}}, gates={"cov_min": 1.01})
+    assert json.loads(fs.cat_file(f"{root}/objects/1.0.0/manifest.json"))["status"] == "rejected"
+
+    # An evaluation waits for no one: a version being built is refused, naming the holder.
+    with RemoteOutput(s3_url, "objects", "1.0.0").lock():
+        held = run_cli("evaluate", url, "--reference", str(local_dataset), "--only", "fidelity")
+    assert held.returncode == 1 and "being built by process" in held.stderr, held.stderr
