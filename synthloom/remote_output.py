@@ -88,6 +88,7 @@ class RemoteOutput:
         self._etag: str | None = None  # of the lock object while this process holds it
         self._lost_to: str | None = None  # the holder that took the lock over from this process
         self._guard = threading.Lock()  # heartbeat vs. checks of the ETag
+
     def local_build_dir(self) -> Path:
         """The local folder the build writes into (and resumes from) before publishing."""
         key = hashlib.sha256(self.output_url.encode()).hexdigest()[:16]
