@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, run_cli, write_recipe
@@ -193,3 +194,32 @@ def test_a_dask_build_trains_once_into_s3_and_its_workers_load_their_own_copies(
     worker_paths = {e["weights"] for e in log if e["event"] == "model" and e["pid"] != os.getpid()}
     assert worker_paths == {str(workers / "entries" / model["sha256"][:2] / model["sha256"])}
     assert len(list((workers / "entries").glob("*/*/store.json"))) == 1  # one download for the machine
+
+
+def test_a_dcgan_prepared_into_s3_loads_from_a_fresh_cache_and_makes_the_same_rows(s3_url, tmp_path, monkeypatch,
+                                                                                  one_torch_thread):
+    """The real generator: its `load` reads `info.model_dir` and checks every output's sha256, all under
+    the entry's folder, so a worker's copy must stand in for the driver's everywhere."""
+    import shutil
+
+    from synthloom.generators.dcgan import DCGAN
+    from synthloom.models import localize
+
+    params = {"resolution": 8, "ngf": 8, "ndf": 8, "nz": 16, "epochs": 1, "batch_size": 64, "on_collapse": "warn"}
+    driver = ModelStore(f"{s3_url}/models", cache=tmp_path / "driver")
+    generator = DCGAN(params)
+    prepared = with_model_refs(generator.prepare(BuildContext(cache_dir=tmp_path, reference="sklearn:digits",
+                                                              models=driver)), driver)
+    generator.load(prepared)
+    expected = [row["image"] for row in generator.generate(SHARD)]
+
+    monkeypatch.setenv("SYNTHLOOM_MODEL_CACHE", str(tmp_path / "worker"))
+    on_worker = localize(prepared)
+    copy = str(tmp_path / "worker" / "entries" / prepared.models[0].sha256[:2] / prepared.models[0].sha256)
+    assert on_worker.info["model_dir"] == copy and all(o.path.startswith(copy + "/") for o in on_worker.outputs)
+    assert on_worker.input_fingerprint == prepared.input_fingerprint  # the same shards, cache keys unchanged
+    shutil.rmtree(tmp_path / "driver")  # nothing of the driver's copy is read
+    worker = DCGAN(params)
+    worker.load(on_worker)
+    again = [row["image"] for row in worker.generate(SHARD)]
+    assert len(again) == len(expected) == 16 and all(np.array_equal(a, b) for a, b in zip(again, expected))
