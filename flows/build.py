@@ -36,6 +36,7 @@ from synthloom.card import dataset_card
 from synthloom.croissant import croissant_metadata
 from synthloom.faults import crash_point
 from synthloom.generators.base import Prepared
+from synthloom.lifecycle import with_model_refs
 from synthloom.planning import plan_shards
 from synthloom.preview import write_preview
 from synthloom.provenance import git_sha, package_versions
@@ -57,29 +58,34 @@ GENERATION_MARK = ".generation_sha256"
 @task(name="prepare-generator", task_run_name="prepare-{plan.recipe.generator.kind}")
 def prepare_generator(plan: BuildPlan) -> Prepared:
     generator = make_generator(plan.recipe.generator.kind, plan.recipe.generator.params)
-    return generator.prepare(plan.context())
+    ctx = plan.context()
+    # Entries of a remote model store that prepare used: workers fetch them (models.localize).
+    return with_model_refs(generator.prepare(ctx), ctx.models)
 
 
 def build_dataset(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
                   progress: bool = False, workers: int = 1, device: str | None = None, runner: str | None = None,
-                  address: str | None = None, output: str | None = None) -> dict[str, Any]:
+                  address: str | None = None, output: str | None = None, force_unlock: bool = False) -> dict[str, Any]:
     """Build the dataset a recipe describes and commit it (the `build-dataset` flow, run without
     Prefect's heartbeats unless the user asks: see run_settings.py); returns a summary dict.
     `runner`/`address` override the recipe's `runner:` (flows/runners.py), `output` its `output:` (a folder
-    or an object-store URL)."""
+    or an object-store URL). `force_unlock`: take over the version's lock object on a store however fresh
+    (its holder is known to be dead; remote_output.py)."""
     with one_off_run():
         return build_dataset_flow(recipe_path, overwrite=overwrite, version=version, seed=seed, progress=progress,
-                                  workers=workers, device=device, runner=runner, address=address, output=output)
+                                  workers=workers, device=device, runner=runner, address=address, output=output,
+                                  force_unlock=force_unlock)
 
 
 @flow(name="build-dataset")
 def build_dataset_flow(recipe_path: str, overwrite: bool = False, version: str | None = None,
                        seed: int | None = None, progress: bool = False, workers: int = 1,
                        device: str | None = None, runner: str | None = None,
-                       address: str | None = None, output: str | None = None) -> dict[str, Any]:
+                       address: str | None = None, output: str | None = None,
+                       force_unlock: bool = False) -> dict[str, Any]:
     """The flow itself; call `build_dataset`, which sets Prefect's run settings for a one-off build."""
     logger = get_run_logger()
-    plan = plan_build(recipe_path, overwrite, version, seed, device, runner, address, workers, output)
+    plan = plan_build(recipe_path, overwrite, version, seed, device, runner, address, workers, output, force_unlock)
     if plan.remote is None:
         return _build_locally(plan, overwrite, progress, workers, logger)
     with plan.remote.lock():  # one build of this version on the store (a conditional create)
@@ -256,6 +262,7 @@ def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]]
             "assets": [a.model_dump() for a in prepared.assets],
             "outputs": [a.model_dump() for a in prepared.outputs],
             "info": prepared.info,
+            "models": [{"url": f"{m.store}/{m.key[:2]}/{m.key}", "sha256": m.sha256} for m in prepared.models],
             "stats": get_generator_class(recipe.generator.kind).merge_stats([r["stats"] for r in records
                                                                              if "stats" in r]),
         },

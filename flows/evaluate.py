@@ -2,6 +2,10 @@
 
 A version that misses a gate stays on disk, marked `rejected` in its manifest, and
 `latest` is not moved to it; the flow run then fails naming the metric and both numbers.
+
+A version on an object store (`s3://…`) is evaluated in its local mirror under the version's lock object,
+then its results go back like every other writer's commit (remote_output.py): eval/, README.md, then
+manifest.json last (one PUT replaces it), then `latest` if it passed.
 """
 
 from __future__ import annotations
@@ -40,10 +44,35 @@ def evaluate_task(version_dir: str, reference: str, evaluators: dict[str, dict],
 def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dict[str, dict] | None = None,
                      split: str = "train", gates: dict[str, float] | None = None) -> dict[str, Any]:
     """Evaluate `dataset` against `reference` (default: the recipe's), record metrics and the gate verdict."""
+    from synthloom import storage
+
+    if storage.is_url(dataset):
+        return _evaluate_on_store(dataset, reference, evaluators, split, gates)
+    return _evaluate(ds.resolve_version_dir(dataset), reference, evaluators, split, gates)
+
+
+def _evaluate_on_store(url: str, reference, evaluators, split: str, gates) -> dict[str, Any]:
+    from synthloom import storage
+    from synthloom.remote_output import version_output
+
+    remote = version_output(url)
+    with remote.lock():  # no build, label or other evaluation changes this version meanwhile
+        version_dir = storage.materialize(remote.url)  # under the lock: the manifest we update is current
+        try:
+            result = _evaluate(version_dir, reference, evaluators, split, gates, shown=remote.url)
+        except GateError:
+            remote.publish_results(version_dir, set_latest=False)  # rejected: recorded, not `latest`
+            raise
+        remote.publish_results(version_dir, set_latest=True)
+    return {**result, "path": remote.url, "report": f"{remote.url}/eval/report.html"}
+
+
+def _evaluate(version_dir, reference, evaluators, split: str, gates, shown: str | None = None) -> dict[str, Any]:
+    """Evaluate a local version folder; `shown` names it in messages (the store URL of a mirror)."""
     from synthloom.evaluators.report import write_report
     from synthloom.gates import check_gates
 
-    version_dir = ds.resolve_version_dir(dataset)
+    shown = shown or str(version_dir)
     manifest = ds.read_manifest(version_dir)
     recipe = manifest["recipe"]
     reference = reference or recipe.get("reference")
@@ -55,7 +84,7 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
         from synthloom.registry import load
 
         if not evaluators or any(getattr(load("evaluators", kind), "needs_reference", True) for kind in evaluators):
-            raise SynthloomError(f"{version_dir}: no reference to evaluate against; pass --reference")
+            raise SynthloomError(f"{shown}: no reference to evaluate against; pass --reference")
     result = evaluate_task(str(version_dir), reference, evaluators or {}, split)
     gates = recipe.get("gates", {}) if gates is None else gates
     verdict = check_gates(gates, result["summary"]) if gates else None
@@ -68,10 +97,10 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
     create_table_artifact(
         table=[{"metric": k, "value": v} for k, v in result["summary"].items() if isinstance(v, (int, float))],
         key="metrics-" + "".join(c if c.isalnum() else "-" for c in recipe["name"].lower()),
-        description=f"Metrics of {version_dir} against {reference or 'its own ground truth'} ({status})",
+        description=f"Metrics of {shown} against {reference or 'its own ground truth'} ({status})",
     )
     if status == "rejected":
-        raise GateError(f"{version_dir} rejected by quality gates: " + "; ".join(verdict["failures"]))
+        raise GateError(f"{shown} rejected by quality gates: " + "; ".join(verdict["failures"]))
     ds.set_latest(version_dir.parent, version_dir.name)
     return {"path": str(version_dir), "status": status, "summary": result["summary"],
             "report": str(version_dir / "eval" / "report.html")}

@@ -20,6 +20,8 @@ from synthloom.features import Features
 from synthloom.generators.base import BuildContext, Generator, ShardSpec
 from synthloom.labelers.base import Labeler, apply_labeler, chain_fingerprint, check_chain
 from synthloom.labelers.base import Prepared as LabelerPrepared
+from synthloom.lifecycle import with_model_refs
+from synthloom.models import localize
 from synthloom.provenance import sha256_file
 from synthloom.recipe import Recipe
 from synthloom.registry import make_labeler
@@ -71,7 +73,8 @@ def prepare_labelers(specs: tuple[tuple[str, dict[str, Any]], ...], features: Fe
     shard is labelled. The one preparation step of `build` and `label`."""
     labelers = [make_labeler(kind, params) for kind, params in specs]
     columns = check_chain(labelers, features)
-    prepared = tuple(labeler.prepare(context) for labeler in labelers)
+    context.models.handed_out.clear()
+    prepared = tuple(with_model_refs(labeler.prepare(context), context.models) for labeler in labelers)
     codes = tuple(labeler.code_version for labeler in labelers)
     fingerprint = chain_fingerprint([(kind, params, prep.input_fingerprint, code)
                                      for (kind, params), prep, code in zip(specs, prepared, codes)])
@@ -90,7 +93,7 @@ def loaded_labelers(labelling: Labelling, device: str) -> list[Labeler]:
         labelers = []
         for (kind, params), prepared in zip(labelling.specs, labelling.prepared):
             labeler = make_labeler(kind, params)
-            labeler.load(prepared, device)
+            labeler.load(localize(prepared), device)  # remote model-store entries: this machine's copy
             labelers.append(labeler)
         _LOADED_LABELERS[key] = labelers
     return _LOADED_LABELERS[key]

@@ -11,6 +11,7 @@ from synthloom import dataset as ds
 from synthloom.devices import resolve_device
 from synthloom.errors import DatasetError
 from synthloom.generators.base import BuildContext
+from synthloom.models import ModelStore
 from synthloom.planning import check_build_size
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
 from synthloom.registry import make_generator
@@ -43,7 +44,7 @@ class BuildPlan:
 
 def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = None, seed: int | None = None,
                device: str | None = None, runner: str | None = None, address: str | None = None,
-               workers: int = 1, output: str | None = None) -> BuildPlan:
+               workers: int = 1, output: str | None = None, force_unlock: bool = False) -> BuildPlan:
     """The preflight: validate everything that can be checked in well under a second (a cluster address
     or an object store: a few seconds), change nothing on disk but the output folder itself."""
     recipe = load_recipe(recipe_path)
@@ -54,7 +55,8 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
     spec = recipe.runner
     chosen = choose_runner(spec.kind if spec else None, spec.address if spec else None, runner, address, workers)
     check_runner(chosen)  # a missing package or an unreachable cluster: before anything is written
-    remote = remote_output_of(recipe)
+    ModelStore().check_reachable()  # SYNTHLOOM_MODEL_STORE on an object store: reachable, bucket exists
+    remote = remote_output_of(recipe, force_unlock)
     final = remote.local_build_dir() if remote is not None else recipe.version_dir().resolve()
     plan = BuildPlan(recipe, recipe_path, final, recipe.generation_fingerprint(), None,
                      resolve_device(recipe.device), chosen, remote)

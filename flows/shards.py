@@ -18,6 +18,7 @@ from synthloom import dataset as ds
 from synthloom.devices import device_slots
 from synthloom.errors import SynthloomError
 from synthloom.generators.base import Generator, Prepared, ShardSpec
+from synthloom.models import localize
 from synthloom.provenance import sha256_file
 from synthloom.recipe import parse_recipe
 from synthloom.registry import make_generator
@@ -46,7 +47,7 @@ def loaded_generator(kind: str, params: dict[str, Any], prepared: Prepared, devi
     if key not in _LOADED:
         _LOADED.clear()  # a worker serves one build at a time: free the previous model first
         generator = make_generator(kind, params)
-        generator.load(prepared, device)
+        generator.load(localize(prepared), device)  # remote model-store entries: this machine's copy
         _LOADED[key] = generator
     return _LOADED[key]
 

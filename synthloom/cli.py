@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, help="override the recipe's root seed")
     build.add_argument("--output", help="override the recipe's `output:`: a folder or an object-store URL "
                                         "(s3://bucket/prefix; credentials and endpoint from AWS_* variables)")
+    build.add_argument("--force-unlock", action="store_true",
+                       help="on an object store: take over the version's lock object from a build known to be dead "
+                            "(a lock whose heartbeat is older than SYNTHLOOM_LOCK_STALE_SECONDS, default 3600, is "
+                            "taken over without it)")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.add_argument("--workers", type=int, default=1,
                        help="shards generated in parallel, one process each (default 1: in the flow's process)")
@@ -231,13 +235,14 @@ def cmd_build(args) -> int:
     # A bad recipe, bad generator params or inputs, an absurd size, a conflicting version, a build of
     # the same version in progress or an unwritable output fails here, in a second, before any flow run.
     plan = plan_build(args.recipe, args.overwrite, args.version, args.seed, args.device, args.runner, args.address,
-                      args.workers, args.output)
+                      args.workers, args.output, args.force_unlock)
     _say_which_server()
     if plan.recipe.evaluators or plan.recipe.gates:
         _leave_a_core_for_prefect()
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
                            progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers,
-                           device=args.device, runner=args.runner, address=args.address, output=args.output)
+                           device=args.device, runner=args.runner, address=args.address, output=args.output,
+                           force_unlock=args.force_unlock)
     if result["status"] == "exists":
         print(f"{result['path']}: already built from this recipe ({result['rows']} rows); "
               "finished the steps after the commit, nothing regenerated")
@@ -336,6 +341,7 @@ def cmd_evaluate(args) -> int:
     from synthloom.flows.run_settings import one_off_run
 
     from . import dataset as ds
+    from . import storage
 
     version_dir = ds.resolve_version_dir(args.dataset)
     recipe = ds.read_manifest(version_dir)["recipe"]
@@ -363,7 +369,9 @@ def cmd_evaluate(args) -> int:
     if args.clip_model:
         evaluators.setdefault("clip_score", {})["model"] = args.clip_model
     with one_off_run():  # no Prefect heartbeats unless asked (flows/run_settings.py)
-        result = evaluate_dataset(str(version_dir), reference=args.reference, evaluators=evaluators or None,
+        # A URL is evaluated on its mirror and the results written back to the store (flows/evaluate.py).
+        target = args.dataset if storage.is_url(args.dataset) else str(version_dir)
+        result = evaluate_dataset(target, reference=args.reference, evaluators=evaluators or None,
                                   split=args.split)
     for key, value in result["summary"].items():
         print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")

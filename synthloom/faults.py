@@ -37,3 +37,10 @@ def injected(name: str) -> bool:
     """Whether the test asked for the named fault (not a kill: e.g. `dcgan:nan-loss-epoch-2` makes that
     epoch's loss NaN, to test that a diverged training stops and keeps its last good checkpoint)."""
     return os.environ.get("SYNTHLOOM_CRASH_AT") == name
+
+
+# A model store on an object store (remote_models.py): the entry's marker is its commit.
+MODEL_STORE_POINTS = (
+    "models:file-uploaded",   # one file of a sealed entry uploaded, no marker
+    "models:before-marker",   # every file uploaded, no marker
+)

@@ -61,6 +61,14 @@ class BuildContext:
         return self.recipe_dir / path
 
 
+def with_model_refs(prepared: "PreparedPart", store: ModelStore) -> "PreparedPart":
+    """`prepared` naming the remote model-store entries `store` handed out since the last call (the
+    entries that part's `prepare` used), so that workers fetch them (models.localize)."""
+    refs = [ModelRef(**ref) for ref in store.refs()]
+    store.handed_out.clear()
+    return prepared.model_copy(update={"models": refs}) if refs else prepared
+
+
 class Asset(BaseModel):
     """A file (or procedural source) a generator used or produced, for provenance."""
 
@@ -93,6 +101,18 @@ def input_fingerprint(kind: str, params: BaseModel, code_version: str, assets: l
                         "assets": [[a.path, a.sha256, a.role, a.label] for a in assets], **extra})
 
 
+class ModelRef(BaseModel):
+    """A model-store entry on a remote store that a prepared part uses (models.StoredModel.ref): a worker
+    fetches it into its own cache and reads its copy instead of the driver's `path` (models.localize)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: str = Field(description="The store's URL.")
+    key: str = Field(description="The entry's key (sha256 of its inputs).")
+    sha256: str = Field(description="The entry's content hash (its files and their sha256s).")
+    path: str = Field(description="The driver's copy of the entry, under which paths in the record point.")
+
+
 class PreparedPart(BaseModel):
     """What a part's `prepare` returns, the fields every part shares: what its work needs and what
     provenance records. `generators.base.Prepared` and `labelers.base.Prepared` add their own.
@@ -108,3 +128,5 @@ class PreparedPart(BaseModel):
     assets: list[Asset] = Field(default_factory=list)
     outputs: list[Asset] = Field(default_factory=list, description="What prepare produced (trained weights).")
     info: dict[str, Any] = Field(default_factory=dict, description="Part-specific JSON (training summary).")
+    models: list[ModelRef] = Field(default_factory=list, description="Remote model-store entries it uses; set "
+                                   "by the build flow from the store's hand-outs, not by the part.")

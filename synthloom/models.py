@@ -10,6 +10,10 @@ model instead of training again:
                                      its checkpoints, renamed into place (one rename) when complete
 
 The root defaults to `$SYNTHLOOM_MODEL_STORE`, else `$XDG_CACHE_HOME/synthloom/models` (~/.cache/...).
+It may be an fsspec URL (`s3://bucket/models`), for builds whose workers share no filesystem: the same
+keys on the store, committed by a marker written last, and each machine loads from its own verified copy
+(remote_models.py). A `Prepared` record names the remote entries it uses (`models`), and `localize` makes
+a worker fetch them and read its copy.
 Weights are safetensors files with a config.json, the `save_pretrained`/`from_pretrained` layout of
 diffusers and transformers, so the same entry can be opened by those libraries' loaders.
 """
@@ -26,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import storage
 from .errors import ModelError, ModelRejectedError
 from .provenance import sha256_file
+from .remote_models import RemoteEntries, model_cache_dir
 
 STORE_FORMAT = "synthloom-model-store/1"
 ENTRY_RECORD = "store.json"
@@ -35,9 +41,11 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def default_store_root() -> Path:
-    if os.environ.get("SYNTHLOOM_MODEL_STORE"):
-        return Path(os.environ["SYNTHLOOM_MODEL_STORE"]).expanduser()
+def default_store_root() -> Path | str:
+    """A folder, or an fsspec URL (a str: `Path` would fold `s3://` into `s3:/`)."""
+    configured = os.environ.get("SYNTHLOOM_MODEL_STORE")
+    if configured:
+        return configured if storage.is_url(configured) else storage.local_path(configured)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "synthloom" / "models"
 
@@ -57,6 +65,7 @@ class StoredModel:
     inputs: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
     reused: bool = False
+    url: str | None = None  # the entry on a remote store; `path` is then this machine's copy
 
     @property
     def sha256(self) -> str:
@@ -64,9 +73,34 @@ class StoredModel:
         return hashlib.sha256(json.dumps(sorted(self.files.items())).encode()).hexdigest()
 
 
+    def ref(self, store: str) -> dict[str, str]:
+        """What a worker needs to fetch this entry (lifecycle.ModelRef)."""
+        return {"store": store, "key": self.key, "sha256": self.sha256, "path": str(self.path)}
+
+
 class ModelStore:
-    def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root).expanduser() if root is not None else default_store_root()
+    """A local folder, or an fsspec URL with a local cache of the entries used here (`cache`)."""
+
+    def __init__(self, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None):
+        root = default_store_root() if root is None else root
+        self.url: str | None = None
+        self.remote: RemoteEntries | None = None
+        if storage.is_url(root):
+            self.url = str(root).rstrip("/")
+            self.root = Path(cache).expanduser() if cache is not None else model_cache_dir()
+            self.remote = RemoteEntries(self.url, self.root)
+        else:
+            self.root = storage.local_path(root)
+        self.handed_out: dict[str, StoredModel] = {}  # remote entries this store returned, by key
+
+    def check_reachable(self) -> None:
+        """A remote store: fail in seconds naming it (missing bucket, credentials, no server)."""
+        if self.remote is not None:
+            self.remote.check_reachable()
+
+    def refs(self) -> list[dict[str, str]]:
+        """The remote entries handed out so far, for `Prepared.models` (empty for a local store)."""
+        return [stored.ref(self.url) for stored in self.handed_out.values()]
 
     def entry_dir(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -77,6 +111,8 @@ class ModelStore:
 
     def get(self, key: str) -> StoredModel | None:
         """The finished entry, its files rehashed; None if there is none. A damaged entry is an error."""
+        if self.remote is not None:
+            return self._get_remote(key)
         folder = self.entry_dir(key)
         record_path = folder / ENTRY_RECORD
         if not record_path.is_file():
@@ -103,17 +139,63 @@ class ModelStore:
             if found is not None:
                 return found
             work = self.work_dir(key)
-            work.mkdir(parents=True, exist_ok=True)
-            try:
-                build(work)
-            except ModelRejectedError:
-                # A verdict on the model, not a crash: nothing of it is stored, and nothing is kept to resume
-                # from (a crash or a kill keeps the work folder, so training resumes from its checkpoints).
-                shutil.rmtree(work, ignore_errors=True)
-                raise
-            return self._commit(key, inputs, work)
+            record = self._sealed(work) if self.remote is not None else None  # killed while uploading
+            if record is None:
+                work.mkdir(parents=True, exist_ok=True)
+                try:
+                    build(work)
+                except ModelRejectedError:
+                    # A verdict on the model, not a crash: nothing of it is stored, and nothing is kept to resume
+                    # from (a crash or a kill keeps the work folder, so training resumes from its checkpoints).
+                    shutil.rmtree(work, ignore_errors=True)
+                    raise
+                record = self._seal(key, inputs, work)
+            if self.remote is not None:
+                return self._commit_remote(key, record, work)
+            final = self.entry_dir(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(work, final)
+            return StoredModel(key, final, inputs, record["files"])
 
-    def _commit(self, key: str, inputs: dict[str, Any], work: Path) -> StoredModel:
+    # -- a remote store ---------------------------------------------------------------------------
+    def _get_remote(self, key: str) -> StoredModel | None:
+        record = self.remote.record(key)
+        if record is None:
+            return None
+        copied = self.remote.local_dir(record["content"])
+        if (copied / ENTRY_RECORD).is_file() and _damaged(copied, record["files"]) is not None:
+            shutil.rmtree(copied)  # a local copy is a cache: a changed one is fetched again
+        folder = self.remote.fetch(key, record)  # verified while downloading
+        return self._hand_out(StoredModel(key, folder, record["inputs"], record["files"], reused=True,
+                                          url=self.remote.entry_url(key)))
+
+    def _commit_remote(self, key: str, record: dict[str, Any], work: Path) -> StoredModel:
+        committed = self.remote.upload(key, record, work)
+        local = self.remote.local_dir(committed["content"])
+        if committed["content"] == record["content"] and not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(work, local)  # what we uploaded is this machine's copy
+        else:  # already here, or another machine's entry won the marker
+            shutil.rmtree(work)
+            local = self.remote.fetch(key, committed)
+        return self._hand_out(StoredModel(key, local, committed["inputs"], committed["files"],
+                                          url=self.remote.entry_url(key)))
+
+    def _hand_out(self, stored: StoredModel) -> StoredModel:
+        self.handed_out[stored.key] = stored
+        return stored
+
+    @staticmethod
+    def _sealed(work: Path) -> dict[str, Any] | None:
+        """The record of a work folder sealed by an earlier run whose upload was killed, if intact."""
+        record_path = work / ENTRY_RECORD
+        if not record_path.is_file():
+            return None
+        record = json.loads(record_path.read_text())
+        return record if _damaged(work, record["files"]) is None else None
+
+    def _seal(self, key: str, inputs: dict[str, Any], work: Path) -> dict[str, Any]:
+        """Hash the built files into the entry's record (store.json, written into the work folder)."""
         # Hidden files and folders (resume checkpoints: `.checkpoint/last.pt`) are not part of the entry.
         files = {str(p.relative_to(work)): sha256_file(p) for p in sorted(work.rglob("*"))
                  if p.is_file() and p.name != ENTRY_RECORD
@@ -122,12 +204,10 @@ class ModelStore:
             raise ModelError(f"{work}: building the model wrote no files")
         for leftover in work.glob(".*"):  # resume checkpoints are not part of the entry
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        record = {"format": STORE_FORMAT, "key": key, "inputs": inputs, "files": files}
+        content = StoredModel(key, work, inputs, files).sha256
+        record = {"format": STORE_FORMAT, "key": key, "inputs": inputs, "files": files, "content": content}
         (work / ENTRY_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        final = self.entry_dir(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(work, final)
-        return StoredModel(key, final, inputs, files)
+        return record
 
     @contextmanager
     def _lock(self, key: str) -> Iterator[None]:
@@ -138,6 +218,58 @@ class ModelStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _damaged(folder: Path, files: dict[str, str]) -> Path | None:
+    """The first file of an entry that is missing or whose sha256 differs from its record, else None."""
+    for name, digest in files.items():
+        file = folder / name
+        if not file.is_file() or sha256_file(file) != digest:
+            return file
+    return None
+
+
+# -- workers: the remote entries a prepared record uses ------------------------------------------
+_FETCHED: dict[tuple[str, str, str], Path] = {}  # (store, key, content) -> this machine's copy, per process
+
+
+def localize(prepared):
+    """`prepared` as this process can load it: each remote model-store entry it names (`models`) fetched
+    into this machine's cache (once per process; once per machine, under a file lock), and every path
+    inside the driver's copy of it pointed at this machine's copy. Unchanged when it names none."""
+    refs = getattr(prepared, "models", None) or []
+    data, changed = None, False
+    for ref in refs:
+        ident = (ref.store, ref.key, ref.sha256)
+        if ident not in _FETCHED:
+            _FETCHED[ident] = _fetch(ref)
+        local = str(_FETCHED[ident])
+        if local != ref.path:
+            data = _replace_prefix(data if data is not None else prepared.model_dump(mode="json"), ref.path, local)
+            changed = True
+    return type(prepared).model_validate(data) if changed else prepared
+
+
+def _fetch(ref) -> Path:
+    store = ModelStore(ref.store)
+    local = store.remote.local_dir(ref.sha256)
+    if (local / ENTRY_RECORD).is_file():
+        return local  # fetched by an earlier process of this machine
+    record = store.remote.record(ref.key)
+    if record is None or record["content"] != ref.sha256:
+        raise ModelError(f"{store.remote.entry_url(ref.key)}: the model store entry prepared for this build is "
+                         f"{'gone' if record is None else 'replaced by another'}; rerun the build")
+    return store.remote.fetch(ref.key, record)
+
+
+def _replace_prefix(value, old: str, new: str):
+    if isinstance(value, str):
+        return new + value[len(old):] if value == old or value.startswith(old + "/") else value
+    if isinstance(value, dict):
+        return {k: _replace_prefix(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_prefix(v, old, new) for v in value]
+    return value
 
 
 # -- save_pretrained / from_pretrained for small torch modules -----------------------------------

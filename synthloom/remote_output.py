@@ -15,18 +15,28 @@ An object store has no rename, so the shards are uploaded once, to their final k
 elsewhere and copied (a copy would double the traffic for nothing: nothing reads the prefix until step 3).
 
 One build per version: `<url>/<name>/.lock-<version>`, created with a conditional PUT (`If-None-Match: *`):
-of two builds that race, the store lets exactly one create it, the other fails naming the holder. Unlike
-flock, a build killed with SIGKILL leaves the lock object behind: the error says which object to delete
-once that build is known to be dead. docs/DESIGN.md says which stores honour the condition.
+of two builds that race, the store lets exactly one create it, the other fails naming the holder. The
+lock records its holder (host, pid, start) and a heartbeat: the holder rewrites it every
+min(60 s, stale timeout / 4) with `If-Match: <its ETag>`. Unlike flock, a build killed with SIGKILL leaves
+the object behind; its heartbeat then stops, and a later build that finds it older than the stale
+timeout (`SYNTHLOOM_LOCK_STALE_SECONDS`, default 1 h; age = now - the object's LastModified) takes it
+over, as does `--force-unlock` at any age. Taking over is a PUT with `If-Match: <the ETag it read>`, so of
+two takers (or a taker and a holder that was alive after all, heartbeating) exactly one wins. A holder
+whose heartbeat finds its ETag replaced has lost the lock: it stops before writing the manifest and
+fails naming the new holder. docs/DESIGN.md says which stores honour the conditions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import posixpath
 import socket
+import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,11 +46,35 @@ from . import storage
 from .errors import DatasetError, StorageError
 from .faults import crash_point
 
+log = logging.getLogger(__name__)
+
+STALE_SECONDS = 3600.0  # a lock whose heartbeat is older than this belongs to a dead build
+
+
+def stale_seconds() -> float:
+    value = os.environ.get("SYNTHLOOM_LOCK_STALE_SECONDS")
+    try:
+        seconds = STALE_SECONDS if value is None else float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise StorageError(f"SYNTHLOOM_LOCK_STALE_SECONDS={value!r} is not a positive number of seconds")
+    return seconds
+
+
+@dataclass(frozen=True)
+class LockState:
+    """A lock object as read: who holds it, its ETag (for If-Match) and its age in seconds."""
+
+    holder: str
+    etag: str
+    age: float
+
 
 class RemoteOutput:
     """Where one version goes on a store."""
 
-    def __init__(self, output_url: str, name: str, version: str):
+    def __init__(self, output_url: str, name: str, version: str, force_unlock: bool = False):
         self.output_url = output_url.rstrip("/")
         self.name, self.version = name, version
         self.fs, root = storage.filesystem(self.output_url)
@@ -48,6 +82,12 @@ class RemoteOutput:
         self.version_path = storage.join(self.dataset_root, version)
         self.url = f"{self.output_url}/{name}/{version}"
         self.lock_path = storage.join(self.dataset_root, f".lock-{version}")
+        self.lock_url = f"{self.output_url}/{name}/.lock-{version}"
+        self.force_unlock = force_unlock  # take over a lock however fresh its heartbeat (--force-unlock)
+        self.stale_seconds = stale_seconds()
+        self._etag: str | None = None  # of the lock object while this process holds it
+        self._lost_to: str | None = None  # the holder that took the lock over from this process
+        self._guard = threading.Lock()  # heartbeat vs. checks of the ETag
 
     def local_build_dir(self) -> Path:
         """The local folder the build writes into (and resumes from) before publishing."""
@@ -69,38 +109,145 @@ class RemoteOutput:
                 return None
         return storage.read_manifest(self.fs, self.version_path, self.url)
 
-    def holder(self) -> str | None:
+    # -- the version's lock object ----------------------------------------------------------------
+    def _bucket_key(self) -> tuple[str, str]:
+        bucket, key, _ = self.fs.split_path(self.lock_path)
+        return bucket, key
+
+    def read_lock(self) -> LockState | None:
+        """The lock object, None if there is none. Its ETag is read before its body, so a takeover
+        conditioned on that ETag fails if the body read is already newer."""
+        bucket, key = self._bucket_key()
         with self._errors():
+            self.fs.invalidate_cache(self.lock_path)
             try:
-                return self.fs.cat_file(self.lock_path).decode(errors="replace").strip() or "another build"
+                head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+                body = self.fs.cat_file(self.lock_path).decode(errors="replace").strip()
             except FileNotFoundError:
                 return None
+        age = (datetime.now(timezone.utc) - head["LastModified"]).total_seconds()
+        return LockState(_describe_holder(body), head["ETag"], max(age, 0.0))
+
+    def holder(self) -> str | None:
+        state = self.read_lock()
+        return state.holder if state is not None else None
 
     def check_not_locked(self) -> None:
-        holder = self.holder()
-        if holder is not None:
-            raise StorageError(self._locked_message(holder))
+        """The preflight: fail naming the holder of a live lock (a stale one, or --force-unlock, will be
+        taken over by `lock`)."""
+        state = self.read_lock()
+        if state is not None and not self.force_unlock and state.age <= self.stale_seconds:
+            raise StorageError(self._locked_message(state))
 
-    def _locked_message(self, holder: str) -> str:
-        return (f"{self.url}: being built by {holder}; wait for it to finish (if that build is dead, delete "
-                f"{self.output_url}/{self.name}/.lock-{self.version})")
+    def _locked_message(self, state: LockState) -> str:
+        return (f"{self.url}: being built by {state.holder} (lock heartbeat {state.age:.0f} s ago); wait for it "
+                f"to finish, or if that build is dead rerun with --force-unlock (a lock whose heartbeat is "
+                f"older than {self.stale_seconds:.0f} s is taken over by the next build; {self.lock_url})")
+
+    def _body(self, started: str) -> bytes:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started,
+                           "heartbeat": now, "version": self.url}).encode()
+
+    def _put(self, body: bytes, **condition: str) -> str:
+        """A conditional PUT of the lock object; returns its new ETag."""
+        bucket, key = self._bucket_key()
+        try:
+            response = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
+        finally:
+            self.fs.invalidate_cache(self.lock_path)
+        return response["ETag"]
+
+    def acquire(self, started: str) -> None:
+        """Create the lock object, or take over a stale one (any one with --force-unlock), conditionally."""
+        body = self._body(started)
+        for _ in range(3):  # a lock released between our create and our read: create again
+            try:
+                self._etag = self._put(body, IfNoneMatch="*")
+                return
+            except Exception as error:
+                if not storage.precondition_failed(error):
+                    raise StorageError(storage.describe(self.url, error, self.fs)) from None
+            state = self.read_lock()
+            if state is None:
+                continue
+            if not self.force_unlock and state.age <= self.stale_seconds:
+                raise StorageError(self._locked_message(state))
+            why = "--force-unlock" if self.force_unlock and state.age <= self.stale_seconds else \
+                f"its heartbeat is {state.age:.0f} s old, stale after {self.stale_seconds:.0f} s"
+            try:
+                self._etag = self._put(body, IfMatch=state.etag)
+            except Exception as error:
+                if not storage.precondition_failed(error):
+                    raise StorageError(storage.describe(self.url, error, self.fs)) from None
+                now = self.read_lock()
+                raise StorageError(f"{self.url}: another build took over the lock of {state.holder} first "
+                                   f"(now held by {now.holder if now else 'nobody'}; {self.lock_url})") from None
+            log.warning("%s: took over the lock of %s (%s)", self.url, state.holder, why)
+            return
+        raise StorageError(f"{self.url}: could not create {self.lock_url} (it kept appearing and vanishing)")
+
+    def heartbeat_seconds(self) -> float:
+        return max(0.2, min(60.0, self.stale_seconds / 4))
+
+    def _heartbeat(self, started: str, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_seconds()):
+            with self._guard:
+                try:
+                    self._etag = self._put(self._body(started), IfMatch=self._etag)
+                except Exception as error:
+                    if storage.precondition_failed(error):
+                        self._lost_to = self.holder() or "another build"
+                        log.error("%s: lost the version lock to %s", self.url, self._lost_to)
+                        return
+                    log.warning("%s: lock heartbeat failed (%s); retrying", self.url, storage.describe(
+                        self.url, error, self.fs))
+
+    def check_held(self) -> None:
+        """Before a commit step: fail if another build took the lock over from this one."""
+        with self._guard:
+            state = None if self._lost_to else self.read_lock()
+            if self._lost_to or state is None or state.etag != self._etag:
+                holder = self._lost_to or (state.holder if state else "nobody (the lock object was deleted)")
+                raise StorageError(f"{self.url}: this build lost its lock to {holder}; nothing committed "
+                                   f"(a takeover with --force-unlock or a stale heartbeat; {self.lock_url})")
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the version's lock object on the store for the whole build and publish."""
-        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        line = f"process {os.getpid()} on host {socket.gethostname()} since {since}".encode()
-        try:
-            self.fs.pipe_file(self.lock_path, line, IfNoneMatch="*")
-        except Exception as error:
-            if _precondition_failed(error):
-                raise StorageError(self._locked_message(self.holder() or "another build")) from None
-            raise StorageError(storage.describe(self.url, error, self.fs)) from None
+        """Hold the version's lock object on the store for the whole build and publish, heartbeating."""
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._lost_to = None
+        self.acquire(started)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(started, stop), daemon=True,
+                                name=f"lock-heartbeat-{self.version}")
+        beat.start()
         try:
             yield
         finally:
+            stop.set()
+            beat.join()
+            self._release()
+
+    def _release(self) -> None:
+        """Delete the lock object if it is still ours (If-Match: a lock taken over stays with its taker)."""
+        with self._guard:
+            if self._lost_to:
+                return
+            bucket, key = self._bucket_key()
             with self._errors():
-                self.fs.rm_file(self.lock_path)
+                try:
+                    self.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=self._etag)
+                except Exception as error:
+                    if storage.precondition_failed(error):
+                        log.warning("%s: the lock was taken over; left to its new holder", self.url)
+                    else:  # a store without conditional deletes: check, then delete (one request's window)
+                        state = self.read_lock()
+                        if state is not None and state.etag == self._etag:
+                            self.fs.call_s3("delete_object", Bucket=bucket, Key=key)
+                finally:
+                    self.fs.invalidate_cache(self.lock_path)
+            self._etag = None
 
     def uncommit(self) -> None:
         """Before overwriting: remove the manifest first, so no reader takes the half-replaced version."""
@@ -135,10 +282,32 @@ class RemoteOutput:
             for relative in [f for f in files if f not in hashes and f != ds.MANIFEST]:
                 self.fs.put_file(str(local / relative), storage.join(self.version_path, relative))
             crash_point("publish:before-manifest")
+            if self._etag is not None:
+                self.check_held()  # a build whose lock was taken over commits nothing
             self.fs.put_file(str(local / ds.MANIFEST), storage.join(self.version_path, ds.MANIFEST))
             if set_latest:
                 self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
         return counts
+
+    def publish_results(self, local: Path, set_latest: bool) -> None:
+        """After `evaluate` on a mirror: upload what it rewrote (eval/, README.md, the other metadata), then
+        manifest.json last (one PUT replaces it), then `latest`. The shards must be the store's."""
+        manifest = ds.read_manifest(local)
+        on_store = self.committed_manifest()
+        if on_store is None or [s["sha256"] for s in on_store["shards"]] != [s["sha256"] for s in manifest["shards"]]:
+            raise StorageError(f"{self.url}: its shards changed on the store during the evaluation; nothing written")
+        shards = {shard["file"] for shard in manifest["shards"]}
+        files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                       if p.is_file() and not p.relative_to(local).parts[0].startswith("."))
+        with self._errors():
+            for relative in [f for f in files if f not in shards and f != ds.MANIFEST]:
+                self.fs.put_file(str(local / relative), storage.join(self.version_path, relative))
+            crash_point("publish:before-manifest")
+            if self._etag is not None:
+                self.check_held()
+            self.fs.put_file(str(local / ds.MANIFEST), storage.join(self.version_path, ds.MANIFEST))
+            if set_latest:
+                self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
 
     def _remote_files(self) -> list[str]:
         try:
@@ -153,16 +322,26 @@ class RemoteOutput:
             return None
 
 
-def _precondition_failed(error: Exception) -> bool:
-    # 412: the object exists. 409 ConditionalRequestConflict: AWS's answer to a conditional write racing
-    # another one in flight for the same key; either way another build got there first.
-    text = str(error)
-    return any(s in text for s in ("PreconditionFailed", "pre-conditions you specified did not hold", "412",
-                                   "ConditionalRequestConflict", "409"))
+def _describe_holder(body: str) -> str:
+    """`process N on host H since T` from a lock object's JSON (older locks hold that line as text)."""
+    try:
+        record = json.loads(body)
+        return f"process {record['pid']} on host {record['host']} since {record['started']}"
+    except (ValueError, KeyError, TypeError):
+        return body or "another build"
 
 
-def remote_output_of(recipe) -> RemoteOutput | None:
-    return RemoteOutput(recipe.output, recipe.name, recipe.version) if storage.is_url(recipe.output) else None
+def version_output(url: str) -> RemoteOutput:
+    """The RemoteOutput of the committed version a URL names (a version, or a dataset with `latest`)."""
+    _, _, version_url = storage.resolve_version(url)
+    dataset_url, version = version_url.rsplit("/", 1)
+    output_url, name = dataset_url.rsplit("/", 1)
+    return RemoteOutput(output_url, name, version)
+
+
+def remote_output_of(recipe, force_unlock: bool = False) -> RemoteOutput | None:
+    return RemoteOutput(recipe.output, recipe.name, recipe.version, force_unlock) if storage.is_url(recipe.output) \
+        else None
 
 
 def conflict(url: str) -> DatasetError:

@@ -110,6 +110,15 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def precondition_failed(error: Exception) -> bool:
+    """Whether a conditional write was refused. 412: the condition (If-None-Match / If-Match) did not
+    hold. 409 ConditionalRequestConflict: AWS's answer to a conditional write racing another one in flight
+    for the same key; either way another writer got there first."""
+    text = str(error)
+    return any(s in text for s in ("PreconditionFailed", "pre-conditions you specified did not hold", "412",
+                                   "ConditionalRequestConflict", "409"))
+
+
 def join(*parts: str) -> str:
     return posixpath.join(*[p.rstrip("/") for p in parts])
 

@@ -149,10 +149,8 @@ def test_killed_upload_leaves_no_version_and_the_rerun_resumes(s3_url, tmp_path)
     # The killed build could not delete its lock object: the next build names it and says what to do.
     blocked = run_cli("build", str(recipe), "--output", s3_url)
     assert blocked.returncode == 1 and "being built by process" in blocked.stderr
-    assert f"delete {s3_url}/onstore/.lock-1.0.0" in blocked.stderr
-    fs, root = storage.filesystem(s3_url)
-    fs.rm_file(f"{root}/onstore/.lock-1.0.0")
-    resumed = run_cli("build", str(recipe), "--output", s3_url)
+    assert "--force-unlock" in blocked.stderr and f"{s3_url}/onstore/.lock-1.0.0" in blocked.stderr
+    resumed = run_cli("build", str(recipe), "--output", s3_url, "--force-unlock")
     assert resumed.returncode == 0, resumed.stderr
     assert "2 shards uploaded, 1 already on the store" in resumed.stdout  # the shard uploaded before the kill
     assert run_cli("verify", version).returncode == 0
@@ -189,7 +187,7 @@ def test_one_of_racing_builds_takes_the_version_lock(s3_url):
     assert outcomes.count("won") == 1, outcomes
     losers = [o for o in outcomes if o != "won"]
     assert len(losers) == 5 and all(o.startswith(f"{s3_url}/raced/1.0.0: being built by ")
-                                    and f"delete {s3_url}/raced/.lock-1.0.0" in o for o in losers), "\n".join(losers)
+                                    and f"{s3_url}/raced/.lock-1.0.0" in o for o in losers), "\n".join(losers)
 
 
 def test_a_build_of_a_locked_version_fails_naming_the_holder(s3_url, tmp_path):
@@ -201,6 +199,101 @@ def test_a_build_of_a_locked_version_fails_naming_the_holder(s3_url, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and f"being built by process {os.getpid()}" in result.stderr
     assert synthloom.storage.filesystem(s3_url)[0].find(s3_url.split("://")[1] + "/onstore/1.0.0") == []
+
+
+# -- the lock object's expiry -----------------------------------------------------------------
+DEAD = b'{"pid": 999999, "host": "gone", "started": "2026-01-01T00:00:00+00:00", "heartbeat": "2026-01-01T00:00:00+00:00"}'
+
+
+def _dead_build_lock(s3_url: str, name: str) -> None:
+    """The lock object a SIGKILLed build leaves: nobody heartbeats it any more."""
+    from synthloom import storage
+
+    fs, root = storage.filesystem(s3_url)
+    fs.pipe_file(f"{root}/{name}/.lock-1.0.0", DEAD)
+
+
+def _race(targets, hold: float = 1.0) -> list[str]:
+    """Each RemoteOutput tries to take its lock at once; returns 'won' or the error line of each."""
+    import threading
+
+    outcomes, barrier = [], threading.Barrier(len(targets))
+
+    def race(target):
+        barrier.wait()
+        try:
+            with target.lock():
+                outcomes.append("won")
+                time.sleep(hold)  # hold it while the others try
+        except StorageError as error:
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=race, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def test_a_lock_older_than_the_stale_timeout_is_taken_over_a_fresh_one_is_not(s3_url, monkeypatch):
+    from synthloom.remote_output import RemoteOutput
+
+    monkeypatch.setenv("SYNTHLOOM_LOCK_STALE_SECONDS", "2")
+    _dead_build_lock(s3_url, "stale")
+    target = RemoteOutput(s3_url, "stale", "1.0.0")
+    with pytest.raises(StorageError) as refused:
+        target.check_not_locked()
+    message = str(refused.value)
+    assert message.startswith(f"{s3_url}/stale/1.0.0: being built by process 999999 on host gone since 2026-01-01")
+    assert "--force-unlock" in message and "older than 2 s is taken over" in message
+    time.sleep(3)  # the dead build's heartbeat is now older than the timeout
+    target.check_not_locked()
+    with target.lock():
+        assert target.holder().startswith(f"process {os.getpid()} on host ")
+    assert target.holder() is None  # released
+
+
+def test_force_unlock_takes_over_a_fresh_lock_and_the_old_holder_commits_nothing(s3_url, monkeypatch,
+                                                                                  local_dataset):
+    from pathlib import Path
+
+    from synthloom import dataset as ds
+    from synthloom.remote_output import RemoteOutput
+
+    monkeypatch.setenv("SYNTHLOOM_LOCK_STALE_SECONDS", "1")  # heartbeats every 0.25 s
+    holder = RemoteOutput(s3_url, "forced", "1.0.0")
+    with holder.lock():
+        time.sleep(2)  # older than the timeout if nothing heartbeated
+        with pytest.raises(StorageError, match="being built by process"):
+            RemoteOutput(s3_url, "forced", "1.0.0").check_not_locked()  # its heartbeat keeps it fresh
+        taker = RemoteOutput(s3_url, "forced", "1.0.0", force_unlock=True)
+        with taker.lock():
+            time.sleep(1)  # the old holder's next heartbeat finds its ETag replaced
+            with pytest.raises(StorageError, match="this build lost its lock to process"):
+                holder.check_held()
+            with pytest.raises(StorageError, match="lost its lock"):  # shards uploaded, no manifest
+                holder.publish(Path(local_dataset), ds.read_manifest(Path(local_dataset)), set_latest=True)
+            assert holder.committed_manifest() is None and holder.fs.exists(f"{holder.version_path}/data")
+            taker.check_held()
+        assert taker.holder() is None
+        time.sleep(0.5)
+    # The old holder's release left alone what was no longer its lock (here: nothing, the taker released).
+    assert holder.holder() is None
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_of_builds_racing_to_take_over_a_stale_lock_exactly_one_wins(s3_url, monkeypatch, round_):
+    """If-Match on the ETag that each read: SeaweedFS lets one conditional overwrite through."""
+    from synthloom.remote_output import RemoteOutput
+
+    monkeypatch.setenv("SYNTHLOOM_LOCK_STALE_SECONDS", "1")
+    _dead_build_lock(s3_url, "takers")
+    time.sleep(1.5)
+    outcomes = _race([RemoteOutput(s3_url, "takers", "1.0.0") for _ in range(6)])
+    assert outcomes.count("won") == 1, outcomes
+    assert all("another build took over the lock of process 999999" in o or "being built by process" in o
+               for o in outcomes if o != "won"), outcomes
 
 
 @pytest.mark.parametrize("case", ["missing bucket", "wrong credentials"])
@@ -231,3 +324,41 @@ def test_export_and_label_take_s3_urls(uploaded, tmp_path):
     assert run_cli("verify", f"{uploaded}/1.0.0+attr").returncode == 0
     again = run_cli("label", f"{uploaded}/1.0.0", "--labeler", "attributes", "--version", "1.0.0+attr")
     assert again.returncode == 0 and "already labelled" in again.stdout, again.stderr
+
+
+def test_evaluate_writes_its_results_back_to_the_store(uploaded, local_dataset, s3_url, tmp_path):
+    """Metrics, card and report reach the store (manifest.json last), seen from a fresh mirror."""
+    import json
+
+    from synthloom import storage
+    from synthloom.errors import GateError
+    from synthloom.flows.evaluate import evaluate_dataset
+    from synthloom.remote_output import RemoteOutput
+
+    fs, source = storage.filesystem(uploaded)
+    _, root = storage.filesystem(s3_url)
+    fs.copy(f"{source}/1.0.0/", f"{root}/objects/1.0.0/", recursive=True)
+    fs.pipe_file(f"{root}/objects/latest", b"1.0.0\n")
+    url = f"{s3_url}/objects"
+    result = run_cli("evaluate", url, "--reference", str(local_dataset), "--only", "fidelity")
+    assert result.returncode == 0, result.stderr
+    version = f"{url}/1.0.0"
+    assert result.stdout.strip().splitlines()[-1] == f"{version}: accepted; report at {version}/eval/report.html"
+    on_store = json.loads(fs.cat_file(f"{root}/objects/1.0.0/manifest.json"))
+    assert on_store["status"] == "accepted" and on_store["metrics"]["summary"]["one_nna_cd"] is not None
+    assert b"one_nna_cd" in fs.cat_file(f"{root}/objects/1.0.0/eval/report.html")
+    assert b"## Metrics" in fs.cat_file(f"{root}/objects/1.0.0/README.md")
+    assert not fs.exists(f"{root}/objects/.lock-1.0.0")  # released
+    fresh = run_cli("inspect", url, "--json", env={"SYNTHLOOM_CACHE_DIR": str(tmp_path / "fresh")})
+    assert fresh.returncode == 0 and '"one_nna_cd"' in fresh.stdout, fresh.stderr
+    assert run_cli("verify", url).returncode == 0  # the shards are untouched
+
+    # A missed gate: recorded on the store as rejected, the error names the URL.
+    with pytest.raises(GateError, match=f"{version} rejected by quality gates: cov_min"):
+        evaluate_dataset(url, reference=str(local_dataset), evaluators={"fidelity": {}}, gates={"cov_min": 1.01})
+    assert json.loads(fs.cat_file(f"{root}/objects/1.0.0/manifest.json"))["status"] == "rejected"
+
+    # An evaluation waits for no one: a version being built is refused, naming the holder.
+    with RemoteOutput(s3_url, "objects", "1.0.0").lock():
+        held = run_cli("evaluate", url, "--reference", str(local_dataset), "--only", "fidelity")
+    assert held.returncode == 1 and "being built by process" in held.stderr, held.stderr

@@ -107,6 +107,7 @@ class ToyModelGenerator(ToyGenerator):
         import torch
 
         super().load(prepared, device)
+        log_event(self.params.events, "model", weights=prepared.outputs[0].path)  # which copy of the weights
         config, state = load_pretrained_state(prepared.outputs[0].path)
         self.model = torch.nn.Linear(config["in_features"], config["out_features"])
         self.model.load_state_dict(state)
