@@ -25,6 +25,7 @@ from typing import Any, Iterable, Literal
 from pydantic import Field, model_validator
 
 from synthloom.errors import GeneratorError
+from synthloom.made_by import not_found
 from synthloom.features import ClassLabel, Features, Image, Text, Value
 
 from ..base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
@@ -101,9 +102,10 @@ class DiffusionGenerator(Generator):
         for adapter in self.params.lora:
             source = ctx.resolve_path(adapter.data or adapter.weights)
             if not source.exists():
-                raise GeneratorError(f"adapter '{adapter.name}': {source} not found")
+                raise GeneratorError(f"adapter '{adapter.name}': {source} {not_found(source)}")
         if self.params.dreambooth and not ctx.resolve_path(self.params.dreambooth.instance_dir).is_dir():
-            raise GeneratorError(f"dreambooth: instance folder {self.params.dreambooth.instance_dir} not found")
+            folder = self.params.dreambooth.instance_dir
+            raise GeneratorError(f"dreambooth: instance folder {folder} {not_found(folder)}")
         if self.params.dreambooth:
             self.params.dreambooth.class_prompts(list(self._prompts().phrases.values()))
 
