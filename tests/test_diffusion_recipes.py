@@ -61,7 +61,9 @@ def test_without_the_base_model_the_build_stops_at_once_naming_it_and_make_base_
     assert list(tmp_path.iterdir()) == []  # no datasets/ folder, nothing else
 
 
-def test_a_dangling_model_link_and_a_missing_instance_folder_name_the_command_that_makes_them(tiny_model, tmp_path):
+def test_a_dangling_model_link_and_a_missing_instance_folder_name_the_command_that_makes_them(tiny_model, tmp_path,
+                                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths resolve here, not in a checkout that has run `make ankle-boots`
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "fashion-sd").symlink_to(tmp_path / "deleted-store-entry" / "pipeline")
     generator = DiffusionGenerator({"model": str(tmp_path / "models" / "fashion-sd"), "classes": ["boot"]})
@@ -126,7 +128,10 @@ def test_the_recipe_builds_end_to_end_on_a_tiny_pipeline_and_its_gates_judge_it(
     assert features["label"]["names"] == [str(c) for c in range(10)]
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(version / "data", columns=["label", "prompt"]).to_pylist()
+    from synthloom.features import decode_image
+
+    rows = pq.read_table(version / "data", columns=["image", "prompt"]).to_pylist()
     assert [r["prompt"] for r in rows[:10]] == [f"a photo of a {p}" for p in PHRASES]
+    assert decode_image(rows[0]["image"]["bytes"]).shape[:2] == (28, 28)  # center_crop: Fashion-MNIST's size
     adapters = manifest["generator"]["info"]["adapters"]
     assert [a["kind"] for a in adapters] == (["dreambooth-lora"] if "dreambooth" in params else [])

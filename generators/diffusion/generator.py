@@ -47,6 +47,9 @@ class DiffusionParams(GeneratorParams):
     guidance_scale: float = Field(default=7.5, ge=0.0)
     height: int | None = Field(default=None, ge=8, description="None: the model's native size.")
     width: int | None = Field(default=None, ge=8)
+    center_crop: int | None = Field(
+        default=None, ge=1, description="Keep the central N x N pixels of each image: a model trained on padded "
+        "images (the Fashion-MNIST base model pads 28 px to 32) then gives images the size of its data.")
     batch_size: int = Field(default=4, ge=1, le=256)
     dtype: Literal[tuple(DTYPES)] = "float32"
     attention: Literal["sdpa", "eager"] = "sdpa"
@@ -64,6 +67,8 @@ class DiffusionParams(GeneratorParams):
             value = getattr(self, name)
             if value is not None and value % 8:
                 raise ValueError(f"{name} must be a multiple of 8 (the VAE downsamples by 8), got {value}")
+            if value is not None and self.center_crop is not None and self.center_crop > value:
+                raise ValueError(f"center_crop {self.center_crop} is larger than the {name} {value}")
         return self
 
 
@@ -147,6 +152,8 @@ class DiffusionGenerator(Generator):
 
     def bytes_per_sample(self) -> int | None:
         p = self.params
+        if p.center_crop:
+            return p.center_crop * p.center_crop * 3 + 300
         return p.height * p.width * 3 + 300 if p.height and p.width else None
 
     # -- per worker ------------------------------------------------------------------------------
@@ -188,4 +195,18 @@ class DiffusionGenerator(Generator):
             out = self.pipe(prompt=prompts, negative_prompt=negative, num_inference_steps=p.steps,
                             guidance_scale=p.guidance_scale, height=p.height, width=p.width, generator=generators,
                             output_type="np")
-        return list((np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8))
+        images = (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return list(self._crop(images))
+
+    def _crop(self, images):
+        """The central `center_crop` pixels of (N, H, W, 3) images (the pipeline's native size is only
+        known once it has generated; a crop larger than the image is an error, not a silent no-op)."""
+        size = self.params.center_crop
+        if size is None:
+            return images
+        height, width = images.shape[1:3]
+        if size > min(height, width):
+            raise GeneratorError(f"diffusion: center_crop {size} is larger than the generated images "
+                                 f"({width}x{height})")
+        top, left = (height - size) // 2, (width - size) // 2
+        return images[:, top:top + size, left:left + size]
