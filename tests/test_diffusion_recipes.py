@@ -61,6 +61,21 @@ def test_without_the_base_model_the_build_stops_at_once_naming_it_and_make_base_
     assert list(tmp_path.iterdir()) == []  # no datasets/ folder, nothing else
 
 
+def test_the_build_preflight_imports_neither_torch_nor_prefect(tmp_path):
+    """What keeps the failure above fast: validating the recipe (its evaluators and gates) and checking the
+    generator's inputs load no heavy library. An evaluator module that imports torch at its top, or a
+    preflight helper that imports Prefect, costs every refused build 1-2 s; this names which."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom synthloom.flows.plan import plan_build\n"
+              f"try:\n    plan_build({str(RECIPES[1])!r})\nexcept Exception as error:\n    print(error)\n"
+              "print(sorted(m for m in ('torch', 'prefect', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["model 'models/fashion-sd': no such directory; run `make base-model` to make it",
+                                       "[]"], out.stderr
+
+
 def test_a_dangling_model_link_and_a_missing_instance_folder_name_the_command_that_makes_them(tiny_model, tmp_path,
                                                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths resolve here, not in a checkout that has run `make ankle-boots`
