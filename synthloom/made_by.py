@@ -10,6 +10,7 @@ them; a path matches when it ends with a key (`models/fashion-sd`, `./models/fas
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 MADE_BY = {
@@ -44,7 +45,5 @@ def not_found(path: str | Path, what: str = "not found") -> str:
     it pointed."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
-        import os
-
         what = f"a broken link to {os.readlink(path)}"
     return what + hint(path)
