@@ -9,7 +9,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock check-upgrades demo test test-slow bench bench-fashion-mnist bench-dcgan-fashion bench-dcgan-ablation meshes fashion-mnist base-model render-env hdris clean
+.PHONY: install lock check-upgrades demo test test-slow bench bench-fashion-mnist bench-dcgan-fashion bench-dcgan-ablation meshes fashion-mnist base-model ankle-boots render-env hdris clean
 
 # Every environment installs the exact versions of a committed lock (requirements/*.txt, made by
 # pip-compile from pyproject.toml and requirements/render.in; `make lock` refreshes them). The lock holds
@@ -107,6 +107,13 @@ bench: install meshes
 HEAVY_LOCK ?= /tmp/synthloom-heavy.lock
 base-model: install fashion-mnist
 	flock $(HEAVY_LOCK) $(BIN)/python scripts/train_fashion_diffusion.py --max-minutes 40 || test $$? -eq 3
+
+# Eight real ankle boots (the class the base model never saw), the instance images of
+# configs/diffusion-fashion-dreambooth.yaml; the same seeded pick as the DreamBooth benchmark.
+ankle-boots: install fashion-mnist data/fashion-ankle-boots/.complete
+
+data/fashion-ankle-boots/.complete:
+	$(BIN)/python scripts/fashion_instances.py --class "ankle boot" --count 8 --seed 0 --out data/fashion-ankle-boots
 
 bench-fashion-mnist: install fashion-mnist
 	$(BIN)/python benchmarks/bench_fashion_mnist.py

@@ -8,7 +8,7 @@ to validate params and gate names.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import Field
@@ -16,7 +16,9 @@ from pydantic import Field
 from synthloom.errors import DatasetError, ModelError
 
 from .base import Evaluator, EvaluatorParams, EvaluatorResult, Gate
-from .data import EvaluationData
+
+if TYPE_CHECKING:  # pragma: no cover  (evaluators.data imports torch: ~2 s a recipe's validation does not need)
+    from .data import EvaluationData
 
 # Chamfer metrics cost O((n_synth + n_ref)^2 * points^2): on a CPU, cap both (params `max_clouds`
 # and `points` raise them; PointFlow used 2048 points).

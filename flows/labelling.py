@@ -17,13 +17,12 @@ from synthloom import dataset as ds
 from synthloom.devices import device_slots
 from synthloom.errors import DatasetError
 from synthloom.features import Features
-from synthloom.generators.base import BuildContext, Generator, ShardSpec
+from synthloom.generators.base import BuildContext, ShardSpec
 from synthloom.labelers.base import Labeler, apply_labeler, chain_fingerprint, check_chain
 from synthloom.labelers.base import Prepared as LabelerPrepared
 from synthloom.lifecycle import with_model_refs
 from synthloom.models import localize
 from synthloom.provenance import sha256_file
-from synthloom.recipe import Recipe
 from synthloom.registry import make_labeler
 
 from .runners import Runner, run_tasks
@@ -46,23 +45,6 @@ class Labelling:
                  "info": prep.info, "columns": list(columns)}
                 for (kind, params), prep, code, columns in zip(self.specs, self.prepared, self.code_versions,
                                                                self.columns)]
-
-
-def check_labelers_preflight(recipe: Recipe, generator: Generator, recipe_dir: Path) -> None:
-    """Validate labeler params, model folders (labelers with `check_model`: owlv2, blip), and what they
-    read when the generator can name its columns before `prepare` (one whose features need prepare,
-    for class names, is checked right after it)."""
-    labelers = [make_labeler(spec.kind, spec.params) for spec in recipe.labelers]
-    if not labelers:
-        return
-    for labeler in labelers:
-        if hasattr(labeler, "check_model"):
-            labeler.check_model(recipe_dir)
-    try:
-        features = ds.dataset_schema(generator.features())
-    except Exception:  # features() may need prepare(); prepare_labelers checks again after it
-        return
-    check_chain(labelers, features)
 
 
 @task(name="prepare-labelers", task_run_name="prepare-labelers")

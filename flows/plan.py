@@ -1,5 +1,8 @@
 """The build's preflight: everything a build can refuse is checked here, in well under a second, before
-the flow generates anything (`plan_build`), and what is already on disk is matched (`existing_version`)."""
+the flow generates anything (`plan_build`), and what is already on disk is matched (`existing_version`).
+
+Nothing here imports Prefect (~1 s): `synthloom build` runs this first, so a bad recipe or a missing
+model fails before the flow machinery is even loaded."""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ from typing import Any
 from synthloom import dataset as ds
 from synthloom.devices import resolve_device
 from synthloom.errors import DatasetError
-from synthloom.generators.base import BuildContext
+from synthloom.generators.base import BuildContext, Generator
+from synthloom.labelers.base import check_chain
 from synthloom.models import ModelStore
 from synthloom.planning import check_build_size
 from synthloom.recipe import Recipe, load_recipe, parse_recipe
-from synthloom.registry import make_generator
+from synthloom.registry import make_generator, make_labeler
 from synthloom.remote_output import RemoteOutput, conflict, remote_output_of
 
-from .labelling import check_labelers_preflight
 from .runners import Runner, check_runner, choose_runner
 
 
@@ -77,6 +80,23 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
         ds.check_writable(plan.final.parent)
     ds.check_not_locked(plan.final)
     return plan
+
+
+def check_labelers_preflight(recipe: Recipe, generator: Generator, recipe_dir: Path) -> None:
+    """Validate labeler params, model folders (labelers with `check_model`: owlv2, blip), and what they
+    read when the generator can name its columns before `prepare` (one whose features need prepare,
+    for class names, is checked right after it, by `prepare_labelers`)."""
+    labelers = [make_labeler(spec.kind, spec.params) for spec in recipe.labelers]
+    if not labelers:
+        return
+    for labeler in labelers:
+        if hasattr(labeler, "check_model"):
+            labeler.check_model(recipe_dir)
+    try:
+        features = ds.dataset_schema(generator.features())
+    except Exception:  # features() may need prepare(); prepare_labelers checks again after it
+        return
+    check_chain(labelers, features)
 
 
 def existing_remote_version(plan: BuildPlan, overwrite: bool) -> dict[str, Any] | None:

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from prefect.futures import as_completed
-from prefect.task_runners import ProcessPoolTaskRunner
-
 from synthloom.errors import SynthloomError
 
 RUNNERS = ("local", "processes", "ray", "dask")
@@ -124,6 +121,8 @@ def engine_resources(resources: dict[str, int], device: str) -> dict[str, int]:
 def task_runner(runner: Runner, device: str):
     """The Prefect task runner for `runner`, not yet entered."""
     if runner.kind == "processes":
+        from prefect.task_runners import ProcessPoolTaskRunner  # here: the preflight imports this module
+
         return ProcessPoolTaskRunner(max_workers=runner.workers)
     if runner.kind == "dask":
         from prefect_dask import DaskTaskRunner
@@ -169,6 +168,8 @@ def run_tasks(runner: Runner, task, parameters: list[dict[str, Any]], device: st
               resources: dict[str, int] | None = None) -> Iterator[Any]:
     """Submit one task per parameter set on `runner` (not `local`: the caller runs those itself) and
     yield their results as they finish."""
+    from prefect.futures import as_completed
+
     with ExitStack() as stack:
         pool = stack.enter_context(task_runner(runner, device))
         with submit_options(runner, engine_resources(resources or {}, device)):

@@ -226,7 +226,7 @@ def _fail(message: str, args) -> int:
 
 
 def cmd_build(args) -> int:
-    from synthloom.flows.build import build_dataset, plan_build
+    from synthloom.flows.plan import plan_build  # no Prefect import: a refused build fails in well under a second
 
     if args.workers < 1:
         from .errors import SynthloomError
@@ -239,6 +239,8 @@ def cmd_build(args) -> int:
     _say_which_server()
     if plan.recipe.evaluators or plan.recipe.gates:
         _leave_a_core_for_prefect()
+    from synthloom.flows.build import build_dataset
+
     result = build_dataset(args.recipe, overwrite=args.overwrite, version=args.version, seed=args.seed,
                            progress=not args.no_progress and sys.stderr.isatty(), workers=args.workers,
                            device=args.device, runner=args.runner, address=args.address, output=args.output,

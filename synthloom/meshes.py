@@ -20,6 +20,7 @@ import numpy as np
 import trimesh
 
 from .errors import GeneratorError
+from .made_by import not_found
 
 # What trimesh reads here (the render worker's Blender loaders take another list).
 TRIMESH_EXTENSIONS = ("obj", "ply", "stl", "off", "glb", "gltf")
@@ -29,7 +30,7 @@ def mesh_class_folders(root: Path, source: str) -> list[Path]:
     """The class sub-folders of the mesh folder `root` (one per class), or a one-line error naming
     `source`, the folder as the user wrote it."""
     if not root.is_dir():
-        raise GeneratorError(f"{source}: mesh folder not found")
+        raise GeneratorError(f"{source}: mesh folder {not_found(source)}")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not class_dirs:
         raise GeneratorError(f"{root}: no class sub-folders (expected {root}/<class>/<mesh>.obj)")

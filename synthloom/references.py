@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from .errors import DatasetError, FeatureError
+from .made_by import hint
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -101,7 +102,7 @@ def read_reference_images(spec: str, resolve: Callable[[str], Path] | None = Non
         return _idx_reference(spec, path)
     if not path.exists():
         raise DatasetError(f"{spec}: reference not found (sklearn:digits, idx:<folder>, a folder of class "
-                           "folders of images, or a synthloom dataset)")
+                           f"folders of images, or a synthloom dataset){hint(raw)}")
     from . import dataset as ds
 
     found = ds.find_version(path)

@@ -119,6 +119,19 @@ def test_rows_carry_image_label_prompt_and_seed_and_an_image_depends_on_its_seed
         assert np.abs(batched["image"].astype(int) - single["image"].astype(int)).max() <= 2
 
 
+def test_center_crop_keeps_the_middle_of_each_image_and_refuses_a_crop_larger_than_the_image(tiny_model, tmp_path):
+    shard = ShardSpec("train", 0, 1, 0, 3, root_seed=5)
+    full = list(ready(tiny_model, tmp_path).generate(shard))
+    cropped = list(ready(tiny_model, tmp_path, center_crop=28).generate(shard))
+    assert [r["image"].shape for r in cropped] == [(28, 28, 3)] * 3
+    for whole, middle in zip(full, cropped):  # the same seed's image, its 2-pixel border cut off
+        assert np.array_equal(whole["image"][2:30, 2:30], middle["image"]) and whole["seed"] == middle["seed"]
+    with pytest.raises(GeneratorError, match=r"^diffusion: center_crop 40 is larger than the generated images \(32x32\)$"):
+        list(ready(tiny_model, tmp_path, center_crop=40).generate(shard))
+    with pytest.raises(GeneratorError, match="center_crop 40 is larger than the height 32"):
+        DiffusionGenerator(params(tiny_model, height=32, width=32, center_crop=40))
+
+
 def test_scheduler_and_negative_prompt_options_change_the_pipeline(tiny_model, tmp_path):
     base = ready(tiny_model, tmp_path)
     euler = ready(tiny_model, tmp_path, scheduler="euler", negative_prompt="blurry", attention="eager")

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Literal
 from pydantic import Field, model_validator
 
 from synthloom.errors import GeneratorError
+from synthloom.made_by import not_found
 from synthloom.features import ClassLabel, Features, Image, Text, Value
 
 from ..base import Asset, BuildContext, Generator, GeneratorParams, Prepared, ShardSpec, input_fingerprint
@@ -46,6 +47,9 @@ class DiffusionParams(GeneratorParams):
     guidance_scale: float = Field(default=7.5, ge=0.0)
     height: int | None = Field(default=None, ge=8, description="None: the model's native size.")
     width: int | None = Field(default=None, ge=8)
+    center_crop: int | None = Field(
+        default=None, ge=1, description="Keep the central N x N pixels of each image: a model trained on padded "
+        "images (the Fashion-MNIST base model pads 28 px to 32) then gives images the size of its data.")
     batch_size: int = Field(default=4, ge=1, le=256)
     dtype: Literal[tuple(DTYPES)] = "float32"
     attention: Literal["sdpa", "eager"] = "sdpa"
@@ -63,6 +67,8 @@ class DiffusionParams(GeneratorParams):
             value = getattr(self, name)
             if value is not None and value % 8:
                 raise ValueError(f"{name} must be a multiple of 8 (the VAE downsamples by 8), got {value}")
+            if value is not None and self.center_crop is not None and self.center_crop > value:
+                raise ValueError(f"center_crop {self.center_crop} is larger than the {name} {value}")
         return self
 
 
@@ -101,9 +107,10 @@ class DiffusionGenerator(Generator):
         for adapter in self.params.lora:
             source = ctx.resolve_path(adapter.data or adapter.weights)
             if not source.exists():
-                raise GeneratorError(f"adapter '{adapter.name}': {source} not found")
+                raise GeneratorError(f"adapter '{adapter.name}': {source} {not_found(source)}")
         if self.params.dreambooth and not ctx.resolve_path(self.params.dreambooth.instance_dir).is_dir():
-            raise GeneratorError(f"dreambooth: instance folder {self.params.dreambooth.instance_dir} not found")
+            folder = self.params.dreambooth.instance_dir
+            raise GeneratorError(f"dreambooth: instance folder {folder} {not_found(folder)}")
         if self.params.dreambooth:
             self.params.dreambooth.class_prompts(list(self._prompts().phrases.values()))
 
@@ -145,6 +152,8 @@ class DiffusionGenerator(Generator):
 
     def bytes_per_sample(self) -> int | None:
         p = self.params
+        if p.center_crop:
+            return p.center_crop * p.center_crop * 3 + 300
         return p.height * p.width * 3 + 300 if p.height and p.width else None
 
     # -- per worker ------------------------------------------------------------------------------
@@ -186,4 +195,18 @@ class DiffusionGenerator(Generator):
             out = self.pipe(prompt=prompts, negative_prompt=negative, num_inference_steps=p.steps,
                             guidance_scale=p.guidance_scale, height=p.height, width=p.width, generator=generators,
                             output_type="np")
-        return list((np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8))
+        images = (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return list(self._crop(images))
+
+    def _crop(self, images):
+        """The central `center_crop` pixels of (N, H, W, 3) images (the pipeline's native size is only
+        known once it has generated; a crop larger than the image is an error, not a silent no-op)."""
+        size = self.params.center_crop
+        if size is None:
+            return images
+        height, width = images.shape[1:3]
+        if size > min(height, width):
+            raise GeneratorError(f"diffusion: center_crop {size} is larger than the generated images "
+                                 f"({width}x{height})")
+        top, left = (height - size) // 2, (width - size) // 2
+        return images[:, top:top + size, left:left + size]

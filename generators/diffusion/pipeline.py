@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synthloom.errors import GeneratorError
+from synthloom.made_by import made_by, not_found
 from synthloom.provenance import sha256_file
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -45,6 +46,8 @@ def resolve_model(model: str, base_dir: Path | None = None, allow_download: bool
         path = base_dir / path
     if path.exists():
         return check_pipeline_dir(path)
+    if made_by(model) or path.is_symlink():  # a folder this repository makes (`make base-model`): not a hub id
+        raise GeneratorError(f"model '{model}': {not_found(path, 'no such directory')}")
     if model.startswith((".", "/", "~")) or not HUB_ID.match(model):
         raise GeneratorError(f"model '{model}': no such directory (and not a hub id of the form owner/name)")
     return check_pipeline_dir(_hub_snapshot(model, allow_download))
