@@ -98,11 +98,13 @@ def augmentation_comparison(
     concat: Callable[[Any, Any], Any],
     real_x, real_y: np.ndarray, synth_x, synth_y: np.ndarray, test_x, test_y: np.ndarray,
     classes: list[str], ratios: Sequence[float], seeds: int, epochs: int, batch_size: int,
-    equal_steps: bool = True, min_steps: int = 0, confidence: float = 0.95, alpha: float = 0.05,
+    equal_steps: bool = True, min_steps: int = 0, budget_steps: int | None = None, confidence: float = 0.95,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """The comparison of the module doc. `fit_predict(x, y, seed, epochs)` trains the classifier and
     returns its predictions on `test_x`; `concat(a, b)` joins two sample sets (tensors or arrays);
-    `*_y` are class indices into `classes`."""
+    `*_y` are class indices into `classes`. `budget_steps` fixes the equal-steps budget (comparisons of
+    several synthetic sets against one real arm)."""
     real_y, synth_y, test_y = (np.asarray(v, dtype=np.int64) for v in (real_y, synth_y, test_y))
     ratios = sorted(set(float(r) for r in ratios))
     draws = {seed: {r: synthetic_draw(real_y, synth_y, r, seed) for r in ratios} for seed in range(seeds)}
@@ -110,7 +112,7 @@ def augmentation_comparison(
     sizes = {REAL: len(real_y), **{mixture_arm(r): len(real_y) + len(draws[0][r]) for r in ratios},
              SYNTHETIC: len(draws[0][largest])}
     steps = lambda n: max(1, math.ceil(n / batch_size))  # noqa: E731
-    budget = max(epochs * steps(max(sizes.values())), min_steps)
+    budget = budget_steps or max(epochs * steps(max(sizes.values())), min_steps)
     arm_epochs = {arm: (max(1, round(budget / steps(n))) if equal_steps else max(epochs, math.ceil(min_steps / steps(n))))
                   for arm, n in sizes.items()}
 
