@@ -208,7 +208,7 @@ def plot_augmentation(result: dict[str, Any], path) -> str:
         return [lows, highs]
 
     ax.errorbar(positions, [a["mean"] for a in arms], yerr=errors(arms), marker="o", capsize=4,
-                label="real + synthetic (0 = real alone)")
+                label="real + synthetic")
     synth = result["arms"][SYNTHETIC]
     ax.errorbar([len(ratios)], [synth["mean"]], yerr=errors([synth]), marker="s", capsize=4, color="tab:red",
                 linestyle="none", label="synthetic alone")
@@ -218,7 +218,7 @@ def plot_augmentation(result: dict[str, Any], path) -> str:
     ax.set_xlabel("synthetic : real")
     ax.set_ylabel("test accuracy (real test part)")
     ax.set_title(f"mean and {int(round(100 * result['confidence']))} % CI over {result['seeds']} seeds", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)
 
 

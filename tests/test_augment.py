@@ -217,3 +217,15 @@ def test_a_dataset_whose_generator_saw_other_real_images_is_refused_before_train
     with pytest.raises(EvaluatorError, match=r"compares with real_fraction 0.02 .* generator dcgan trains on "
                                              r"real_fraction 0.5"):
         evaluate_version(version_dir, "sklearn:digits", {"augment": FAST})
+
+
+def test_the_fashion_recipes_name_one_subsample_for_generator_and_evaluator():
+    from synthloom.recipe import load_recipe
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for name, fraction in (("dcgan-fashion-1pct.yaml", 0.01), ("dcgan-fashion-10pct.yaml", 0.1)):
+        recipe = load_recipe(root / name)
+        augment = next(e for e in recipe.evaluators if e.kind == "augment")
+        assert recipe.generator.params["real_fraction"] == augment.params["real_fraction"] == fraction
+        assert recipe.generator.params["real_fraction_seed"] == augment.params["real_fraction_seed"]
+        assert "augment_gain_min" in recipe.gates
