@@ -229,3 +229,22 @@ def test_the_fashion_recipes_name_one_subsample_for_generator_and_evaluator():
         assert recipe.generator.params["real_fraction"] == augment.params["real_fraction"] == fraction
         assert recipe.generator.params["real_fraction_seed"] == augment.params["real_fraction_seed"]
         assert "augment_gain_min" in recipe.gates
+
+
+@pytest.mark.slow
+def test_point_clouds_use_pointnet(recipe_factory, copy_meshes):
+    from synthloom.flows.build import build_dataset
+    from synthloom.recipe import load_recipe
+
+    meshes = copy_meshes(("sphere", "torus"))
+    path = recipe_factory(generator={"kind": "pointcloud", "params": {"source": str(meshes), "num_points": 256,
+                                                                      "rotation": "none"}},
+                          count={"train": 40}, shard_size=20, reference=str(meshes),
+                          evaluators=[{"kind": "augment", "params": {"seeds": 2, "ratios": [1], "epochs": 2,
+                                                                     "min_steps": 20, "real_fraction": 0.5}}])
+    build_dataset(str(path))
+    metrics = ds.read_manifest(load_recipe(path).version_dir())["metrics"]
+    details = metrics["details"]["augment"]
+    assert details["classifier"].startswith("pointnet") and details["classes"] == ["sphere", "torus"]
+    assert details["arms"]["real+synthetic 1:1"]["synthetic"] == details["num_real_train"]
+    assert metrics["summary"]["augment_real_accuracy"] is not None
