@@ -165,10 +165,14 @@ def augmentation_comparison(
 
 
 def summary_of(result: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers gates read: the best ratio's gain, its interval's lower end, its p-value."""
+    """The headline numbers gates read: the best ratio's gain, its interval's lower end, its p-value.
+    The best of k ratios is a chosen one, so `augment_significant` asks its p-value times k (Bonferroni)
+    to be below alpha; the interval and p-value themselves are the best ratio's own."""
     best = result["gains"][ratio_label(result["best_ratio"])]
+    k = len(result["ratios"])
     return {"augment_gain": best["mean"], "augment_gain_ci_low": best["ci_low"], "augment_gain_p": best["p_value"],
-            "augment_significant": bool(best["significant"] and best["mean"] > 0),
+            "augment_significant": bool(best["p_value"] is not None and best["p_value"] * k < result["alpha"]
+                                        and best["mean"] > 0),
             "augment_best_ratio": result["best_ratio"], "augment_real_accuracy": result["arms"][REAL]["mean"],
             "augment_synthetic_accuracy": result["arms"][SYNTHETIC]["mean"]}
 

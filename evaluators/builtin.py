@@ -380,7 +380,8 @@ class Augment(Evaluator):
     metrics = {"augment_gain": "accuracy gain of real + synthetic over real alone at the best ratio (mean over seeds)",
                "augment_gain_ci_low": "lower end of the gain's 95 % CI (paired by seed); > 0: a real gain",
                "augment_gain_p": "paired t-test p-value of the best ratio's gain",
-               "augment_significant": "the best ratio's gain is positive with p < alpha",
+               "augment_significant": "the best ratio's gain is positive with p x (number of ratios) < alpha "
+                                      "(Bonferroni: the best of several ratios is a chosen one)",
                "augment_best_ratio": "synthetic:real ratio with the largest mean gain",
                "augment_real_accuracy": "accuracy of the classifier trained on the real train part alone",
                "augment_synthetic_accuracy": "accuracy trained on synthetic alone (the largest mixture's share)"}

@@ -54,6 +54,19 @@ def test_paired_gain_matches_scipy_ttest_rel():
     assert paired_gain([0.9, 0.8], [0.9, 0.8])["p_value"] == 1.0
 
 
+def test_the_best_of_several_ratios_must_pass_a_bonferroni_corrected_test():
+    from synthloom.evaluators.augment import summary_of
+
+    def result(ratios, p):
+        gains = {f"{r:g}:1": {"mean": 0.02 if r == ratios[-1] else 0.0, "ci_low": 0.001, "p_value": p} for r in ratios}
+        arms = {"real": {"mean": 0.7}, "synthetic": {"mean": 0.5}}
+        return {"gains": gains, "best_ratio": ratios[-1], "ratios": ratios, "alpha": 0.05, "arms": arms}
+
+    assert summary_of(result([1.0], 0.03))["augment_significant"] is True
+    assert summary_of(result([1.0, 4.0], 0.03))["augment_significant"] is False  # 0.03 x 2 >= 0.05
+    assert summary_of(result([1.0, 4.0], 0.02))["augment_significant"] is True
+
+
 # -- the per-class subsample -----------------------------------------------------------------------
 def test_per_class_subsample_is_seeded_per_class_and_keeps_one_of_each():
     labels = ["a"] * 200 + ["b"] * 30 + ["c"] * 3 + ["a"] * 100
