@@ -19,7 +19,10 @@ The baseline is the real arm, measured in the same run with the same seeds (shar
 same real images, seeds and step budget give the same classifier, so it is trained once per seed).
 
     OMP_NUM_THREADS=2 flock /tmp/synthloom-heavy.lock python benchmarks/bench_augment.py --fraction 0.01
-    OMP_NUM_THREADS=2 flock /tmp/synthloom-heavy.lock python benchmarks/bench_augment.py --fraction 0.1 --epochs 4
+    OMP_NUM_THREADS=2 flock /tmp/synthloom-heavy.lock python benchmarks/bench_augment.py --fraction 0.1 --epochs 2
+    # the 1 % GAN again, no training: only the classes a stricter collapse check flags dropped
+    OMP_NUM_THREADS=2 flock /tmp/synthloom-heavy.lock python benchmarks/bench_augment.py --fraction 0.01 --reuse \
+        --collapse-ratio 0.8 --variants no-collapsed
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from _common import environment  # noqa: E402
 from synthloom.evaluators.augment import _cnn, augmentation_comparison, mixture_arm, ratio_label  # noqa: E402
 from synthloom.generators.dcgan.calibration import calibrate, discriminator_logits  # noqa: E402
 from synthloom.generators.dcgan.generator import _calibration_split, _prepare_images  # noqa: E402
-from synthloom.generators.dcgan.training import TrainConfig, TrainData, Trainer, collapse_check, render  # noqa: E402
+from synthloom.generators.dcgan.training import CHECKPOINT, TrainConfig, TrainData, Trainer, collapse_check, render  # noqa: E402
 from synthloom.references import read_reference_images  # noqa: E402
 
 FASHION = "idx:/usr/share/datasets/fashion-mnist"
@@ -59,9 +62,15 @@ def train_gan(sub, args):
                       batch_size=args.batch, loss="hinge", spectral_norm=True, ema=args.ema, balanced=True,
                       lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9)
     work = Path(args.work) / f"gan-{args.fraction:g}"
-    shutil.rmtree(work, ignore_errors=True)
+    minutes = args.gan_minutes
+    if args.reuse:  # an earlier run's checkpoint, its config, no training (a zero time limit)
+        cfg = TrainConfig(**torch.load(work / CHECKPOINT, map_location="cpu", weights_only=False)["config"])
+        minutes = 0
+        print(f"  reusing the DCGAN checkpoint in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
     t = time.perf_counter()
-    result = Trainer(cfg, TrainData(images[rest], labels[rest], classes), work).run(time_limit_s=args.gan_minutes * 60)
+    result = Trainer(cfg, TrainData(images[rest], labels[rest], classes), work).run(time_limit_s=minutes * 60)
     history = result["history"]
     g, d = result["generator"].eval(), result["discriminator"].eval()
     calibration = calibrate(g, d, (images[held] + 1) / 2, labels[held], cfg.nz, 10, "cpu", seed=4)
@@ -106,6 +115,8 @@ def main(argv=None) -> None:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--top", default="0.5", help="discriminator filter variants: per-class top fractions")
     ap.add_argument("--collapse-ratio", type=float, default=0.5)
+    ap.add_argument("--reuse", action="store_true", help="use the GAN checkpoint of an earlier run in --work")
+    ap.add_argument("--variants", default="", help="only these variants, comma-separated (default: all)")
     ap.add_argument("--work", default="/tmp/bench-augment")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -140,6 +151,8 @@ def main(argv=None) -> None:
         plain = variants["plain"]
         variants["no-collapsed"] = plain[~np.isin(y_pool[plain].numpy(), collapsed)]
 
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     params = SimpleNamespace(batch_size=32)
     fit_predict, concat, name, _, real_x = _cnn(x_pool[:1], sub.train_images, ref.test_images, 10, params)
     memo: dict = {}
