@@ -39,6 +39,8 @@ from synthloom.errors import EvaluatorError, describe_validation_error
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
+    from synthloom.recipe import Recipe
+
     from .data import EvaluationData
 
 MODALITIES = ("images", "points")
@@ -61,11 +63,14 @@ class EvaluatorParams(BaseModel):
 @dataclass
 class EvaluatorResult:
     """What `compute` returns: headline numbers for the summary (what gates read), the evaluator's
-    details (JSON-able; the manifest and report.html show them), and notes a reader must see."""
+    details (JSON-able; the manifest and report.html show them), notes a reader must see, and tables
+    ({name: rows, each a dict of scalars}): the manifest keeps them, report.html and the card show them
+    and the evaluate flow publishes each as a Prefect table artifact."""
 
     summary: dict[str, Any] = field(default_factory=dict)
     details: Any = None
     notes: list[str] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -96,6 +101,11 @@ class Evaluator:
         if data.modality not in self.modalities:
             return (f"evaluator {self.name} scores {' or '.join(self.modalities)}; {data.version_dir} has "
                     f"{'no Image or Points column' if data.modality is None else data.modality}")
+        return None
+
+    def check_recipe(self, recipe: Recipe) -> str | None:
+        """A problem of the recipe this evaluator is part of (None: none), found when the recipe is
+        validated, before anything runs: e.g. a generator trained on other real data than it compares."""
         return None
 
     def reset(self) -> None:

@@ -1,7 +1,7 @@
 """The built-in evaluators, one class each, registered in pyproject.toml's `synthloom.evaluators` group.
 
 Each is a thin seam over the metric functions of this package (image_metrics, pointcloud_metrics, cas,
-memorization, diversity, attributes, label_agreement, clip_score), which stay usable on their own.
+augment, memorization, diversity, attributes, label_agreement, clip_score), which stay usable on their own.
 Heavy imports (torch, torchmetrics, transformers) happen inside `compute`: the recipe loads these classes
 to validate params and gate names.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from synthloom.errors import DatasetError, ModelError
+from synthloom.errors import DatasetError, EvaluatorError, ModelError
 
 from .base import Evaluator, EvaluatorParams, EvaluatorResult, Gate
 
@@ -340,3 +340,70 @@ class ClipScore(Evaluator):
         return EvaluatorResult({"clip_score": result["clip_score"]}, result,
                                [f"CLIP score uses {result['clip_model']}: comparable only with scores from the same "
                                 "CLIP model"])
+
+
+class AugmentParams(EvaluatorParams):
+    ratios: list[float] = Field(default=[1.0, 4.0], min_length=1, description="synthetic:real ratios of the "
+                                "mixtures: 1 adds as many synthetic samples as there are real ones, 4 four times as many")
+    seeds: int = Field(default=3, ge=2, le=100, description="runs per arm (a t-interval needs at least 2)")
+    real_fraction: float | None = Field(default=None, gt=0, le=1, description="the real arm trains on this fraction "
+                                        "of each class of the reference's train part (at least 1 per class); the "
+                                        "generator must have been trained on the same subsample")
+    real_fraction_seed: int = Field(default=0, ge=0, description="seed of the real_fraction subsample")
+    epochs: int = Field(default=20, gt=0, description="epochs over the largest training set (with equal_steps; "
+                        "else over each arm's own)")
+    equal_steps: bool = Field(default=True, description="every arm trains the same number of gradient steps, so a "
+                              "mixture does not win by training longer")
+    min_steps: int = Field(default=500, ge=0, description="at least this many gradient steps per arm: on a few "
+                           "hundred images, `epochs` alone stops before the classifier has learnt")
+    batch_size: int = Field(default=32, gt=0, description="classifier batch size")
+    lr: float = Field(default=1e-3, gt=0, description="points: PointNet learning rate")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="significance level of the paired t-test")
+
+    @field_validator("ratios")
+    @classmethod
+    def _positive_distinct(cls, value: list[float]) -> list[float]:
+        if any(r <= 0 for r in value) or len(set(value)) != len(value):
+            raise ValueError(f"ratios must be distinct and > 0, got {value}")
+        return value
+
+
+class Augment(Evaluator):
+    """Does adding synthetic data help? The downstream classifier of CAS trained on the real train part
+    alone, on real + synthetic at each ratio and on synthetic alone, `seeds` runs each, tested on real test
+    data: accuracy per arm with a 95 % CI, the gain over real alone with its CI and a paired t-test, per
+    class. Not run by default: it trains (2 + len(ratios)) x seeds classifiers."""
+
+    name = "augment"
+    Params = AugmentParams
+    params: AugmentParams
+    default = False
+    gates = {"augment_gain_min": Gate("augment_gain", ">="), "augment_gain_ci_low_min": Gate("augment_gain_ci_low", ">=")}
+    metrics = {"augment_gain": "accuracy gain of real + synthetic over real alone at the best ratio (mean over seeds)",
+               "augment_gain_ci_low": "lower end of the gain's 95 % CI (paired by seed); > 0: a real gain",
+               "augment_gain_p": "paired t-test p-value of the best ratio's gain",
+               "augment_significant": "the best ratio's gain is positive with p x (number of ratios) < alpha "
+                                      "(Bonferroni: the best of several ratios is a chosen one)",
+               "augment_best_ratio": "synthetic:real ratio with the largest mean gain",
+               "augment_real_accuracy": "accuracy of the classifier trained on the real train part alone",
+               "augment_synthetic_accuracy": "accuracy trained on synthetic alone (the largest mixture's share)"}
+
+    def check_recipe(self, recipe) -> str | None:
+        from .augment import subset_mismatch
+
+        return subset_mismatch(self.params.real_fraction, self.params.real_fraction_seed, recipe.generator.kind,
+                               recipe.generator.params, recipe.reference)
+
+    def compute(self, data: EvaluationData) -> EvaluatorResult:
+        from .augment import compare_on, plot_augmentation, subset_mismatch, summary_of, table_of
+
+        recipe = data.manifest.get("recipe", {})
+        generator = data.manifest.get("generator") or {}
+        if recipe.get("reference") and str(recipe["reference"]) == str(data.reference) and generator.get("kind"):
+            problem = subset_mismatch(self.params.real_fraction, self.params.real_fraction_seed, generator["kind"],
+                                      generator.get("params") or {}, data.reference)
+            if problem:
+                raise EvaluatorError(f"{data.version_dir}: {problem}")
+        result, notes = compare_on(data, self.params)
+        plot_augmentation(result, data.out_dir / "augment.png")
+        return EvaluatorResult(summary_of(result), result, notes, tables={"arms": table_of(result)})

@@ -75,6 +75,8 @@ def evaluate_version(version_dir: str | Path, reference: str | None, evaluators:
         result["summary"].update(outcome.summary)
         result["details"][evaluator.name] = outcome.details if outcome.details is not None else outcome.summary
         result["notes"] += outcome.notes
+        for name, rows in outcome.tables.items():
+            result.setdefault("tables", {})[f"{evaluator.name}-{name}"] = rows
     result["notes"] = data.notes + result["notes"]
     result.update(reference=str(reference) if reference else
                   f"none ({', '.join(e.name for e in runnable) or 'no evaluator'} score the dataset against itself)",

@@ -16,12 +16,13 @@ from typing import Any
 # Pictures the evaluators write into eval/, with the heading they get; any other PNG there is shown
 # under its file name.
 PLOTS = {"worst_pairs.png": "Nearest real sample of the most suspicious synthetic ones",
-         "attributes.png": "Attribute distributions, synthetic vs real"}
+         "attributes.png": "Attribute distributions, synthetic vs real",
+         "augment.png": "Does synthetic data help? Accuracy vs synthetic:real ratio"}
 # How to read the summary metrics (direction and meaning), for the summary table's third column: each
 # evaluator declares its own (`Evaluator.metrics`); the runner adds the per-class count.
 CORE_HELP = {"min_class_count": "samples in the smallest class"}
 # Headline evaluators first in the summary; any other registered evaluator follows, by name.
-FIRST = ("fidelity", "cas", "memorization", "diversity", "attributes", "labels", "clip_score")
+FIRST = ("fidelity", "cas", "augment", "memorization", "diversity", "attributes", "labels", "clip_score")
 
 
 def metric_help() -> dict[str, str]:
@@ -266,6 +267,8 @@ def write_report(path: Path, title: str, result: dict[str, Any], gates: dict[str
     parts += ["<h2>Summary</h2>", _table(summary, ("metric", "value", "meaning"), help_texts=help_texts, failing=failing)]
     if result.get("notes"):
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) + "</ul>")
+    for name, rows in (result.get("tables") or {}).items():
+        parts += [f"<h2>Table: {html.escape(name)}</h2>", f"<div class='wide'>{_records(rows)}</div>"]
     if result.get("class_counts"):
         parts += ["<h2>Samples per class</h2>", _table(result["class_counts"], ("class", "samples"))]
     pictures = sorted(path.parent.glob("*.png"), key=lambda p: (p.name not in PLOTS, list(PLOTS).index(p.name)

@@ -94,11 +94,15 @@ def _evaluate(version_dir, reference, evaluators, split: str, gates, shown: str 
     ds.write_text(version_dir / "README.md", dataset_card(manifest))
     write_report(version_dir / "eval" / "report.html", f"{recipe['name']} {manifest['version']}", result, verdict,
                  classes=manifest.get("classes"), preview=version_dir / "preview.png")
+    slug = "".join(c if c.isalnum() else "-" for c in recipe["name"].lower())
     create_table_artifact(
         table=[{"metric": k, "value": v} for k, v in result["summary"].items() if isinstance(v, (int, float))],
-        key="metrics-" + "".join(c if c.isalnum() else "-" for c in recipe["name"].lower()),
+        key="metrics-" + slug,
         description=f"Metrics of {shown} against {reference or 'its own ground truth'} ({status})",
     )
+    for name, rows in (result.get("tables") or {}).items():  # an evaluator's tables (augment: accuracy per arm)
+        create_table_artifact(table=rows, key="".join(c if c.isalnum() else "-" for c in name.lower()) + "-" + slug,
+                              description=f"{name} of {shown} against {reference}")
     if status == "rejected":
         raise GateError(f"{shown} rejected by quality gates: " + "; ".join(verdict["failures"]))
     ds.set_latest(version_dir.parent, version_dir.name)

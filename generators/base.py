@@ -71,6 +71,13 @@ class Generator:
         self.prepared: Prepared | None = None
         self.device = "cpu"
 
+    def training_subset(self) -> dict[str, Any] | None:
+        """Which part of the recipe's `reference` this generator trains on, for checks that compare it with
+        an evaluator's (the `augment` evaluator's real_fraction): None when it does not train on the
+        reference (the default); {"real_fraction": None, ...} for all of its train part;
+        {"real_fraction": f, "real_fraction_seed": s} for `synthloom.references.per_class_subsample`."""
+        return None
+
     def check_inputs(self, ctx: BuildContext) -> None:
         """Cheap input checks run before the flow starts (default: none). Raise GeneratorError."""
 

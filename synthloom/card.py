@@ -29,6 +29,14 @@ def features_table(features: Features) -> list[str]:
     return lines
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Rows of scalars as a markdown table (columns: every key, in first-seen order)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cell = lambda v: "" if v is None else str(v).replace("|", "/")  # noqa: E731
+    return (["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+            + ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows])
+
+
 def dataset_card(manifest: dict[str, Any], features: Features | None = None) -> str:
     """The card's text; `features` default to the manifest's record of them."""
     recipe = manifest["recipe"]
@@ -71,6 +79,8 @@ def dataset_card(manifest: dict[str, Any], features: Features | None = None) -> 
                   "details and plots in `eval/report.html`.", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in sorted(_flatten(metrics.get("summary", {})).items())]
         lines += [""] + [f"- {note}" for note in metrics.get("notes", [])]
+        for name, rows in (metrics.get("tables") or {}).items():
+            lines += ["", f"### {name}", ""] + markdown_table(rows)
     gates = manifest.get("gates")
     if gates:
         lines += ["", f"## Quality gates: {'passed' if gates['passed'] else 'REJECTED'}", ""]

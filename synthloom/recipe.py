@@ -251,7 +251,21 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
         specs = getattr(recipe, group)
         for index, spec in enumerate(specs):
             spec.params = validated_params(group, spec.kind, spec.params, f"{source}: {group}.{index} ({spec.kind})")
+    _check_evaluators_against_recipe(recipe, source)
     return recipe
+
+
+def _check_evaluators_against_recipe(recipe: Recipe, source: str) -> None:
+    """Each evaluator's `check_recipe` (e.g. augment: the generator trains on the real images it compares
+    with); the first problem is one RecipeError line naming the evaluator."""
+    from .registry import load
+
+    for index, spec in enumerate(recipe.evaluators):
+        where = f"{source}: evaluators.{index} ({spec.kind})"
+        check = getattr(load("evaluators", spec.kind)(spec.params, where=where), "check_recipe", None)
+        problem = check(recipe) if check else None
+        if problem:
+            raise RecipeError(f"{where}: {problem}")
 
 
 def validated_params(group: str, kind: str, params: dict[str, Any], where: str = "") -> dict[str, Any]:

@@ -39,7 +39,7 @@ import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -85,6 +85,37 @@ class ReferenceImages:
 
     def as_tuple(self):
         return self.train_images, self.train_labels, self.test_images, self.test_labels
+
+    def subsample(self, fraction: float | None, seed: int = 0) -> "ReferenceImages":
+        """This reference with its train part cut to `fraction` of each class (`per_class_subsample`);
+        the test part is kept whole. None: unchanged."""
+        if fraction is None:
+            return self
+        keep = per_class_subsample(self.train_labels, fraction, seed)
+        note = (f"{self.source}: train part subsampled to real_fraction {fraction} (seed {seed}): "
+                f"{len(keep)} of {len(self.train_labels)} images")
+        return ReferenceImages(self.source, self.train_images[torch.from_numpy(keep)],
+                               [self.train_labels[i] for i in keep], self.test_images, self.test_labels,
+                               notes=[*self.notes, note])
+
+
+def per_class_subsample(labels: Sequence, fraction: float, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `fraction` of each class's items (at least 1 per class), seeded: the low-data
+    regime measured from a full reference. The `augment` evaluator and the generators that train on a
+    reference call this one function, so "1 % of the train part, seed 0" names the same images for both.
+
+    Each class (in sorted order) is shuffled once by a generator seeded with `seed` and its first
+    max(1, round(fraction * n)) items kept, so for one seed a smaller fraction is a subset of a larger one.
+    """
+    if not 0 < fraction <= 1:
+        raise DatasetError(f"real_fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray([str(label) for label in labels])
+    rng = np.random.default_rng(seed)
+    kept = [np.zeros(0, dtype=np.int64)]
+    for name in sorted(set(labels.tolist())):
+        members = rng.permutation(np.flatnonzero(labels == name))
+        kept.append(members[:max(1, round(fraction * len(members)))])
+    return np.sort(np.concatenate(kept))
 
 
 def read_reference_images(spec: str, resolve: Callable[[str], Path] | None = None) -> ReferenceImages:

@@ -70,6 +70,8 @@ class DCGAN(Generator):
             raise GeneratorError("dcgan: the recipe needs `reference` (the real images to train on)")
         try:
             ref = read_reference_images(ctx.reference, resolve=lambda p: ctx.resolve_path(p))
+            # real_fraction: the GAN sees only this per-class subsample (the one the augment evaluator uses)
+            ref = ref.subsample(self.params.real_fraction, self.params.real_fraction_seed)
         except DatasetError as error:
             raise GeneratorError(f"dcgan reference: {error}") from None
         _, h, w = ref.image_shape
@@ -89,6 +91,9 @@ class DCGAN(Generator):
                                  f"calibration_holdout {self.params.calibration_holdout}, fewer than batch_size "
                                  f"{self.params.batch_size}")
         return ref
+
+    def training_subset(self) -> dict[str, Any]:
+        return {"real_fraction": self.params.real_fraction, "real_fraction_seed": self.params.real_fraction_seed}
 
     def check_inputs(self, ctx: BuildContext) -> None:
         self._reference_channels = self._reference(ctx).image_shape[0]
@@ -135,7 +140,7 @@ class DCGAN(Generator):
             generator=self.name, classes=classes, assets=[reference_asset], outputs=outputs,
             input_fingerprint=input_fingerprint(self.name, p, self.code_version, [reference_asset]),
             info={"model_dir": str(stored.path), "model_key": stored.key, "reused": stored.reused,
-                  "channels": channels, "train_images": len(labels), "epochs": len(history["epochs"]),
+                  "channels": channels, "train_images": len(labels), **self.training_subset(), "epochs": len(history["epochs"]),
                   "resumed_from_epoch": history.get("resumed_from_epoch"),
                   "final": {k: final[k] for k in ("loss_d", "loss_g", "min_spread_ratio", "collapsed_classes")},
                   "calibration": calibration.diagnostics,

@@ -32,6 +32,12 @@ class DCGANParams(GeneratorParams):
     balanced: bool = Field(default=False, description="Class-balanced training batches.")
     train_seed: int = Field(default=0, ge=0, description="Seed of initialisation and data order.")
     max_train_images: int | None = Field(default=None, ge=1, description="Train on at most this many (a seeded subset).")
+    real_fraction: float | None = Field(default=None, gt=0, le=1,
+                                        description="Train only on this fraction of each class of the reference's "
+                                                    "train part (synthloom.references.per_class_subsample; at least "
+                                                    "1 per class): the low-data regime the `augment` evaluator "
+                                                    "measures with the same real_fraction and seed.")
+    real_fraction_seed: int = Field(default=0, ge=0, description="Seed of the real_fraction subsample.")
     calibration_holdout: float = Field(default=0.1, gt=0, le=0.5,
                                        description="Fraction of each class's training images kept out of GAN "
                                                    "training to calibrate `quality` (Platt scaling of D).")
@@ -55,4 +61,6 @@ class DCGANParams(GeneratorParams):
         return self
 
     def training_params(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude=set(self.GENERATION_ONLY))
+        # Without real_fraction the key is what it was before the field existed: stored models stay valid.
+        unset = {"real_fraction", "real_fraction_seed"} if self.real_fraction is None else set()
+        return self.model_dump(mode="json", exclude=set(self.GENERATION_ONLY) | unset)
