@@ -37,6 +37,7 @@ from synthloom.meshes import load_mesh_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 OURS = "synthloom sample_poisson (defaults: oversample=4, relax=24)"
+PEER = "pcu at equal count (radius search to 1.00-1.01x)"
 
 
 def cgal_meshes() -> list[tuple[str, trimesh.Trimesh]]:
@@ -131,7 +132,7 @@ def bench_poisson(args) -> None:
             return run
 
         sides = {"pcu count mode (its docs' call)": pcu_count_mode,
-                 "pcu at equal count (radius search to 1.00-1.01x)": pcu_equal_count,
+                 PEER: pcu_equal_count,
                  "pcu at 1.00-1.05x, random subset to the count": pcu_subset_of_near_count,
                  "synthloom disk set + elimination (before: oversample=8, relax=0)": ours(8, 0),
                  "synthloom sample_poisson(oversample=4, relax=8)": ours(4, 8),
@@ -160,6 +161,15 @@ def bench_poisson(args) -> None:
             print(f"    {name}: total {times[name].sum():.2f} s, returned {sizes[name].min():.3f}-{sizes[name].max():.3f}x "
                   f"the count, regularity {per_mesh.mean():.3f} ±{half:.3f} [{per_mesh.min():.3f}-{per_mesh.max():.3f}], "
                   f"its time / ours per mesh: median {np.median(ratio):.2f} [{ratio.min():.2f}-{ratio.max():.2f}]")
+        peer = PEER
+        peer_regs = regs[peer].mean(axis=0)
+        print(f"  {peer} against each of our settings (time vs regularity):")
+        for name in [n for n in sides if n.startswith("synthloom")]:
+            ratio = times[peer] / times[name]
+            above = int((regs[name].mean(axis=0) >= peer_regs).sum())
+            print(f"    {name}: regularity {regs[name].mean():.3f} vs {peer_regs.mean():.3f}, as regular or more on "
+                  f"{above} of {len(items)} meshes; pcu's time / ours per mesh: median {np.median(ratio):.2f} "
+                  f"[{ratio.min():.2f}-{ratio.max():.2f}]")
 
 
 def main() -> None:
