@@ -23,9 +23,10 @@ class MeshSampler(MeshSurface):
         `relax` rounds of `relax_on_surface`, which push the closest pairs apart along the surface.
         Normals and colours are those of the face and place each point ends on.
 
-        On the 20 CGAL meshes at 2,048 points, closest-neighbour min/mean was 0.894 for the disk set
-        from 8x candidates alone and 0.954 with these defaults, in 0.95x that time; point-cloud-utils
-        at equal count gives 0.943 (benchmarks/RESULTS.md, "Poisson disk")."""
+        On the 20 CGAL meshes at 2,048 points, closest-neighbour min/mean was 0.893 for the disk set
+        from 8x candidates alone and 0.954 with these defaults in about the same time; point-cloud-utils
+        at equal count gives 0.943 in 4.5x our time (benchmarks/RESULTS.md, "Poisson disk at equal
+        regularity"). Thin parts and sharp creases keep some close pairs (dino.off is least regular)."""
         face, u, v = self.draw_uniform(count * oversample, rng)
         candidates = self.at(face, u, v)[0]
         keep, tree = poisson_disk_subset(candidates, count, self.area, rng)
