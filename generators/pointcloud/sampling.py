@@ -152,8 +152,7 @@ def relax_on_surface(surface: MeshSurface, points: np.ndarray, faces: np.ndarray
     `candidates` (uniform samples of the surface, on `candidate_faces`), so it can cross onto other
     faces without a search over the whole mesh. The mean spacing grows a little as pairs open up:
     the target follows it every `retarget` rounds (every round: a third more time for +0.003 in a
-    scratch run at 20 rounds). No
-    randomness: the same input, the same output."""
+    scratch run at 20 rounds). No randomness: the same input, the same output."""
     near = min(near, candidates.n)
     points, faces = points.copy(), faces.copy()
     for i in range(rounds):
