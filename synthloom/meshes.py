@@ -110,11 +110,21 @@ class MeshSurface:
 
     def sample_uniform(self, count: int, rng: np.random.Generator):
         """Area-weighted uniform samples: (points, normals, colors or None)."""
+        face, u, v = self.draw_uniform(count, rng)
+        return self.at(face, u, v)
+
+    def draw_uniform(self, count: int, rng: np.random.Generator):
+        """Where `count` area-weighted uniform samples lie: (face index, u, v), the point being
+        origin + u * edge1 + v * edge2 of that face. Zero-area faces are never drawn."""
         picks = rng.random(count) * self.cdf[-1]
         face = np.minimum(np.searchsorted(self.cdf, picks, side="right"), len(self.cdf) - 1)
         u, v = rng.random((2, count))
         outside = u + v > 1.0  # fold the unit square onto the triangle
         u[outside], v[outside] = 1.0 - u[outside], 1.0 - v[outside]
+        return face, u, v
+
+    def at(self, face: np.ndarray, u: np.ndarray, v: np.ndarray):
+        """(points, normals, colors or None) at barycentric (u, v) of each `face`."""
         points = self.origins[face] + u[:, None] * self.edge1[face] + v[:, None] * self.edge2[face]
         normals = self.face_normals[face]
         colors = None
@@ -123,6 +133,15 @@ class MeshSurface:
             w = np.stack([1.0 - u - v, u, v], axis=1)[:, :, None]
             colors = np.clip(np.rint((c * w).sum(axis=1)), 0, 255).astype(np.uint8)
         return points, normals, colors
+
+    def barycentric(self, face: np.ndarray, points: np.ndarray):
+        """(u, v) of `points` lying on (positive-area) `face`s: the inverse of `at`."""
+        e1, e2, rel = self.edge1[face], self.edge2[face], points - self.origins[face]
+        d11, d12, d22 = (e1 * e1).sum(1), (e1 * e2).sum(1), (e2 * e2).sum(1)
+        r1, r2 = (rel * e1).sum(1), (rel * e2).sum(1)
+        det = d11 * d22 - d12 * d12
+        u, v = (d22 * r1 - d12 * r2) / det, (d11 * r2 - d12 * r1) / det
+        return np.clip(u, 0.0, 1.0), np.clip(v, 0.0, 1.0)
 
 
 def _corner_colors(mesh: trimesh.Trimesh, faces: np.ndarray) -> np.ndarray | None:

@@ -55,6 +55,37 @@ def test_poisson_gives_exact_count_and_blue_noise():
     assert min_poisson.std() / min_poisson.mean() < 0.5 * min_uniform.std() / min_uniform.mean()
 
 
+def test_relaxed_poisson_points_stay_on_the_surface_with_their_face_normal_and_colour():
+    # A box: the relaxation moves points across its edges onto other faces. Vertex colours are an
+    # affine function of position, so interpolating them is exact: the colour must be that
+    # function of where the point ended up, not of where it was drawn.
+    extents = np.array([2.0, 1.0, 0.5])
+    mesh = trimesh.creation.box(extents=extents)
+    gradient = np.array([[40.0, 0.0, 0.0], [0.0, 60.0, 0.0], [0.0, 0.0, 200.0]])
+    mesh.visual.vertex_colors = np.column_stack([np.rint(100 + mesh.vertices @ gradient), np.full(8, 255)]).astype(np.uint8)
+    sampler = MeshSampler(mesh)
+    rng = np.random.default_rng(0)
+    points, normals, colors = sampler.sample_poisson(600, rng)
+    before = sampler.sample_poisson(600, np.random.default_rng(0), relax=0)[0]
+    assert len(points) == 600 and not np.allclose(points, before)  # the relaxation did move them
+    assert np.abs(np.abs(points / (extents / 2)).max(axis=1) - 1.0).max() < 1e-9
+    # Each normal is the outward axis of a box face the point lies on (on an edge, either face's).
+    normal_axis = np.argmax(np.abs(normals), axis=1)
+    on_axis = points[np.arange(600), normal_axis]
+    assert np.allclose(np.abs(on_axis), (extents / 2)[normal_axis], rtol=0, atol=1e-9)
+    assert (np.sign(normals[np.arange(600), normal_axis]) == np.sign(on_axis)).all()
+    assert np.abs(colors.astype(float) - (100 + points @ gradient)).max() <= 1.0
+    # A finely triangulated sphere (~5 faces per point, so points cross many faces): each point lies
+    # on the triangle whose normal it carries (every face of an icosphere has its own normal).
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    points, normals, _ = MeshSampler(sphere).sample_poisson(1000, np.random.default_rng(1))
+    face = np.argmax(normals @ sphere.face_normals.T, axis=1)
+    assert np.allclose(normals, sphere.face_normals[face])
+    barycentric = trimesh.triangles.points_to_barycentric(sphere.triangles[face], points)
+    assert barycentric.min() > -1e-9
+    assert np.abs(points - (barycentric[:, :, None] * sphere.triangles[face]).sum(axis=1)).max() < 1e-9
+
+
 def sequential_elimination(points, count, area):
     """Reference: Yuksel's greedy one point at a time with a heap, as cyCodeBase runs it."""
     total = len(points)
@@ -113,6 +144,7 @@ def test_round_elimination_keeps_what_the_sequential_greedy_keeps(cgal_meshes, n
 
 def test_poisson_on_every_cgal_mesh_is_exact_regular_and_seeded(cgal_meshes):
     files = sorted(p for p in cgal_meshes.rglob("*") if p.suffix in (".off", ".ply", ".stl"))
+    regularities, seeded = [], {"dino.off", "fandisk.off", "sphere966.off", "eight.off"}
     for path in files:
         sampler = MeshSampler(load_mesh_file(path))
         poisson = sampler.sample_poisson(2048, np.random.default_rng(3))[0]
@@ -122,12 +154,17 @@ def test_poisson_on_every_cgal_mesh_is_exact_regular_and_seeded(cgal_meshes):
         nn_poisson = cKDTree(poisson).query(poisson, k=2)[0][:, 1]
         nn_uniform = cKDTree(uniform).query(uniform, k=2)[0][:, 1]
         # Uniform samples clump (closest pair ~2 % of the mean spacing); Poisson-disk ones do not.
-        # 0.89-0.90 measured (a maximal disk set); elimination alone gave 0.83-0.84.
-        assert nn_poisson.min() / nn_poisson.mean() > 0.86 > 0.1 > nn_uniform.min() / nn_uniform.mean(), path
+        # The disk set alone gave 0.89-0.90 per mesh (mean 0.894), elimination alone 0.83-0.84;
+        # relaxed, 0.92-0.96 (meshes with thin parts or sharp creases lowest).
+        regularity = nn_poisson.min() / nn_poisson.mean()
+        regularities.append(regularity)
+        assert regularity > 0.90 > 0.1 > nn_uniform.min() / nn_uniform.mean(), path
         assert nn_poisson.mean() > 1.4 * nn_uniform.mean(), path
-        again = sampler.sample_poisson(2048, np.random.default_rng(3))[0]
-        other = sampler.sample_poisson(2048, np.random.default_rng(4))[0]
-        assert np.array_equal(poisson, again) and not np.allclose(poisson, other), path
+        if path.name in seeded:  # one mesh per class: the seed alone decides the cloud
+            again = sampler.sample_poisson(2048, np.random.default_rng(3))[0]
+            other = sampler.sample_poisson(2048, np.random.default_rng(4))[0]
+            assert np.array_equal(poisson, again) and not np.allclose(poisson, other), path
+    assert np.mean(regularities) > 0.935  # 0.894 for the method before (oversample=8, relax=0)
 
 
 def test_elimination_keeps_all_when_asked_for_more():

@@ -95,7 +95,7 @@ def _mesh_sha256(mesh: trimesh.Trimesh) -> str:
 class PointCloudGenerator(Generator):
     name = "pointcloud"
     Params = PointCloudParams
-    code_version = "2"  # 2: Poisson-disk samples are a maximal disk set thinned by elimination
+    code_version = "3"  # 2: Poisson-disk = maximal disk set thinned by elimination; 3: then relaxed on the surface
     params: PointCloudParams
 
     def features(self) -> Features:
