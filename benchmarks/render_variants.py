@@ -11,6 +11,7 @@ first loads meshes) and the mean PSNR of its RGB against the first variant's (th
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -29,8 +30,6 @@ def apply(bpy, settings: dict) -> None:
             for node in scene.node_tree.nodes:
                 if node.bl_idname == "CompositorNodeDenoise":
                     node.mute = not value
-        elif key == "bounces":
-            cycles.max_bounces = cycles.diffuse_bounces = cycles.glossy_bounces = value
         elif key == "distribution":  # Principled BSDF microfacet model of every material
             for material in bpy.data.materials:
                 for node in (material.node_tree.nodes if material.node_tree else []):
@@ -44,6 +43,16 @@ def apply(bpy, settings: dict) -> None:
             setattr(cycles, key, value)
 
 
+def expand(variant: dict) -> dict:
+    """`bounces: n` is max, diffuse and glossy bounces at n: spelled out, so that resetting a variant to the
+    worker's settings (a dict of each key's starting value) cannot undo it, whatever the keys' order."""
+    variant = dict(variant)
+    if "bounces" in variant:
+        bounces = variant.pop("bounces")
+        variant = {"max_bounces": bounces, "diffuse_bounces": bounces, "glossy_bounces": bounces, **variant}
+    return variant
+
+
 def current(bpy, key: str, quality: str):
     """The value of a setting `apply` knows, as the worker configured it (what a variant is reset to)."""
     scene = bpy.context.scene
@@ -51,8 +60,6 @@ def current(bpy, key: str, quality: str):
         return scene.cycles.use_denoising
     if key == "compositor_denoise":
         return any(n.bl_idname == "CompositorNodeDenoise" and not n.mute for n in scene.node_tree.nodes)
-    if key == "bounces":
-        return scene.cycles.max_bounces
     if key == "distribution":  # materials are made per frame; the worker's choice by quality
         return "GGX" if quality == "fast" else "MULTI_GGX"
     if key == "world_sampling":
@@ -74,8 +81,8 @@ def main() -> None:
     import bpy
 
     # Every variant starts from the worker's own settings for its quality (fast, blenderproc, reference).
-    keys = {"samples", "distribution", "render_seed"} | {key for variant in variants for key in variant}
-    base = {key: current(bpy, key, request["params"]["quality"]) for key in keys}
+    keys = {"samples", "distribution", "render_seed"} | {key for variant in variants for key in expand(variant)}
+    base = {key: current(bpy, key, request["params"]["quality"]) for key in sorted(keys)}
     results: dict[str, list] = {json.dumps(v): [] for v in variants}
     for index, seed in enumerate(request["seeds"]):
         rng = np.random.default_rng(seed)
@@ -87,9 +94,13 @@ def main() -> None:
                 break
         reference = None
         for variant in variants:
-            apply(bpy, {**base, **variant})
+            settings = {**base, **expand(variant)}
+            apply(bpy, settings)
+            for key, value in settings.items():  # every Cycles setting is what the variant asked for
+                have = getattr(bpy.context.scene.cycles, key, value)
+                if have != value and not (isinstance(value, float) and math.isclose(have, value, rel_tol=1e-6)):
+                    raise SystemExit(f"{json.dumps(variant)}: cycles.{key} is {have}, not {value}")
             clock, cpu = time.perf_counter(), time.process_time()
-            settings = {**base, **variant}
             output = renderer.render(K, cam_to_world, seed + 1_000_003 * settings["render_seed"])
             image = np.asarray(output["colors"])[:, :, :3]
             wall, cpu = time.perf_counter() - clock, time.process_time() - cpu
