@@ -19,7 +19,7 @@ labelling, writing arrays); the worker's start-up is printed apart. PSNR and SSI
 RGB, data range 255) of each frame against the reference frame. Then, at equal PSNR:
 1. over all frames: for each PSNR level, the median seconds per frame each side needs to reach that
    mean PSNR (interpolated between its settings, linear in log time), and the ratio BlenderProc / ours
-   (> 1: ours is faster at that quality);
+   (> 1: ours is faster at that quality); the same at equal mean SSIM;
 2. frame by frame: for each of our settings, BlenderProc's seconds to reach our PSNR on that frame
    (interpolated between its settings on that frame) over ours, median and range over the frames.
 
@@ -163,21 +163,24 @@ def analyse(halves: list[dict], settings: list[dict]) -> None:
         print(f"      PSNR:    {' '.join(f'{p:.1f}' for p in psnr)}")
     by_side = {side: [s for s in settings if s["side"] == side] for side in SIDES}
 
-    for clock, name in (("times", "s/frame (wall, median)"), ("cpu", "CPU s/frame (median)")):
-        curves = {side: [(float(np.median(s[clock])), float(s["psnr"].mean())) for s in by_side[side]]
-                  for side in SIDES}
-        levels = [p for curve in curves.values() for _, p in curve]
-        print(f"\nat equal mean PSNR, {name}: level | BlenderProc | ours | BlenderProc / ours "
-              "(<=: the cheapest setting measured already exceeds the level)")
-        for level in range(math.floor(min(levels)), math.ceil(max(levels)) + 1):
-            (base, base_exact), (ours, ours_exact) = (seconds_at(curves[side], level) for side in SIDES)
-            cells = [f"{'' if exact else '<='}{value:.2f}" if value is not None else "not reached"
-                     for value, exact in ((base, base_exact), (ours, ours_exact))]
-            ratio = "-"
-            if base is not None and ours is not None and (base_exact or ours_exact):
-                # an upper bound on ours bounds the ratio from below, one on BlenderProc's from above
-                ratio = f"{'' if base_exact and ours_exact else '>=' if base_exact else '<='}{base / ours:.1f}"
-            print(f"  {level:3d} dB | {cells[0]:>11s} | {cells[1]:>11s} | {ratio}")
+    for metric, unit, step in (("psnr", "dB", 1.0), ("ssim", "", 0.002)):
+        for clock, name in (("times", "s/frame (wall, median)"), ("cpu", "CPU s/frame (median)")):
+            curves = {side: [(float(np.median(s[clock])), float(s[metric].mean())) for s in by_side[side]]
+                      for side in SIDES}
+            levels = [p for curve in curves.values() for _, p in curve]
+            print(f"\nat equal mean {metric.upper()}, {name}: level | BlenderProc | ours | BlenderProc / ours "
+                  "(<=: the cheapest setting measured already exceeds the level)")
+            for k in range(math.floor(min(levels) / step), math.ceil(max(levels) / step) + 1):
+                level = round(k * step, 6)
+                (base, base_exact), (ours, ours_exact) = (seconds_at(curves[side], level) for side in SIDES)
+                cells = [f"{'' if exact else '<='}{value:.2f}" if value is not None else "not reached"
+                         for value, exact in ((base, base_exact), (ours, ours_exact))]
+                ratio = "-"
+                if base is not None and ours is not None and (base_exact or ours_exact):
+                    # an upper bound on ours bounds the ratio from below, one on BlenderProc's from above
+                    ratio = f"{'' if base_exact and ours_exact else '>=' if base_exact else '<='}{base / ours:.1f}"
+                shown = f"{level:g} {unit}".strip()
+                print(f"  {shown:>7s} | {cells[0]:>11s} | {cells[1]:>11s} | {ratio}")
 
     print("\nframe by frame: BlenderProc's seconds to reach our PSNR on that frame / ours (frames where it does; "
           "<=: even its cheapest setting exceeds ours on that frame)")
