@@ -1,5 +1,9 @@
 """Rendering speed and memory of generator `blender`, against BlenderProc's own defaults in the same run.
 
+The speed part's baseline, BlenderProc at its default 1024 samples, is no user's setting for training
+data: the comparison at equal quality (both sides at several sample counts, scored against a
+high-sample reference) is `bench_render_psnr.py`. This part stays for the per-phase times.
+
 1. Speed: the same scenes (same sample seeds, hence the same objects, materials, lights and cameras;
    CGAL meshes of `make meshes`), WIDTH x WIDTH px with every pass (RGB, depth, normals, instance
    segmentation), rendered by our `quality: fast` settings (few samples + adaptive sampling + OIDN

@@ -1,10 +1,11 @@
 """Where a rendered frame's time goes: the same scenes of generator `blender` rendered under several
 Cycles settings, in one render-environment process (`render_variants.py`).
 
-    python benchmarks/profile_render.py [--frames 4] [--size 256] [--threads 2] VARIANT [VARIANT ...]
+    python benchmarks/profile_render.py [--frames 4] [--size 256] [--threads 2] [--quality fast] VARIANT [VARIANT ...]
 
-Each VARIANT is a JSON object of settings over `quality: fast`'s (samples, bounces, denoise,
-distribution, world_sampling, or any Cycles scene property by name); the first is the reference of the
+Each VARIANT is a JSON object of settings over the --quality's (samples, bounces, denoise,
+compositor_denoise, distribution, world_sampling, render_seed (another noise pattern), or any Cycles scene property by name, e.g.
+glossy_bounces, use_adaptive_sampling); the first is the reference of the
 PSNR column, e.g. '{"samples": 64, "bounces": 3, "distribution": "MULTI_GGX"}' '{"samples": 4}'.
 Prints the render call's mean wall and CPU seconds per frame over frames 2.. (CPU counts every thread,
 so it holds up better than wall on a shared machine). Heavy with many variants: run it under
@@ -34,10 +35,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quality", default="fast", choices=("fast", "blenderproc", "reference"),
+                        help="the worker's settings the variants change")
     parser.add_argument("variants", nargs="+", type=json.loads)
     args = parser.parse_args()
     generator = BlenderGenerator({"source": str(MESHES), "width": args.size, "height": args.size,
-                                  "threads": args.threads})
+                                  "threads": args.threads, "quality": args.quality})
     work = Path(tempfile.mkdtemp(prefix="profile-render-"))
     generator.load(generator.prepare(BuildContext(cache_dir=work)))
     shard = ShardSpec("train", 0, 1, 0, args.frames, 2026)

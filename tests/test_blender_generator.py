@@ -114,6 +114,17 @@ def test_ranges_where_zero_or_nan_make_no_picture_are_refused(name, value, messa
     BlenderGenerator({"source": ".", "light_energy": [0, 0], "elevation_deg": [0, 90]})  # zero still means something
 
 
+@pytest.mark.parametrize("params, message", [
+    ({"quality": "draft"}, "'quality': Input should be 'fast', 'blenderproc' or 'reference' (got 'draft')"),
+    ({"samples": 0}, "'samples': Input should be greater than or equal to 1 (got 0)"),
+    ({"render_seed": -1}, "'render_seed': Input should be greater than or equal to 0 (got -1)"),
+])
+def test_quality_params_are_checked(params, message):
+    with pytest.raises(GeneratorError) as error:
+        BlenderGenerator({"source": ".", **params})
+    assert message in str(error.value)
+
+
 def test_binary_stl_face_count_is_read_from_its_header(scene_folder):
     assert face_count(scene_folder / "primitive" / "box.stl") == 12
     assert face_count(scene_folder / "primitive" / "sphere.ply") == 320
@@ -327,6 +338,26 @@ def test_scene_is_a_function_of_the_sample_seed(rendered):
     [row] = list(generator.generate(alone))
     assert row["seed"] == rows[1]["seed"] and row["params"] == rows[1]["params"]
     assert np.array_equal(row["segmentation"], rows[1]["segmentation"])
+
+
+@pytest.mark.slow
+def test_reference_quality_renders_the_same_scene_with_the_noise_render_seed_picks(render_python, scene_folder,
+                                                                                  tmp_path):
+    """`quality: reference` (no adaptive sampling, no denoiser) at 2 samples: the same render_seed gives the
+    same pixels, another one other noise on the same scene (params, masks); what bench_render_psnr.py's
+    two-render reference relies on."""
+    def frame(render_seed: int) -> dict:
+        generator = BlenderGenerator({"source": str(scene_folder), **SMALL, "width": 48, "height": 48,
+                                      "quality": "reference", "samples": 2, "render_seed": render_seed})
+        generator.load(generator.prepare(_ctx(tmp_path)))
+        [row] = list(generator.generate(ShardSpec("train", 0, 1, 0, 1, 5)))
+        return row
+
+    first, again, other = frame(1), frame(1), frame(2)
+    assert np.array_equal(first["image"], again["image"])
+    assert first["params"] == other["params"] and np.array_equal(first["segmentation"], other["segmentation"])
+    differing = (first["image"] != other["image"]).any(axis=2).mean()
+    assert differing > 0.05, f"only {differing:.1%} of the pixels changed with the render seed"
 
 
 @pytest.mark.slow

@@ -80,13 +80,17 @@ class BlenderParams(WorkerParams):
     max_camera_tries: int = Field(default=8, ge=1)
     decimate_faces: int = Field(default=200_000, ge=100, description="Meshes above this are decimated to it.")
     max_faces: int = Field(default=5_000_000, ge=100, description="Meshes above this are refused.")
-    quality: Literal["fast", "blenderproc"] = Field(
-        default="fast", description="fast: few samples + denoising, short light paths; blenderproc: its defaults.")
-    samples: int = Field(default=4, ge=1, description="Max Cycles samples; denoised with OIDN (4: 38.7 dB PSNR "
-                                                         "against BlenderProc defaults, benchmarks/RESULTS.md).")
-    noise_threshold: float = Field(default=0.05, gt=0)
-    denoise: bool = True
-    bounces: int = Field(default=2, ge=0)
+    quality: Literal["fast", "blenderproc", "reference"] = Field(
+        default="fast", description="fast: few samples + Cycles' OIDN, adaptive sampling, 2 bounces; blenderproc: "
+        "BlenderProc 2.8's defaults (noise threshold 0.01, its compositor OIDN, 3 bounces, no glossy bounce); "
+        "reference: ground truth for quality checks (no adaptive sampling, no denoiser, Blender's full light paths).")
+    samples: int | None = Field(default=None, ge=1, description="Max Cycles samples; default per quality: fast 4 "
+                                "(benchmarks/RESULTS.md), blenderproc 1024 (its default), reference 1024.")
+    render_seed: int = Field(default=0, ge=0, description="Changes Cycles' sampling seed only: the same scenes "
+                             "with another noise pattern (e.g. two renders of a reference, to measure its own noise).")
+    noise_threshold: float = Field(default=0.05, gt=0, description="quality fast: adaptive sampling's threshold.")
+    denoise: bool = Field(default=True, description="quality fast: Cycles' OIDN denoiser.")
+    bounces: int = Field(default=2, ge=0, description="quality fast: max, diffuse and glossy bounces.")
     threads: int = Field(default=0, ge=0, description="Cycles CPU threads (0: all cores).")
     physics: bool = Field(default=False, description="Drop objects and distractors onto the ground with "
                                                      "BlenderProc's rigid-body simulation (stable resting poses).")

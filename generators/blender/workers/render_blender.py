@@ -97,8 +97,11 @@ class Renderer:
 
     def configure_quality(self, p: dict) -> None:
         """`fast`: few samples with adaptive sampling, Cycles' own OIDN denoiser, short light paths,
-        persistent data. `blenderproc`: BlenderProc 2.8's defaults (1024 samples, noise threshold 0.01,
-        its "INTEL" denoiser, 3 bounces), the benchmark's baseline.
+        persistent data. `blenderproc`: BlenderProc 2.8's defaults (1024 samples unless `samples` says
+        otherwise, noise threshold 0.01, its "INTEL" denoiser, 3 bounces but no glossy one), the
+        benchmark's baseline. `reference`: what both are compared with (benchmarks/bench_render_psnr.py):
+        no adaptive sampling, no denoiser, Blender's default light paths (12 bounces, 4 diffuse, 4 glossy,
+        caustics) and light tree, BlenderProc's materials (multiscatter GGX) and colour management.
 
         The denoiser matters most: BlenderProc's "INTEL" denoiser is a compositor Denoise node, which
         here cost ~1-2 s per 256 px frame on its own (measured by muting it: the render op went from
@@ -106,8 +109,9 @@ class Renderer:
         render session, which persists between frames."""
         bpy, renderer = self.bpy, self.bproc.renderer
         cycles = bpy.context.scene.cycles
+        samples = p["samples"] or {"fast": 4}.get(p["quality"], 1024)
+        renderer.set_max_amount_of_samples(samples)
         if p["quality"] == "fast":
-            renderer.set_max_amount_of_samples(p["samples"])
             renderer.set_noise_threshold(p["noise_threshold"])
             renderer.set_denoiser(None)  # removes BlenderProc's compositor Denoise node
             cycles.use_denoising = bpy.context.view_layer.cycles.use_denoising = bool(p["denoise"])
@@ -118,6 +122,14 @@ class Renderer:
                                        max_bounces=p["bounces"], transmission_bounces=0, transparent_max_bounces=2,
                                        volume_bounces=0)
             cycles.caustics_reflective = cycles.caustics_refractive = False
+        elif p["quality"] == "reference":
+            renderer.set_noise_threshold(0)  # every pixel gets every sample
+            renderer.set_denoiser(None)
+            cycles.use_denoising = bpy.context.view_layer.cycles.use_denoising = False
+            for name in ("max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces",
+                         "transparent_max_bounces", "volume_bounces", "caustics_reflective", "caustics_refractive",
+                         "use_light_tree"):  # Blender's own defaults, which BlenderProc's init lowers
+                setattr(cycles, name, cycles.bl_rna.properties[name].default)
         renderer.set_cpu_threads(p["threads"])
         bpy.context.scene.render.use_persistent_data = True
 
@@ -481,7 +493,8 @@ class Renderer:
                 if not any(mask.sum() >= p["min_visible_pixels"] for mask in masks):
                     continue  # nothing in view: no render needed to know it
                 clock = time.perf_counter()
-                output = self.render(K, cam_to_world, seed + tries)
+                # render_seed shifts Cycles' seed far from any other try's (seed + tries) of this frame
+                output = self.render(K, cam_to_world, seed + tries + 1_000_003 * p["render_seed"])
                 self.timings["render"] += time.perf_counter() - clock
                 row = self.label(output, placed, masks, K)
                 if row is not None:
