@@ -170,16 +170,18 @@ def test_one_of_racing_builds_takes_the_version_lock(s3_url):
         try:
             with target.lock():
                 outcomes.append("won")
-                release.wait(30)
+                release.wait(120)
         except StorageError as error:
             outcomes.append(str(error))
 
     threads = [threading.Thread(target=race) for _ in range(6)]
     for thread in threads:
         thread.start()
-    while len(outcomes) < 6 and any(t.is_alive() for t in threads):
-        if len(outcomes) == 5:
-            break
+    # Every thread appends before the winner lets go: hold the lock until all 6 have spoken (on a loaded
+    # machine a thread's first S3 call can take many seconds; releasing earlier would let a late thread take
+    # a free lock, rightly, and read as a second winner).
+    deadline = time.monotonic() + 120
+    while len(outcomes) < 6 and time.monotonic() < deadline:
         time.sleep(0.05)
     release.set()
     for thread in threads:
