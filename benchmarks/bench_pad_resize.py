@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment  # noqa: E402
 from bench_fashion_mnist import load_fashion_mnist  # noqa: E402
 
+from synthloom.evaluators.augment import t_interval  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -34,7 +36,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     import torch
-    from scipy import stats
 
     from synthloom.evaluators.cas import classification_accuracy_score
 
@@ -55,8 +56,8 @@ def main() -> None:
         ratios.append(result["cas"] / result["trtr"])
         print(f"seed {seed}: padded + resized {result['cas']:.3f}, unmodified (baseline) {result['trtr']:.3f}, "
               f"ratio {ratios[-1]:.3f}; {time.perf_counter() - start:.0f} s", flush=True)
-    mean = float(np.mean(ratios))
-    half = float(stats.t.ppf(0.975, len(ratios) - 1) * stats.sem(ratios)) if len(ratios) > 1 else float("nan")
+    ci = t_interval(ratios)
+    mean, half = ci["mean"], (ci["ci_high"] - ci["mean"]) if ci["ci_high"] is not None else float("nan")
     print(f"ratio padded+resized / unmodified over {len(ratios)} seeds: mean {mean:.3f} +- {half:.3f} (95 % CI), "
           f"median {np.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}")
 

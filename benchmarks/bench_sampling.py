@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-from scipy import stats
 from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, environment  # noqa: E402
 
 from synthloom.generators.pointcloud.sampling import MeshSampler  # noqa: E402
+from synthloom.evaluators.augment import t_interval  # noqa: E402
 from synthloom.meshes import load_mesh_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +156,7 @@ def bench_poisson(args) -> None:
         ours_times = times[OURS]
         for name in sides:
             per_mesh = regs[name].mean(axis=0)
-            half = stats.t.ppf(0.975, len(per_mesh) - 1) * per_mesh.std(ddof=1) / np.sqrt(len(per_mesh))
+            half = t_interval(per_mesh)["ci_high"] - per_mesh.mean()
             ratio = times[name] / ours_times
             print(f"    {name}: total {times[name].sum():.2f} s, returned {sizes[name].min():.3f}-{sizes[name].max():.3f}x "
                   f"the count, regularity {per_mesh.mean():.3f} ±{half:.3f} [{per_mesh.min():.3f}-{per_mesh.max():.3f}], "
