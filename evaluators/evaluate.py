@@ -14,6 +14,8 @@ References (what `EvaluationData` reads):
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from synthloom.registry import available, load
 
 from .base import Evaluator, EvaluatorResult
 from .data import EvaluationData
+
+log = logging.getLogger(__name__)  # in a build or `synthloom evaluate`, these lines reach the Prefect UI
 
 
 def make_evaluators(specs: dict[str, dict] | None, where: str = "") -> tuple[list[Evaluator], bool]:
@@ -67,8 +71,11 @@ def evaluate_version(version_dir: str | Path, reference: str | None, evaluators:
     if data.modality is not None and data.column_of(ClassLabel) and any(e.needs_reference for e in runnable):
         result["summary"]["min_class_count"] = min(data.class_counts.values())
         result["class_counts"] = data.class_counts
-    for evaluator in runnable:
+    for number, evaluator in enumerate(runnable, 1):
+        log.info("evaluator %d/%d %s on %s: started", number, len(runnable), evaluator.name, split)
+        start = time.perf_counter()
         outcome = evaluator.compute(data)
+        log.info("evaluator %s: done in %.1f s", evaluator.name, time.perf_counter() - start)
         if not isinstance(outcome, EvaluatorResult):
             raise EvaluatorError(f"evaluator {evaluator.name}: compute() returned {type(outcome).__name__}, "
                                  "not an EvaluatorResult")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 DEFAULTS = {
@@ -17,6 +18,14 @@ DEFAULTS = {
 def apply_defaults(verbose: bool = False) -> None:
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # synthloom's own log records (GAN epochs, evaluator progress) go to the run's logs in the Prefect UI
+    # too: Prefect sends the records of its "extra loggers" to the API while a flow or task runs, and
+    # drops them outside a run (a load() in a user's script, say) instead of warning.
+    extra = [name.strip() for name in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if name.strip()]
+    if "synthloom" not in extra:
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(extra + ["synthloom"])
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    logging.getLogger("synthloom").setLevel(logging.INFO)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         # Run logs (INFO and up) go to the Prefect API, so the UI shows what a build did ...

@@ -171,6 +171,28 @@ def test_prefect_ui_gets_named_shard_runs_logs_and_an_embedded_preview(tmp_path)
     assert "](data:image/png;base64," in summary.data and "file://" not in summary.data
 
 
+def test_synthloom_log_lines_reach_the_run_logs_in_the_prefect_ui(tmp_path, cgal_meshes):
+    """What an evaluator is doing shows in the UI while it runs: synthloom's own loggers are Prefect
+    extra loggers (settings.apply_defaults), and the runner logs each evaluator's start and end."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId, LogFilter, \
+        LogFilterFlowRunId
+
+    path = write_recipe(tmp_path, name="uilogs", count={"train": 8}, shard_size=8, reference=str(cgal_meshes),
+                        evaluators=["diversity"])
+    out = run_cli("build", str(path))
+    assert out.returncode == 0, out.stderr
+    run = build_runs(path)[0]
+    with get_client(sync_client=True) as client:  # the evaluation is a subflow of the build
+        runs = [run.id] + [r.id for r in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])))]
+        messages = [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))]
+    assert len(runs) == 2, runs
+    assert "evaluator 1/1 diversity on train: started" in messages, messages
+    assert any(m.startswith("evaluator diversity: done in ") for m in messages), messages
+    assert "evaluator" not in out.stdout + out.stderr  # the console stays quiet
+
+
 def _flow_run_events(run_id, prefix: str = "prefect.flow-run.") -> list[str]:
     """The event names the server recorded for one flow run (events reach it asynchronously: wait for
     the run's final state event before reading)."""
