@@ -16,11 +16,11 @@ elsewhere and copied (a copy would double the traffic for nothing: nothing reads
 
 One build per version: `<url>/<name>/.lock-<version>`, created with a conditional PUT (`If-None-Match: *`):
 of two builds that race, the store lets exactly one create it, the other fails naming the holder. The
-lock records its holder (host, pid, start) and a heartbeat: the holder rewrites it every
+lock records its holder (host, pid, start), a token unique to the acquisition, and a heartbeat: the holder rewrites it every
 min(60 s, stale timeout / 4) with `If-Match: <its ETag>`. Unlike flock, a build killed with SIGKILL leaves
 the object behind; its heartbeat then stops, and a later build that finds it older than the stale
-timeout (`SYNTHLOOM_LOCK_STALE_SECONDS`, default 1 h; age = now - the object's LastModified) takes it
-over, as does `--force-unlock` at any age. Taking over is a PUT with `If-Match: <the ETag it read>`, so of
+timeout (`SYNTHLOOM_LOCK_STALE_SECONDS`, default 1 h; age = the store's Date minus the object's
+LastModified, both read in one GET) takes it over, as does `--force-unlock` at any age. Taking over is a PUT with `If-Match: <the ETag it read>`, so of
 two takers (or a taker and a holder that was alive after all, heartbeating) exactly one wins. A holder
 whose heartbeat finds its ETag replaced has lost the lock: it stops before writing the manifest and
 fails naming the new holder. docs/DESIGN.md says which stores honour the conditions.
@@ -35,11 +35,15 @@ import os
 import posixpath
 import socket
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Iterator
+
+from fsspec.asyn import sync
 
 from . import dataset as ds
 from . import storage
@@ -47,6 +51,7 @@ from .errors import DatasetError, StorageError
 from .faults import crash_point
 
 log = logging.getLogger(__name__)
+
 
 STALE_SECONDS = 3600.0  # a lock whose heartbeat is older than this belongs to a dead build
 
@@ -64,9 +69,11 @@ def stale_seconds() -> float:
 
 @dataclass(frozen=True)
 class LockState:
-    """A lock object as read: who holds it, its ETag (for If-Match) and its age in seconds."""
+    """A lock object as read in one GET: who holds it, the token of that acquisition, its ETag (for
+    If-Match) and its age in seconds, all of the same version of the object."""
 
     holder: str
+    token: str | None
     etag: str
     age: float
 
@@ -86,6 +93,7 @@ class RemoteOutput:
         self.force_unlock = force_unlock  # take over a lock however fresh its heartbeat (--force-unlock)
         self.stale_seconds = stale_seconds()
         self._etag: str | None = None  # of the lock object while this process holds it
+        self._token: str | None = None  # names this acquisition in the lock body (see _body)
         self._lost_to: str | None = None  # the holder that took the lock over from this process
         self._guard = threading.Lock()  # heartbeat vs. checks of the ETag
 
@@ -115,18 +123,23 @@ class RemoteOutput:
         return bucket, key
 
     def read_lock(self) -> LockState | None:
-        """The lock object, None if there is none. Its ETag is read before its body, so a takeover
-        conditioned on that ETag fails if the body read is already newer."""
+        """The lock object, None if there is none. One GET: body, ETag and LastModified come from the
+        same version of the object. (A HEAD then a GET could pair the ETag of a lock with the body of the
+        one that replaced it in between: the takeover conditioned on that ETag was refused, rightly, but
+        the error named the new holder as the one taken over.) The age is the server's Date minus
+        LastModified, both the store's clock: a client with a fast clock does not see live locks as stale."""
         bucket, key = self._bucket_key()
         with self._errors():
             self.fs.invalidate_cache(self.lock_path)
             try:
-                head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
-                body = self.fs.cat_file(self.lock_path).decode(errors="replace").strip()
+                response, data = sync(self.fs.loop, _get_object, self.fs, bucket, key)
             except FileNotFoundError:
                 return None
-        age = (datetime.now(timezone.utc) - head["LastModified"]).total_seconds()
-        return LockState(_describe_holder(body), head["ETag"], max(age, 0.0))
+        body = data.decode(errors="replace").strip()
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+        age = (now - response["LastModified"]).total_seconds()
+        return LockState(_describe_holder(body), _token_of(body), response["ETag"], max(age, 0.0))
 
     def holder(self) -> str | None:
         state = self.read_lock()
@@ -145,9 +158,14 @@ class RemoteOutput:
                 f"older than {self.stale_seconds:.0f} s is taken over by the next build; {self.lock_url})")
 
     def _body(self, started: str) -> bytes:
+        """The lock body. `token` is new for each acquisition: S3 ETags of single-part objects are the MD5
+        of the body, so without it two acquisitions in one process in one second (two threads, or a
+        force-unlock) would have the same ETag and If-Match could not tell their owners apart. It also
+        lets a build recognise its own write whose response was lost (botocore and s3fs retry requests:
+        the retry of a conditional PUT that had landed gets 412)."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started,
-                           "heartbeat": now, "version": self.url}).encode()
+                           "heartbeat": now, "version": self.url, "token": self._token}).encode()
 
     def _put(self, body: bytes, **condition: str) -> str:
         """A conditional PUT of the lock object; returns its new ETag."""
@@ -160,6 +178,7 @@ class RemoteOutput:
 
     def acquire(self, started: str) -> None:
         """Create the lock object, or take over a stale one (any one with --force-unlock), conditionally."""
+        self._token = uuid.uuid4().hex
         body = self._body(started)
         for _ in range(3):  # a lock released between our create and our read: create again
             try:
@@ -171,6 +190,9 @@ class RemoteOutput:
             state = self.read_lock()
             if state is None:
                 continue
+            if state.token == self._token:  # our create landed; its response was lost and the retry refused
+                self._etag = state.etag
+                return
             if not self.force_unlock and state.age <= self.stale_seconds:
                 raise StorageError(self._locked_message(state))
             why = "--force-unlock" if self.force_unlock and state.age <= self.stale_seconds else \
@@ -181,6 +203,10 @@ class RemoteOutput:
                 if not storage.precondition_failed(error):
                     raise StorageError(storage.describe(self.url, error, self.fs)) from None
                 now = self.read_lock()
+                if now is not None and now.token == self._token:  # our takeover landed (a retried request)
+                    self._etag = now.etag
+                    log.warning("%s: took over the lock of %s (%s)", self.url, state.holder, why)
+                    return
                 raise StorageError(f"{self.url}: another build took over the lock of {state.holder} first "
                                    f"(now held by {now.holder if now else 'nobody'}; {self.lock_url})") from None
             log.warning("%s: took over the lock of %s (%s)", self.url, state.holder, why)
@@ -197,17 +223,26 @@ class RemoteOutput:
                     self._etag = self._put(self._body(started), IfMatch=self._etag)
                 except Exception as error:
                     if storage.precondition_failed(error):
-                        self._lost_to = self.holder() or "another build"
+                        try:
+                            state = self.read_lock()
+                        except StorageError as read_error:  # cannot tell yet: try again at the next beat
+                            log.warning("%s; retrying", read_error)
+                            continue
+                        if state is not None and state.token == self._token:  # our last beat landed after all
+                            self._etag = state.etag
+                            continue
+                        self._lost_to = state.holder if state is not None else "nobody (the lock was deleted)"
                         log.error("%s: lost the version lock to %s", self.url, self._lost_to)
                         return
                     log.warning("%s: lock heartbeat failed (%s); retrying", self.url, storage.describe(
                         self.url, error, self.fs))
 
     def check_held(self) -> None:
-        """Before a commit step: fail if another build took the lock over from this one."""
+        """Before a commit step: fail if another build took the lock over from this one (the lock's
+        token is no longer this acquisition's)."""
         with self._guard:
             state = None if self._lost_to else self.read_lock()
-            if self._lost_to or state is None or state.etag != self._etag:
+            if self._lost_to or state is None or state.token != self._token:
                 holder = self._lost_to or (state.holder if state else "nobody (the lock object was deleted)")
                 raise StorageError(f"{self.url}: this build lost its lock to {holder}; nothing committed "
                                    f"(a takeover with --force-unlock or a stale heartbeat; {self.lock_url})")
@@ -320,6 +355,22 @@ class RemoteOutput:
             return self.fs.getxattr(path, "sha256")
         except (FileNotFoundError, KeyError):
             return None
+
+
+async def _get_object(fs, bucket: str, key: str) -> tuple[dict[str, Any], bytes]:
+    """One GET of an object: (the response, its body)."""
+    response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    try:
+        return response, await response["Body"].read()
+    finally:
+        response["Body"].close()
+
+
+def _token_of(body: str) -> str | None:
+    try:
+        return json.loads(body).get("token")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _describe_holder(body: str) -> str:
