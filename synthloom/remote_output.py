@@ -1,29 +1,28 @@
-"""A build whose `output:` is an object-store URL (`s3://bucket/prefix`): the commit protocol on the store.
+"""A version whose `output:` is an object-store URL (`s3://bucket/prefix`): the commit protocol on the store.
 
-The build runs into a local build folder exactly as a local build does (staging, resume state, flock,
-commit: dataset.py), under the cache (`storage.cache_dir()/builds/`). Then `publish` copies the committed
-version to `<url>/<name>/<version>/`:
+The version prefix `<url>/<name>/<version>/` is its own staging area: readers (storage.read_manifest)
+never read a prefix without `manifest.json`, so everything before that PUT is uncommitted. An object
+store has no rename, so shards go once, to their final keys (a staging copy would double the traffic).
 
-1. every shard is uploaded under the version prefix, each with its sha256 as object metadata; a shard
-   already there with the same sha256 is not uploaded again (a rerun after a crash resumes here);
-2. then the metadata files (croissant.json, README.md, preview.png, eval/);
-3. `manifest.json` last: its presence is the commit on the store. Readers (storage.read_manifest) never
-   read a version prefix without it, so the prefix before step 3 is the staging area;
-4. then `<url>/<name>/latest`.
-
-An object store has no rename, so the shards are uploaded once, to their final keys, rather than staged
-elsewhere and copied (a copy would double the traffic for nothing: nothing reads the prefix until step 3).
+- A build (`begin_staging`, `publish_staged`): its shard tasks write each shard there themselves, sha256
+  as object metadata, then a record (synthloom/staging.py); the flow checks every shard object against
+  the manifest, uploads the metadata files (croissant.json, README.md, preview.png), writes
+  `manifest.json` last, then `<url>/<name>/latest`, then deletes the resume state (records, raw shards,
+  the generation mark). A rerun after a crash reuses every staged shard of the same rows.
+- `label` (`publish`) builds its version locally, then uploads it: shards (skipping those already there
+  with the same sha256), metadata, `manifest.json` last, `latest`.
 
 One build per version: `<url>/<name>/.lock-<version>`, created with a conditional PUT (`If-None-Match: *`):
 of two builds that race, the store lets exactly one create it, the other fails naming the holder. The
-lock records its holder (host, pid, start), a token unique to the acquisition, and a heartbeat: the holder rewrites it every
-min(60 s, stale timeout / 4) with `If-Match: <its ETag>`. Unlike flock, a build killed with SIGKILL leaves
-the object behind; its heartbeat then stops, and a later build that finds it older than the stale
-timeout (`SYNTHLOOM_LOCK_STALE_SECONDS`, default 1 h; age = the store's Date minus the object's
-LastModified, both read in one GET) takes it over, as does `--force-unlock` at any age. Taking over is a PUT with `If-Match: <the ETag it read>`, so of
-two takers (or a taker and a holder that was alive after all, heartbeating) exactly one wins. A holder
-whose heartbeat finds its ETag replaced has lost the lock: it stops before writing the manifest and
-fails naming the new holder. docs/DESIGN.md says which stores honour the conditions.
+lock records its holder (host, pid, start), a token unique to the acquisition, and a heartbeat: the
+holder rewrites it every min(60 s, stale timeout / 4) with `If-Match: <its ETag>`. Unlike flock, a build
+killed with SIGKILL leaves the object behind; its heartbeat then stops, and a later build that finds it
+older than the stale timeout (`SYNTHLOOM_LOCK_STALE_SECONDS`, default 1 h; age = the store's Date minus
+the object's LastModified, both read in one GET) takes it over, as does `--force-unlock` at any age.
+Taking over is a PUT with `If-Match: <the ETag it read>`, so of two takers (or a taker and a holder that
+was alive after all, heartbeating) exactly one wins. A holder whose heartbeat finds its ETag replaced has
+lost the lock: it stops before writing the manifest and fails naming the new holder. docs/DESIGN.md says
+what is guaranteed, why, and on which stores.
 """
 
 from __future__ import annotations
@@ -46,13 +45,14 @@ from typing import Any, Iterator
 from fsspec.asyn import sync
 
 from . import dataset as ds
+from . import staging as stage
 from . import storage
 from .errors import DatasetError, StorageError
 from .faults import crash_point
 
 log = logging.getLogger(__name__)
 
-
+GENERATION_MARK = ".generation_sha256"  # which rows the staged shards under a version prefix are of
 STALE_SECONDS = 3600.0  # a lock whose heartbeat is older than this belongs to a dead build
 
 
@@ -97,8 +97,17 @@ class RemoteOutput:
         self._lost_to: str | None = None  # the holder that took the lock over from this process
         self._guard = threading.Lock()  # heartbeat vs. checks of the ETag
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for Prefect, which hashes a task's inputs (the build plan holds this object).
+        return {k: v for k, v in self.__dict__.items() if k != "_guard"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._guard = threading.Lock()
+
     def local_build_dir(self) -> Path:
-        """The local folder the build writes into (and resumes from) before publishing."""
+        """The local folder a build writes its metadata files into before committing on the store (and
+        `label` its whole version before publishing it)."""
         key = hashlib.sha256(self.output_url.encode()).hexdigest()[:16]
         return storage.cache_dir() / "builds" / key / self.name / self.version
 
@@ -323,6 +332,62 @@ class RemoteOutput:
             if set_latest:
                 self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
         return counts
+
+    # -- a build whose shard tasks staged their shards on the store (synthloom/staging.py) -----------
+    def begin_staging(self, generation: str) -> str:
+        """Make the version prefix this build's staging area; returns the URL shard tasks write to. Under
+        the lock. A committed version there is uncommitted first (the build got here only to overwrite it);
+        what another generation staged (other rows, or an older layout) is deleted, so a rerun resumes only
+        from shards of these rows."""
+        mark = storage.join(self.version_path, GENERATION_MARK)
+        with self._errors():
+            if self.fs.exists(storage.join(self.version_path, ds.MANIFEST)):
+                self.uncommit()
+            try:
+                staged = self.fs.cat_file(mark).decode().strip()
+            except FileNotFoundError:
+                staged = None
+            if staged != generation:
+                if self._remote_files():
+                    self.fs.rm(self.version_path, recursive=True)
+                self.fs.pipe_file(mark, (generation + "\n").encode())
+        return self.url
+
+    def publish_staged(self, local: Path, manifest: dict[str, Any], set_latest: bool) -> None:
+        """Commit a version whose shards the tasks staged on the store: every shard object is checked
+        against the manifest (its sha256 metadata and size), objects of an overwritten version that this one
+        lacks are deleted, the metadata files in `local` are uploaded, `manifest.json` last, then `latest`;
+        then the staging state (records, raw shards, generation mark) is deleted."""
+        files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                       if p.is_file() and p.name != ds.MANIFEST)
+        for shard in manifest["shards"]:
+            if not stage.shard_matches(self.url, shard):
+                raise StorageError(f"{self.url}/{shard['file']}: staged shard missing or changed on the store; "
+                                   "nothing committed (run the build again)")
+        keep = {shard["file"] for shard in manifest["shards"]} | set(files)
+        with self._errors():
+            self.fs.invalidate_cache(self.version_path)  # shard tasks of other processes wrote here
+            for relative in self._remote_files():
+                if relative not in keep and not storage._hidden(relative):
+                    self.fs.rm_file(storage.join(self.version_path, relative))
+            for relative in files:
+                self.fs.put_file(str(local / relative), storage.join(self.version_path, relative))
+            crash_point("publish:before-manifest")
+            self.check_held()  # a build whose lock was taken over commits nothing
+            self.fs.put_file(str(local / ds.MANIFEST), storage.join(self.version_path, ds.MANIFEST))
+            if set_latest:
+                self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
+        self.clear_staging()
+
+    def clear_staging(self) -> None:
+        """Delete the resume state of a committed version (idempotent: a rerun after a crash finishes it)."""
+        with self._errors():
+            self.fs.invalidate_cache(self.version_path)  # s3fs's listing cache predates the tasks' writes
+            for name in (stage.RECORDS_DIR, ds.RAW_DIR, GENERATION_MARK):
+                try:
+                    self.fs.rm(storage.join(self.version_path, name), recursive=True)
+                except FileNotFoundError:
+                    pass
 
     def publish_results(self, local: Path, set_latest: bool) -> None:
         """After `evaluate` on a mirror: upload what it rewrote (eval/, README.md, the other metadata), then

@@ -136,23 +136,57 @@ def test_build_to_s3_commits_on_the_store_and_a_rerun_builds_nothing(s3_url, tmp
     assert again["status"] == "exists" and again["path"] == version_url
 
 
-@pytest.mark.slow  # three CLI builds, ~17 s
-def test_killed_upload_leaves_no_version_and_the_rerun_resumes(s3_url, tmp_path):
+def test_a_labelled_build_labels_on_the_store_and_a_rerun_relabels_nothing(s3_url, tmp_path, monkeypatch):
+    """Generated shards staged under `.raw/` on the store, labelled into `data/` there: the same bytes as a
+    local build. A build that dies before its commit leaves both; the rerun regenerates and relabels
+    nothing (no labelled shard object is written again) and commits."""
     from synthloom import storage
+    from synthloom.flows.build import build_dataset
+    from synthloom.remote_output import RemoteOutput
 
+    recipe = _recipe(tmp_path, labelers=["attributes"])
+    local = build_dataset(str(recipe), output=str(tmp_path / "local"))
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(RemoteOutput, "publish_staged", dies)
+    with pytest.raises(RuntimeError, match="killed before the commit"):
+        build_dataset(str(recipe), output=s3_url)
+    monkeypatch.undo()
+    fs, root = storage.filesystem(s3_url)
+    version = f"{root}/onstore/1.0.0"
+    staged = {p: fs.info(p)["LastModified"] for p in fs.find(f"{version}/data")}
+    assert len(staged) == 3 and fs.find(f"{version}/.raw") and not fs.exists(f"{version}/manifest.json")
+    time.sleep(1.1)  # LastModified has whole seconds: a shard written again would show a later one
+    result = build_dataset(str(recipe), output=s3_url)
+    assert result["status"] == "built" and result["uploaded"] == 0 and result["reused"] == 3
+    fs.invalidate_cache()
+    assert {p: fs.info(p)["LastModified"] for p in fs.find(f"{version}/data")} == staged
+    on_store = storage.read_manifest(fs, version, result["path"])
+    assert [s["sha256"] for s in on_store["shards"]] == \
+        [s["sha256"] for s in synthloom.load(local["path"]).manifest["shards"]]
+    # No staging object is left (SeaweedFS may keep the emptied folders a while: objects are what count).
+    fs.invalidate_cache()  # this test's listings of .raw/ are cached
+    assert [p for p in fs.find(version) if p[len(version) + 1:].startswith(".")] == []
+
+
+@pytest.mark.slow  # three CLI builds, ~17 s
+def test_killed_build_leaves_no_version_and_the_rerun_resumes_from_the_staged_shards(s3_url, tmp_path):
     recipe = _recipe(tmp_path)
-    killed = run_cli("build", str(recipe), "--output", s3_url, env={"SYNTHLOOM_CRASH_AT": "publish:shard-uploaded"})
+    # Killed right after the first shard was staged on the store (shard, then its record).
+    killed = run_cli("build", str(recipe), "--output", s3_url, env={"SYNTHLOOM_CRASH_AT": "stage:shard-recorded"})
     assert killed.returncode != 0
     version = f"{s3_url}/onstore/1.0.0"
     with pytest.raises(DatasetError, match="not a complete synthloom dataset"):
-        synthloom.load(version)  # one shard uploaded, no manifest: not a dataset
+        synthloom.load(version)  # one shard staged, no manifest: not a dataset
     # The killed build could not delete its lock object: the next build names it and says what to do.
     blocked = run_cli("build", str(recipe), "--output", s3_url)
     assert blocked.returncode == 1 and "being built by process" in blocked.stderr
     assert "--force-unlock" in blocked.stderr and f"{s3_url}/onstore/.lock-1.0.0" in blocked.stderr
     resumed = run_cli("build", str(recipe), "--output", s3_url, "--force-unlock")
     assert resumed.returncode == 0, resumed.stderr
-    assert "2 shards uploaded, 1 already on the store" in resumed.stdout  # the shard uploaded before the kill
+    assert "2 shards uploaded, 1 already on the store" in resumed.stdout  # the shard staged before the kill
     assert run_cli("verify", version).returncode == 0
 
 
