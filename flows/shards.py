@@ -78,15 +78,19 @@ def write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared
     folder = ds.RAW_DIR if recipe.labelers else ds.DATA_DIR  # labelled shards alone go to data/
     record = stage.write_shard(table, staging, f"{folder}/{shard.filename}")
     record = {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
-              **({"stats": stats} if stats is not None else {})}
+              "generation_sha256": generation, **({"stats": stats} if stats is not None else {})}
     stage.write_record(staging, shard.filename, record)
     return record
 
 
-def staged_record(staging: str | Path, shard: ShardSpec) -> dict[str, Any] | None:
-    """The record of a shard an earlier run finished, if its file is still the one recorded."""
+def staged_record(staging: str | Path, shard: ShardSpec, generation: str) -> dict[str, Any] | None:
+    """The record of a shard an earlier run finished from the same rows, if its file is still the one
+    recorded. (The generation is checked too: a straggling task of an earlier build of other rows could
+    still write into a store's staging prefix after the new build cleared it.)"""
     record = stage.read_record(staging, shard.filename)
-    return record if record is not None and file_matches(staging, record) else None
+    if record is None or record.get("generation_sha256", generation) != generation:
+        return None
+    return record if file_matches(staging, record) else None
 
 
 def file_matches(staging: str | Path, record: dict[str, Any]) -> bool:
@@ -98,7 +102,7 @@ def _generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prep
                     staging: str, device: str, sole_worker: bool = False, on_cluster: bool = False) -> dict[str, Any]:
     """Generate one shard and write it into the staging area; return its manifest record. A shard an
     earlier run finished (inside a group task, or on a store) is reused."""
-    return (staged_record(staging, shard)
+    return (staged_record(staging, shard, generation)
             or write_shard(recipe_json, generation, prepared, shard, staging, device, sole_worker, on_cluster))
 
 
@@ -121,7 +125,7 @@ def _generate_shard_group(recipe_json: dict[str, Any], generation: str, prepared
                           sole_worker: bool = False) -> list[dict[str, Any]]:
     """Several cheap shards in one task. Each shard is still written and recorded on its own, so a
     rerun that groups them differently reuses every finished one."""
-    return [staged_record(staging, shard)
+    return [staged_record(staging, shard, generation)
             or write_shard(recipe_json, generation, prepared, shard, staging, device, sole_worker)
             for shard in shards]
 

@@ -6,7 +6,8 @@ With a URL a worker needs nothing but the URL and the store's credentials, no fo
 it encodes the shard in memory (the same bytes as a local build: `dataset.write_parquet`), PUTs it under
 `data/` (or `.raw/` before labelling) with its sha256 as object metadata, then PUTs its record under
 `.records/`. A record therefore names a shard that is complete on the store; a rerun reuses a shard whose
-record is there and whose object still carries the recorded sha256 and size. Nothing reads the prefix as a
+record is there, of the same generation (flows/shards.staged_record), and whose object still carries the
+recorded sha256 and size. Nothing reads the prefix as a
 dataset until `manifest.json` is written (remote_output.RemoteOutput.publish_staged), so until then the
 prefix is the staging area; the hidden resume state (`.records/`, `.raw/`, `.generation_sha256`) is
 deleted after that commit.

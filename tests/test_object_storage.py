@@ -171,6 +171,26 @@ def test_a_labelled_build_labels_on_the_store_and_a_rerun_relabels_nothing(s3_ur
     assert [p for p in fs.find(version) if p[len(version) + 1:].startswith(".")] == []
 
 
+def test_a_staged_shard_is_reused_only_for_the_same_rows_and_bytes(s3_url):
+    """A record on the store names its shard's generation, sha256 and size: a record of other rows (a
+    straggling task of an earlier build) or an object that changed after it is not reused."""
+    import pyarrow as pa
+
+    from synthloom import staging
+    from synthloom.flows.shards import staged_record
+    from synthloom.lifecycle import ShardSpec
+
+    shard = ShardSpec("train", 0, 1, 0, 2, 0)
+    url = f"{s3_url}/v/1.0.0"
+    record = {**staging.write_shard(pa.table({"x": [1, 2]}), url, f"data/{shard.filename}"),
+              "generation_sha256": "rows-a"}
+    staging.write_record(url, shard.filename, record)
+    assert staged_record(url, shard, "rows-a") == record
+    assert staged_record(url, shard, "rows-b") is None  # other rows
+    staging.write_shard(pa.table({"x": [1, 3]}), url, f"data/{shard.filename}")
+    assert staged_record(url, shard, "rows-a") is None  # the object changed after its record
+
+
 @pytest.mark.slow  # three CLI builds, ~17 s
 def test_killed_build_leaves_no_version_and_the_rerun_resumes_from_the_staged_shards(s3_url, tmp_path):
     recipe = _recipe(tmp_path)
