@@ -121,7 +121,8 @@ LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device", "on_clus
 
 
 def label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: list[ShardSpec],
-                 staging: Path | str, storage: Path | None, device: str, runner: Runner, logger) -> list[dict[str, Any]]:
+                 staging: Path | str, storage: Path | None, device: str, runner: Runner,
+                 logger) -> list[dict[str, Any]]:
     """One label-shard task per generated shard; returns the labelled shards' records, in order.
     `staging` is a local folder (task results cached in `storage`) or a version URL on a store."""
     by_key = {(s.split, s.index): s for s in shards}
