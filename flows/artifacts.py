@@ -16,12 +16,14 @@ from synthloom import dataset as ds
 PROGRESS_SECONDS = 3.0
 
 
-def publish_artifacts(manifest: dict[str, Any], final: Path) -> None:
+def publish_artifacts(manifest: dict[str, Any], final: Path, shown: str | None = None) -> None:
+    """`shown`: where the version is committed, when not at `final` (a store URL; `final` has the preview)."""
+    shown = shown or str(final)
     key = "dataset-" + "".join(c if c.isalnum() else "-" for c in manifest["recipe"]["name"].lower())
     create_table_artifact(table=list(ds.rows_per_split(manifest).values()), key=key + "-splits",
-                          description=f"Splits of {final}")
+                          description=f"Splits of {shown}")
     create_markdown_artifact(
-        markdown=f"**{manifest['recipe']['name']} {manifest['version']}** committed at `{final}`\n\n"
+        markdown=f"**{manifest['recipe']['name']} {manifest['version']}** committed at `{shown}`\n\n"
                  f"{_embedded_preview(final / 'preview.png')}\n\n"
                  f"recipe sha256 `{manifest['recipe_sha256']}`, seed `{manifest['seed']}`",
         key=key + "-summary",

@@ -17,6 +17,10 @@ Thin orchestration only: model and format code live in generators/ and synthloom
 - After the commit, `_finish_version` does every later step (clean-up, evaluation and gates, `latest`,
   artifacts); a rerun that finds the version committed runs it again, so a crash after the commit loses
   nothing.
+- With `output:` on an object store (`_build_on_store`), shard and label tasks write straight to the
+  version's prefix on the store (synthloom/staging.py): a worker on another node needs only the URL and
+  credentials. The flow writes the small metadata files locally, then commits on the store (shards checked,
+  metadata, manifest.json last: RemoteOutput.publish_staged); no shard is written on the flow's machine.
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from synthloom import dataset as ds
+from synthloom import staging as stage
 from synthloom.card import dataset_card
 from synthloom.croissant import croissant_metadata
 from synthloom.faults import crash_point
@@ -44,11 +48,12 @@ from synthloom.recipe import Recipe
 from synthloom.registry import get_generator_class, make_generator
 
 from .artifacts import PROGRESS_SECONDS, progress_bar, publish_artifacts
-from .evaluate import GateError, evaluate_dataset
+from .evaluate import GateError, evaluate_dataset, evaluate_held
 from .labelling import Labelling, label_shards, prepare_labelers
 from .plan import BuildPlan, existing_remote_version, existing_version, plan_build
 from .run_settings import one_off_run
-from .shards import generate_shard, generate_shard_group, recheck_staged, run_shards
+from .shards import (generate_shard, generate_shard_group, generate_shard_group_on_store, generate_shard_on_store,
+                     recheck_staged, run_shards)
 
 __all__ = ["build_dataset", "build_dataset_flow", "plan_build", "BuildPlan"]
 
@@ -92,29 +97,42 @@ def build_dataset_flow(recipe_path: str, overwrite: bool = False, version: str |
         plan.remote_existing = existing_remote_version(plan, overwrite)  # again, now that we hold the lock
         if plan.remote_existing is not None:
             manifest = plan.remote_existing
+            plan.remote.clear_staging()  # a build killed after its commit left its resume state
             if manifest.get("status") == "rejected":  # as a local rerun does: say so again
                 raise GateError(f"{plan.remote.url} rejected by quality gates: "
                                 + "; ".join(manifest["gates"]["failures"]))
-            return {"path": plan.remote.url, "rows": sum(s["rows"] for s in manifest["shards"]),
-                    "shards": len(manifest["shards"]), "skipped": manifest["skipped"]["count"], "status": "exists"}
-        try:
-            summary = _build_locally(plan, overwrite, progress, workers, logger)
-        except GateError:
-            _publish(plan, logger)  # a rejected version is committed (status rejected), not made `latest`
-            raise
-        return {**summary, **_publish(plan, logger), "status": "built"}
+            summary = {"path": plan.remote.url, "rows": sum(s["rows"] for s in manifest["shards"]),
+                       "shards": len(manifest["shards"]), "skipped": manifest["skipped"]["count"], "status": "exists"}
+            if manifest.get("status") == "unevaluated":  # killed between its commit and its evaluation
+                summary["metrics"] = evaluate_held(plan.remote)["summary"]
+            return summary
+        return _build_on_store(plan, progress, logger)
 
 
-def _publish(plan: BuildPlan, logger) -> dict[str, Any]:
-    """Upload the committed local version to the store (manifest last), then drop the local copy."""
-    manifest = ds.read_manifest(plan.final)
-    latest = plan.final.parent / ds.LATEST
-    is_latest = latest.exists() and latest.read_text().strip() == plan.final.name
-    counts = plan.remote.publish(plan.final, manifest, set_latest=is_latest)
-    logger.info("published %s: %d shards uploaded, %d already there", plan.remote.url, counts["uploaded"],
-                counts["reused"])
-    shutil.rmtree(plan.final)  # committed on the store; a rerun finds it there
-    return {"path": plan.remote.url, **counts}
+def _build_on_store(plan: BuildPlan, progress: bool, logger) -> dict[str, Any]:
+    """Shards staged on the store by the tasks, metadata written locally, committed on the store (under the
+    version's lock object, which the caller holds)."""
+    remote, recipe = plan.remote, plan.recipe
+    staging_url = remote.begin_staging(plan.generation)
+    prepared, records, labelling, reused = _stage_shards(plan, staging_url, None, progress, logger)
+    crash_point("build:shards-done")
+    manifest = _manifest(plan, prepared, records, staging_url, labelling)
+    local = plan.final  # only the metadata files: preview, croissant, card, manifest
+    shutil.rmtree(local, ignore_errors=True)
+    local.mkdir(parents=True)
+    _write_metadata(manifest, staging_url, records, local)
+    ds.write_json_atomic(local / ds.MANIFEST, manifest)
+    evaluated = bool(recipe.evaluators or recipe.gates)
+    remote.publish_staged(local, manifest, set_latest=not evaluated)  # a version with gates: `latest` once accepted
+    logger.info("committed %s: %d shards, %d staged by an earlier run", remote.url, len(records), reused)
+    publish_artifacts(manifest, local, shown=remote.url)
+    shutil.rmtree(local)
+    summary = {"path": remote.url, "rows": sum(r["rows"] for r in records), "shards": len(records),
+               "skipped": manifest["skipped"]["count"], "uploaded": len(records) - reused, "reused": reused,
+               "status": "built"}
+    if evaluated:  # a rejected version stays committed (status rejected), not `latest`: GateError
+        summary["metrics"] = evaluate_held(remote)["summary"]
+    return summary
 
 
 def _build_locally(plan: BuildPlan, overwrite: bool, progress: bool, workers: int, logger) -> dict[str, Any]:
@@ -136,6 +154,28 @@ def _build_locally(plan: BuildPlan, overwrite: bool, progress: bool, workers: in
 
 
 def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progress: bool, logger) -> dict[str, Any]:
+    storage = (staging / ".results").resolve()
+    prepared, records, labelling, _ = _stage_shards(plan, staging, storage, progress, logger)
+    crash_point("build:shards-done")
+    manifest = _manifest(plan, prepared, records, staging, labelling)
+    _write_metadata(manifest, staging, records, staging)
+    ds.commit(staging, plan.final, manifest, overwrite=overwrite)
+    crash_point("build:committed")
+    logger.info("committed %s: %d shards", plan.final, len(records))
+    return manifest
+
+
+def _write_metadata(manifest: dict[str, Any], staging: Path | str, records: list[dict[str, Any]], folder: Path) -> None:
+    """preview.png, croissant.json and README.md into `folder` (the shards are in `staging`)."""
+    write_preview(stage.read_table(staging, records[0]["file"]), folder / "preview.png")
+    ds.write_json_atomic(folder / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
+    ds.write_text(folder / "README.md", dataset_card(manifest))
+
+
+def _stage_shards(plan: BuildPlan, staging: Path | str, storage: Path | None, progress: bool, logger):
+    """Prepare, then generate (and label) every shard into `staging`: a local folder whose tasks' results
+    are cached in `storage`, or a version URL on a store. Returns (prepared, records in manifest order,
+    labelling, how many shards an earlier run had staged)."""
     recipe = plan.recipe
     recipe_json = recipe.model_dump(mode="json")
     prepared = prepare_generator(plan)
@@ -147,9 +187,10 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
         labelling = prepare_labelers(tuple((spec.kind, spec.params) for spec in recipe.labelers), features,
                                      plan.context())
     shards = plan_shards(recipe)
-    storage = (staging / ".results").resolve()
-    shard_task = generate_shard.with_options(result_storage=storage)
-    group_task = generate_shard_group.with_options(result_storage=storage)
+    on_store = stage.on_store(staging)
+    shard_task = generate_shard_on_store if on_store else generate_shard.with_options(result_storage=storage)
+    group_task = generate_shard_group_on_store if on_store else generate_shard_group.with_options(
+        result_storage=storage)
     bar = progress_bar(progress, len(shards), f"{recipe.name} {recipe.version}")
     progress_id = create_progress_artifact(0.0, description=f"Shards of {recipe.name} {recipe.version}")
     records: list[dict[str, Any]] = []
@@ -173,21 +214,13 @@ def _generate_and_commit(plan: BuildPlan, staging: Path, overwrite: bool, progre
         bar.close()
     if cached:
         logger.info("reused %d finished shards from an earlier run", len(cached))
-    records += recheck_staged(cached, shards, args, staging, storage, plan.device)
+    # Reused on a store: the task checked each record against its object. From Prefect's cache: not yet.
+    records += cached if on_store else recheck_staged(cached, shards, args, staging, storage, plan.device)
     records.sort(key=lambda r: (list(recipe.count).index(r["split"]), r["index"]))
     if labelling is not None:
         crash_point("build:generated-before-labels")
         records = label_shards(labelling, records, shards, staging, storage, plan.device, plan.runner, logger)
-
-    crash_point("build:shards-done")
-    manifest = _manifest(plan, prepared, records, staging, labelling)
-    write_preview(pq.read_table(staging / records[0]["file"]), staging / "preview.png")
-    ds.write_json_atomic(staging / "croissant.json", croissant_metadata(manifest, _schema_of(staging, records)))
-    ds.write_text(staging / "README.md", dataset_card(manifest))
-    ds.commit(staging, plan.final, manifest, overwrite=overwrite)
-    crash_point("build:committed")
-    logger.info("committed %s: %d shards", plan.final, len(records))
-    return manifest
+    return prepared, records, labelling, len(cached)
 
 
 def _finish_version(plan: BuildPlan, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -237,11 +270,11 @@ def staging_for(final: Path, generation: str) -> Path:
     return staging
 
 
-def _schema_of(folder: Path, records: list[dict[str, Any]]):
-    return pq.read_schema(folder / records[0]["file"])
+def _schema_of(folder: Path | str, records: list[dict[str, Any]]):
+    return stage.read_schema(folder, records[0]["file"])
 
 
-def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]], staging: Path,
+def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]], staging: Path | str,
               labelling: "Labelling | None" = None) -> dict[str, Any]:
     recipe = plan.recipe
     return {

@@ -52,18 +52,25 @@ def evaluate_dataset(dataset: str, reference: str | None = None, evaluators: dic
 
 
 def _evaluate_on_store(url: str, reference, evaluators, split: str, gates) -> dict[str, Any]:
-    from synthloom import storage
     from synthloom.remote_output import version_output
 
     remote = version_output(url)
     with remote.lock():  # no build, label or other evaluation changes this version meanwhile
-        version_dir = storage.materialize(remote.url)  # under the lock: the manifest we update is current
-        try:
-            result = _evaluate(version_dir, reference, evaluators, split, gates, shown=remote.url)
-        except GateError:
-            remote.publish_results(version_dir, set_latest=False)  # rejected: recorded, not `latest`
-            raise
-        remote.publish_results(version_dir, set_latest=True)
+        return evaluate_held(remote, reference, evaluators, split, gates)
+
+
+def evaluate_held(remote, reference=None, evaluators=None, split: str = "train", gates=None) -> dict[str, Any]:
+    """Evaluate a committed version on a store whose lock the caller holds (this command, or the build
+    that just committed it): in a local mirror, then the results go back, manifest.json last."""
+    from synthloom import storage
+
+    version_dir = storage.materialize(remote.url)  # under the lock: the manifest we update is current
+    try:
+        result = _evaluate(version_dir, reference, evaluators, split, gates, shown=remote.url)
+    except GateError:
+        remote.publish_results(version_dir, set_latest=False)  # rejected: recorded, not `latest`
+        raise
+    remote.publish_results(version_dir, set_latest=True)
     return {**result, "path": remote.url, "report": f"{remote.url}/eval/report.html"}
 
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from prefect import task
 from prefect.context import TaskRunContext
 
 from synthloom import dataset as ds
+from synthloom import staging as stage
 from synthloom.devices import device_slots
 from synthloom.errors import DatasetError
 from synthloom.features import Features
@@ -22,7 +22,6 @@ from synthloom.labelers.base import Labeler, apply_labeler, chain_fingerprint, c
 from synthloom.labelers.base import Prepared as LabelerPrepared
 from synthloom.lifecycle import with_model_refs
 from synthloom.models import localize
-from synthloom.provenance import sha256_file
 from synthloom.registry import make_labeler
 
 from .runners import Runner, run_tasks
@@ -87,34 +86,49 @@ def _label_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     return "label-{}-{:05d}-{}".format(shard.split, shard.index, hashlib.sha256(inputs.encode()).hexdigest()[:32])
 
 
-@task(name="label-shard", task_run_name="label-{shard.split}-{shard.index:05d}", cache_key_fn=_label_cache_key,
-      persist_result=True)
-def label_shard(labelling: Labelling, generated: dict[str, Any], shard: ShardSpec, staging: str,
-                device: str, on_cluster: bool = False) -> dict[str, Any]:
-    """Run the labeler chain on one generated shard (`.raw/`); write the labelled shard to `data/`."""
-    raw = Path(staging) / generated["file"]
-    if not raw.exists() or sha256_file(raw) != generated["sha256"]:
-        raise DatasetError(f"{raw}: generated shard is missing or changed since it was generated; "
-                           "run the build again")
-    table = pq.read_table(raw)
+def _label_shard(labelling: Labelling, generated: dict[str, Any], shard: ShardSpec, staging: str,
+                 device: str, on_cluster: bool = False) -> dict[str, Any]:
+    """Run the labeler chain on one generated shard (`.raw/`); write the labelled shard to `data/`. A shard
+    an earlier run labelled from the same generated shard with the same chain is reused (its record)."""
+    name = shard.filename + ".labelled"
+    done = stage.read_record(staging, name)
+    if (done is not None and done["generated_sha256"] == generated["sha256"]
+            and done.get("labeling_sha256") == labelling.fingerprint and file_matches(staging, done)):
+        return done
+    if not file_matches(staging, generated):
+        raise DatasetError(f"{staging}/{generated['file']}: generated shard is missing or changed since it was "
+                           "generated; run the build again")
+    table = stage.read_table(staging, generated["file"])
     for labeler in loaded_labelers(labelling, device):
         # On a cluster the engine gave this task its GPU (runners.py); here a Prefect limit guards the device.
         with device_slots({} if on_cluster else labeler.resources, device):
             table = apply_labeler(labeler, table, shard=shard.filename)
-    record = ds.write_shard(table, Path(staging) / ds.DATA_DIR / shard.filename)
-    return {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
-            "generated_sha256": generated["sha256"], **{k: generated[k] for k in ("stats",) if k in generated}}
+    record = stage.write_shard(table, staging, f"{ds.DATA_DIR}/{shard.filename}")
+    record = {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
+              "generated_sha256": generated["sha256"], **{k: generated[k] for k in ("stats",) if k in generated}}
+    stage.write_record(staging, name, {**record, "labeling_sha256": labelling.fingerprint})
+    return record
+
+
+LABEL_RUN_NAME = "label-{shard.split}-{shard.index:05d}"
+label_shard = task(name="label-shard", task_run_name=LABEL_RUN_NAME, cache_key_fn=_label_cache_key,
+                   persist_result=True)(_label_shard)
+# Staging on an object store: resume from the records on the store, no result cache (see shards.py).
+label_shard_on_store = task(name="label-shard", task_run_name=LABEL_RUN_NAME, persist_result=False)(_label_shard)
 
 
 LABEL_PARAMS = ("labelling", "generated", "shard", "staging", "device", "on_cluster")
 
 
-def label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: list[ShardSpec], staging: Path,
-                  storage: Path, device: str, runner: Runner, logger) -> list[dict[str, Any]]:
-    """One label-shard task per generated shard; returns the labelled shards' records, in order."""
+def label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: list[ShardSpec],
+                 staging: Path | str, storage: Path | None, device: str, runner: Runner,
+                 logger) -> list[dict[str, Any]]:
+    """One label-shard task per generated shard; returns the labelled shards' records, in order.
+    `staging` is a local folder (task results cached in `storage`) or a version URL on a store."""
     by_key = {(s.split, s.index): s for s in shards}
     jobs = [(record, by_key[(record["split"], record["index"])]) for record in generated]
-    label_task = label_shard.with_options(result_storage=storage)
+    on_store = stage.on_store(staging)
+    label_task = label_shard_on_store if on_store else label_shard.with_options(result_storage=storage)
     started = time.time()
     fresh, cached = [], []
     for record in _run_label_tasks(label_task, labelling, jobs, str(staging), device, runner):
@@ -123,7 +137,8 @@ def label_shards(labelling: Labelling, generated: list[dict[str, Any]], shards: 
         logger.info("reused %d labelled shards from an earlier run", len(cached))
     logger.info("labelled %d shards with %s", len(fresh), ", ".join(kind for kind, _ in labelling.specs))
     order = {(r["split"], r["index"]): i for i, r in enumerate(generated)}
-    checked = fresh + _recheck_labelled(cached, jobs, labelling, staging, storage, device)
+    # Reused from a store: the task checked each record against its object. From Prefect's cache: not yet.
+    checked = fresh + (cached if on_store else _recheck_labelled(cached, jobs, labelling, staging, storage, device))
     return sorted(checked, key=lambda r: order[(r["split"], r["index"])])
 
 

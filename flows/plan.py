@@ -72,8 +72,9 @@ def plan_build(recipe_path: str, overwrite: bool = False, version: str | None = 
     generator = make_generator(recipe.generator.kind, recipe.generator.params)  # params are validated here
     check_build_size(recipe, None, plan.final.parent)  # the shard count, before any input is read
     generator.check_inputs(plan.context())
-    # After check_inputs: a sample's size may depend on the inputs (dcgan: the reference's channels).
-    check_build_size(recipe, generator.bytes_per_sample(), plan.final.parent)
+    # After check_inputs: a sample's size may depend on the inputs (dcgan: the reference's channels). A
+    # build onto a store keeps no shard on this disk (its tasks stage them on the store): no space check.
+    check_build_size(recipe, generator.bytes_per_sample() if remote is None else None, plan.final.parent)
     check_labelers_preflight(recipe, generator, plan.context().recipe_dir)
     plan.existing = existing_version(plan, overwrite)
     if plan.existing is None:

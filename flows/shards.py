@@ -1,5 +1,6 @@
 """Shard tasks and their scheduling: one Prefect task per shard (cheap shards grouped), each writing its
-Parquet file and a record into the staging folder, so any rerun reuses every finished shard."""
+Parquet file and a record into the staging area (a local folder, or the version's prefix on an object
+store: synthloom/staging.py), so any rerun reuses every finished shard."""
 
 from __future__ import annotations
 
@@ -15,18 +16,15 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from synthloom import dataset as ds
+from synthloom import staging as stage
 from synthloom.devices import device_slots
 from synthloom.errors import SynthloomError
 from synthloom.generators.base import Generator, Prepared, ShardSpec
 from synthloom.models import localize
-from synthloom.provenance import sha256_file
 from synthloom.recipe import parse_recipe
 from synthloom.registry import make_generator
 
 from .runners import Runner, run_tasks
-
-RECORDS_DIR = ".records"  # one JSON record per finished shard, beside Prefect's result cache
-
 
 def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     shard: ShardSpec = parameters["shard"]
@@ -59,7 +57,7 @@ def unload_generator() -> None:
 
 def write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
                 staging: str, device: str, sole_worker: bool = False, on_cluster: bool = False) -> dict[str, Any]:
-    """Generate one shard, write it into the staging folder, return its manifest record."""
+    """Generate one shard, write it into the staging area (a folder or a store URL), return its record."""
     recipe = parse_recipe(recipe_json)
     generator = loaded_generator(recipe.generator.kind, recipe.generator.params, prepared, device)
     features = ds.dataset_schema(generator.features())
@@ -78,42 +76,43 @@ def write_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared
         stats = generator.shard_stats()  # e.g. a quality filter's acceptance per class
     table = ds.rows_to_table(rows, features)
     folder = ds.RAW_DIR if recipe.labelers else ds.DATA_DIR  # labelled shards alone go to data/
-    record = ds.write_shard(table, Path(staging) / folder / shard.filename)
+    record = stage.write_shard(table, staging, f"{folder}/{shard.filename}")
     record = {**record, "split": shard.split, "index": shard.index, "written_at": time.time(),
-              **({"stats": stats} if stats is not None else {})}
-    path = record_path(staging, shard)
-    path.parent.mkdir(exist_ok=True)
-    ds.write_json_atomic(path, record)
+              "generation_sha256": generation, **({"stats": stats} if stats is not None else {})}
+    stage.write_record(staging, shard.filename, record)
     return record
 
 
-def record_path(staging: str | Path, shard: ShardSpec) -> Path:
-    return Path(staging) / RECORDS_DIR / (shard.filename + ".json")
-
-
-def staged_record(staging: str | Path, shard: ShardSpec) -> dict[str, Any] | None:
-    """The record of a shard an earlier run finished, if its file is still the one recorded."""
-    path = record_path(staging, shard)
-    if not path.exists():
+def staged_record(staging: str | Path, shard: ShardSpec, generation: str) -> dict[str, Any] | None:
+    """The record of a shard an earlier run finished from the same rows, if its file is still the one
+    recorded. (The generation is checked too: a straggling task of an earlier build of other rows could
+    still write into a store's staging prefix after the new build cleared it.)"""
+    record = stage.read_record(staging, shard.filename)
+    if record is None or record.get("generation_sha256", generation) != generation:
         return None
-    record = json.loads(path.read_text())
     return record if file_matches(staging, record) else None
 
 
 def file_matches(staging: str | Path, record: dict[str, Any]) -> bool:
     """Whether the shard file a record names is still there with the recorded sha256."""
-    file = Path(staging) / record["file"]
-    return file.exists() and sha256_file(file) == record["sha256"]
+    return stage.shard_matches(staging, record)
 
 
-@task(name="generate-shard", task_run_name="shard-{shard.split}-{shard.index:05d}-of-{shard.num_shards:05d}",
-      cache_key_fn=_shard_cache_key, persist_result=True)
-def generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
-                   staging: str, device: str, sole_worker: bool = False, on_cluster: bool = False) -> dict[str, Any]:
-    """Generate one shard and write it into the staging folder; return its manifest record. A shard an
-    earlier run finished inside a group task (no cached result of this task) is reused too."""
-    return (staged_record(staging, shard)
+def _generate_shard(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shard: ShardSpec,
+                    staging: str, device: str, sole_worker: bool = False, on_cluster: bool = False) -> dict[str, Any]:
+    """Generate one shard and write it into the staging area; return its manifest record. A shard an
+    earlier run finished (inside a group task, or on a store) is reused."""
+    return (staged_record(staging, shard, generation)
             or write_shard(recipe_json, generation, prepared, shard, staging, device, sole_worker, on_cluster))
+
+
+SHARD_RUN_NAME = "shard-{shard.split}-{shard.index:05d}-of-{shard.num_shards:05d}"
+generate_shard = task(name="generate-shard", task_run_name=SHARD_RUN_NAME, cache_key_fn=_shard_cache_key,
+                      persist_result=True)(_generate_shard)
+# Staging on an object store: the records on the store are the resume state. No Prefect result cache,
+# whose local folder a worker on another node could not reach.
+generate_shard_on_store = task(name="generate-shard", task_run_name=SHARD_RUN_NAME,
+                               persist_result=False)(_generate_shard)
 
 
 def _group_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -121,14 +120,20 @@ def _group_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     return "shards-" + hashlib.sha256("|".join(keys).encode()).hexdigest()[:32]
 
 
-@task(name="generate-shards", task_run_name="{name}", cache_key_fn=_group_cache_key, persist_result=True)
-def generate_shard_group(recipe_json: dict[str, Any], generation: str, prepared: Prepared, shards: list[ShardSpec],
-                         staging: str, device: str, name: str, sole_worker: bool = False) -> list[dict[str, Any]]:
+def _generate_shard_group(recipe_json: dict[str, Any], generation: str, prepared: Prepared,
+                          shards: list[ShardSpec], staging: str, device: str, name: str,
+                          sole_worker: bool = False) -> list[dict[str, Any]]:
     """Several cheap shards in one task. Each shard is still written and recorded on its own, so a
     rerun that groups them differently reuses every finished one."""
-    return [staged_record(staging, shard)
+    return [staged_record(staging, shard, generation)
             or write_shard(recipe_json, generation, prepared, shard, staging, device, sole_worker)
             for shard in shards]
+
+
+generate_shard_group = task(name="generate-shards", task_run_name="{name}", cache_key_fn=_group_cache_key,
+                            persist_result=True)(_generate_shard_group)
+generate_shard_group_on_store = task(name="generate-shards", task_run_name="{name}",
+                                     persist_result=False)(_generate_shard_group)
 
 
 SHARD_PARAMS = ("recipe_json", "generation", "prepared", "shard", "staging", "device", "on_cluster")

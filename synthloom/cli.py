@@ -250,9 +250,12 @@ def cmd_build(args) -> int:
               "finished the steps after the commit, nothing regenerated")
     else:
         skipped = f", {result['skipped']} inputs skipped" if result.get("skipped") else ""
+        # On a store each shard object's sha256 metadata and size were checked, not its bytes re-read
+        # (`synthloom verify URL` does that).
         stored = (f"; {result['uploaded']} shards uploaded, {result['reused']} already on the store"
                   if "uploaded" in result else "")
-        print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards, verified{skipped}{stored}")
+        checked = "checked on the store (sha256, size)" if stored else "verified"
+        print(f"{result['path']}: {result['rows']} rows in {result['shards']} shards, {checked}{skipped}{stored}")
     if result.get("metrics"):  # evaluated by this run: the headline numbers, details in the report
         numbers = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
                             for key, value in result["metrics"].items() if isinstance(value, (int, float)))

@@ -97,17 +97,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
     _fsync_dir(path.parent)
 
 
+def write_parquet(table: pa.Table, where) -> None:
+    """The one way a shard is encoded (a path or a writable stream: the same bytes either way)."""
+    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
+    row_group = max(1, min(table.num_rows, TARGET_ROW_GROUP_BYTES // row_bytes))
+    # Dictionary-encode only strings: on float point lists it wastes space and halves read speed.
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+    pq.write_table(table, where, compression="zstd", row_group_size=row_group, use_dictionary=strings)
+
+
 def write_shard(table: pa.Table, path: Path) -> dict[str, Any]:
     """Write one Parquet shard atomically; return its record for the manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    row_bytes = max(1, table.nbytes // max(1, table.num_rows))
-    row_group = max(1, min(table.num_rows, TARGET_ROW_GROUP_BYTES // row_bytes))
     try:
-        # Dictionary-encode only strings: on float point lists it wastes space and halves read speed.
-        strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
         with file_named(path):
-            pq.write_table(table, tmp, compression="zstd", row_group_size=row_group, use_dictionary=strings)
+            write_parquet(table, tmp)
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)

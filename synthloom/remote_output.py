@@ -1,29 +1,28 @@
-"""A build whose `output:` is an object-store URL (`s3://bucket/prefix`): the commit protocol on the store.
+"""A version whose `output:` is an object-store URL (`s3://bucket/prefix`): the commit protocol on the store.
 
-The build runs into a local build folder exactly as a local build does (staging, resume state, flock,
-commit: dataset.py), under the cache (`storage.cache_dir()/builds/`). Then `publish` copies the committed
-version to `<url>/<name>/<version>/`:
+The version prefix `<url>/<name>/<version>/` is its own staging area: readers (storage.read_manifest)
+never read a prefix without `manifest.json`, so everything before that PUT is uncommitted. An object
+store has no rename, so shards go once, to their final keys (a staging copy would double the traffic).
 
-1. every shard is uploaded under the version prefix, each with its sha256 as object metadata; a shard
-   already there with the same sha256 is not uploaded again (a rerun after a crash resumes here);
-2. then the metadata files (croissant.json, README.md, preview.png, eval/);
-3. `manifest.json` last: its presence is the commit on the store. Readers (storage.read_manifest) never
-   read a version prefix without it, so the prefix before step 3 is the staging area;
-4. then `<url>/<name>/latest`.
-
-An object store has no rename, so the shards are uploaded once, to their final keys, rather than staged
-elsewhere and copied (a copy would double the traffic for nothing: nothing reads the prefix until step 3).
+- A build (`begin_staging`, `publish_staged`): its shard tasks write each shard there themselves, sha256
+  as object metadata, then a record (synthloom/staging.py); the flow checks every shard object against
+  the manifest, uploads the metadata files (croissant.json, README.md, preview.png), writes
+  `manifest.json` last, then `<url>/<name>/latest`, then deletes the resume state (records, raw shards,
+  the generation mark). A rerun after a crash reuses every staged shard of the same rows.
+- `label` (`publish`) builds its version locally, then uploads it: shards (skipping those already there
+  with the same sha256), metadata, `manifest.json` last, `latest`.
 
 One build per version: `<url>/<name>/.lock-<version>`, created with a conditional PUT (`If-None-Match: *`):
 of two builds that race, the store lets exactly one create it, the other fails naming the holder. The
-lock records its holder (host, pid, start) and a heartbeat: the holder rewrites it every
-min(60 s, stale timeout / 4) with `If-Match: <its ETag>`. Unlike flock, a build killed with SIGKILL leaves
-the object behind; its heartbeat then stops, and a later build that finds it older than the stale
-timeout (`SYNTHLOOM_LOCK_STALE_SECONDS`, default 1 h; age = now - the object's LastModified) takes it
-over, as does `--force-unlock` at any age. Taking over is a PUT with `If-Match: <the ETag it read>`, so of
-two takers (or a taker and a holder that was alive after all, heartbeating) exactly one wins. A holder
-whose heartbeat finds its ETag replaced has lost the lock: it stops before writing the manifest and
-fails naming the new holder. docs/DESIGN.md says which stores honour the conditions.
+lock records its holder (host, pid, start), a token unique to the acquisition, and a heartbeat: the
+holder rewrites it every min(60 s, stale timeout / 4) with `If-Match: <its ETag>`. Unlike flock, a build
+killed with SIGKILL leaves the object behind; its heartbeat then stops, and a later build that finds it
+older than the stale timeout (`SYNTHLOOM_LOCK_STALE_SECONDS`, default 1 h; age = the store's Date minus
+the object's LastModified, both read in one GET) takes it over, as does `--force-unlock` at any age.
+Taking over is a PUT with `If-Match: <the ETag it read>`, so of two takers (or a taker and a holder that
+was alive after all, heartbeating) exactly one wins. A holder whose heartbeat finds its ETag replaced has
+lost the lock: it stops before writing the manifest and fails naming the new holder. docs/DESIGN.md says
+what is guaranteed, why, and on which stores.
 """
 
 from __future__ import annotations
@@ -35,19 +34,25 @@ import os
 import posixpath
 import socket
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from fsspec.asyn import sync
+
 from . import dataset as ds
+from . import staging as stage
 from . import storage
 from .errors import DatasetError, StorageError
 from .faults import crash_point
 
 log = logging.getLogger(__name__)
 
+GENERATION_MARK = ".generation_sha256"  # which rows the staged shards under a version prefix are of
 STALE_SECONDS = 3600.0  # a lock whose heartbeat is older than this belongs to a dead build
 
 
@@ -64,9 +69,11 @@ def stale_seconds() -> float:
 
 @dataclass(frozen=True)
 class LockState:
-    """A lock object as read: who holds it, its ETag (for If-Match) and its age in seconds."""
+    """A lock object as read in one GET: who holds it, the token of that acquisition, its ETag (for
+    If-Match) and its age in seconds, all of the same version of the object."""
 
     holder: str
+    token: str | None
     etag: str
     age: float
 
@@ -86,11 +93,21 @@ class RemoteOutput:
         self.force_unlock = force_unlock  # take over a lock however fresh its heartbeat (--force-unlock)
         self.stale_seconds = stale_seconds()
         self._etag: str | None = None  # of the lock object while this process holds it
+        self._token: str | None = None  # names this acquisition in the lock body (see _body)
         self._lost_to: str | None = None  # the holder that took the lock over from this process
         self._guard = threading.Lock()  # heartbeat vs. checks of the ETag
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for Prefect, which hashes a task's inputs (the build plan holds this object).
+        return {k: v for k, v in self.__dict__.items() if k != "_guard"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._guard = threading.Lock()
+
     def local_build_dir(self) -> Path:
-        """The local folder the build writes into (and resumes from) before publishing."""
+        """The local folder a build writes its metadata files into before committing on the store (and
+        `label` its whole version before publishing it)."""
         key = hashlib.sha256(self.output_url.encode()).hexdigest()[:16]
         return storage.cache_dir() / "builds" / key / self.name / self.version
 
@@ -115,18 +132,23 @@ class RemoteOutput:
         return bucket, key
 
     def read_lock(self) -> LockState | None:
-        """The lock object, None if there is none. Its ETag is read before its body, so a takeover
-        conditioned on that ETag fails if the body read is already newer."""
+        """The lock object, None if there is none. One GET: body, ETag and LastModified come from the
+        same version of the object. (A HEAD then a GET could pair the ETag of a lock with the body of the
+        one that replaced it in between: the takeover conditioned on that ETag was refused, rightly, but
+        the error named the new holder as the one taken over.) The age is the server's Date minus
+        LastModified, both the store's clock: a client with a fast clock does not see live locks as stale."""
         bucket, key = self._bucket_key()
         with self._errors():
             self.fs.invalidate_cache(self.lock_path)
             try:
-                head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
-                body = self.fs.cat_file(self.lock_path).decode(errors="replace").strip()
+                response, data = sync(self.fs.loop, _get_object, self.fs, bucket, key)
             except FileNotFoundError:
                 return None
-        age = (datetime.now(timezone.utc) - head["LastModified"]).total_seconds()
-        return LockState(_describe_holder(body), head["ETag"], max(age, 0.0))
+        body = data.decode(errors="replace").strip()
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date) if date else datetime.now(timezone.utc)
+        age = (now - response["LastModified"]).total_seconds()
+        return LockState(_describe_holder(body), _token_of(body), response["ETag"], max(age, 0.0))
 
     def holder(self) -> str | None:
         state = self.read_lock()
@@ -145,9 +167,14 @@ class RemoteOutput:
                 f"older than {self.stale_seconds:.0f} s is taken over by the next build; {self.lock_url})")
 
     def _body(self, started: str) -> bytes:
+        """The lock body. `token` is new for each acquisition: S3 ETags of single-part objects are the MD5
+        of the body, so without it two acquisitions in one process in one second (two threads, or a
+        force-unlock) would have the same ETag and If-Match could not tell their owners apart. It also
+        lets a build recognise its own write whose response was lost (botocore and s3fs retry requests:
+        the retry of a conditional PUT that had landed gets 412)."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started,
-                           "heartbeat": now, "version": self.url}).encode()
+                           "heartbeat": now, "version": self.url, "token": self._token}).encode()
 
     def _put(self, body: bytes, **condition: str) -> str:
         """A conditional PUT of the lock object; returns its new ETag."""
@@ -160,6 +187,7 @@ class RemoteOutput:
 
     def acquire(self, started: str) -> None:
         """Create the lock object, or take over a stale one (any one with --force-unlock), conditionally."""
+        self._token = uuid.uuid4().hex
         body = self._body(started)
         for _ in range(3):  # a lock released between our create and our read: create again
             try:
@@ -171,6 +199,9 @@ class RemoteOutput:
             state = self.read_lock()
             if state is None:
                 continue
+            if state.token == self._token:  # our create landed; its response was lost and the retry refused
+                self._etag = state.etag
+                return
             if not self.force_unlock and state.age <= self.stale_seconds:
                 raise StorageError(self._locked_message(state))
             why = "--force-unlock" if self.force_unlock and state.age <= self.stale_seconds else \
@@ -181,6 +212,10 @@ class RemoteOutput:
                 if not storage.precondition_failed(error):
                     raise StorageError(storage.describe(self.url, error, self.fs)) from None
                 now = self.read_lock()
+                if now is not None and now.token == self._token:  # our takeover landed (a retried request)
+                    self._etag = now.etag
+                    log.warning("%s: took over the lock of %s (%s)", self.url, state.holder, why)
+                    return
                 raise StorageError(f"{self.url}: another build took over the lock of {state.holder} first "
                                    f"(now held by {now.holder if now else 'nobody'}; {self.lock_url})") from None
             log.warning("%s: took over the lock of %s (%s)", self.url, state.holder, why)
@@ -197,17 +232,26 @@ class RemoteOutput:
                     self._etag = self._put(self._body(started), IfMatch=self._etag)
                 except Exception as error:
                     if storage.precondition_failed(error):
-                        self._lost_to = self.holder() or "another build"
+                        try:
+                            state = self.read_lock()
+                        except StorageError as read_error:  # cannot tell yet: try again at the next beat
+                            log.warning("%s; retrying", read_error)
+                            continue
+                        if state is not None and state.token == self._token:  # our last beat landed after all
+                            self._etag = state.etag
+                            continue
+                        self._lost_to = state.holder if state is not None else "nobody (the lock was deleted)"
                         log.error("%s: lost the version lock to %s", self.url, self._lost_to)
                         return
                     log.warning("%s: lock heartbeat failed (%s); retrying", self.url, storage.describe(
                         self.url, error, self.fs))
 
     def check_held(self) -> None:
-        """Before a commit step: fail if another build took the lock over from this one."""
+        """Before a commit step: fail if another build took the lock over from this one (the lock's
+        token is no longer this acquisition's)."""
         with self._guard:
             state = None if self._lost_to else self.read_lock()
-            if self._lost_to or state is None or state.etag != self._etag:
+            if self._lost_to or state is None or state.token != self._token:
                 holder = self._lost_to or (state.holder if state else "nobody (the lock object was deleted)")
                 raise StorageError(f"{self.url}: this build lost its lock to {holder}; nothing committed "
                                    f"(a takeover with --force-unlock or a stale heartbeat; {self.lock_url})")
@@ -289,6 +333,62 @@ class RemoteOutput:
                 self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
         return counts
 
+    # -- a build whose shard tasks staged their shards on the store (synthloom/staging.py) -----------
+    def begin_staging(self, generation: str) -> str:
+        """Make the version prefix this build's staging area; returns the URL shard tasks write to. Under
+        the lock. A committed version there is uncommitted first (the build got here only to overwrite it);
+        what another generation staged (other rows, or an older layout) is deleted, so a rerun resumes only
+        from shards of these rows."""
+        mark = storage.join(self.version_path, GENERATION_MARK)
+        with self._errors():
+            if self.fs.exists(storage.join(self.version_path, ds.MANIFEST)):
+                self.uncommit()
+            try:
+                staged = self.fs.cat_file(mark).decode().strip()
+            except FileNotFoundError:
+                staged = None
+            if staged != generation:
+                if self._remote_files():
+                    self.fs.rm(self.version_path, recursive=True)
+                self.fs.pipe_file(mark, (generation + "\n").encode())
+        return self.url
+
+    def publish_staged(self, local: Path, manifest: dict[str, Any], set_latest: bool) -> None:
+        """Commit a version whose shards the tasks staged on the store: every shard object is checked
+        against the manifest (its sha256 metadata and size), objects of an overwritten version that this one
+        lacks are deleted, the metadata files in `local` are uploaded, `manifest.json` last, then `latest`;
+        then the staging state (records, raw shards, generation mark) is deleted."""
+        files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                       if p.is_file() and p.name != ds.MANIFEST)
+        for shard in manifest["shards"]:
+            if not stage.shard_matches(self.url, shard):
+                raise StorageError(f"{self.url}/{shard['file']}: staged shard missing or changed on the store; "
+                                   "nothing committed (run the build again)")
+        keep = {shard["file"] for shard in manifest["shards"]} | set(files)
+        with self._errors():
+            self.fs.invalidate_cache(self.version_path)  # shard tasks of other processes wrote here
+            for relative in self._remote_files():
+                if relative not in keep and not storage._hidden(relative):
+                    self.fs.rm_file(storage.join(self.version_path, relative))
+            for relative in files:
+                self.fs.put_file(str(local / relative), storage.join(self.version_path, relative))
+            crash_point("publish:before-manifest")
+            self.check_held()  # a build whose lock was taken over commits nothing
+            self.fs.put_file(str(local / ds.MANIFEST), storage.join(self.version_path, ds.MANIFEST))
+            if set_latest:
+                self.fs.pipe_file(storage.join(self.dataset_root, "latest"), (self.version + "\n").encode())
+        self.clear_staging()
+
+    def clear_staging(self) -> None:
+        """Delete the resume state of a committed version (idempotent: a rerun after a crash finishes it)."""
+        with self._errors():
+            self.fs.invalidate_cache(self.version_path)  # s3fs's listing cache predates the tasks' writes
+            for name in (stage.RECORDS_DIR, ds.RAW_DIR, GENERATION_MARK):
+                try:
+                    self.fs.rm(storage.join(self.version_path, name), recursive=True)
+                except FileNotFoundError:
+                    pass
+
     def publish_results(self, local: Path, set_latest: bool) -> None:
         """After `evaluate` on a mirror: upload what it rewrote (eval/, README.md, the other metadata), then
         manifest.json last (one PUT replaces it), then `latest`. The shards must be the store's."""
@@ -320,6 +420,22 @@ class RemoteOutput:
             return self.fs.getxattr(path, "sha256")
         except (FileNotFoundError, KeyError):
             return None
+
+
+async def _get_object(fs, bucket: str, key: str) -> tuple[dict[str, Any], bytes]:
+    """One GET of an object: (the response, its body)."""
+    response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+    try:
+        return response, await response["Body"].read()
+    finally:
+        response["Body"].close()
+
+
+def _token_of(body: str) -> str | None:
+    try:
+        return json.loads(body).get("token")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _describe_holder(body: str) -> str:
