@@ -301,6 +301,21 @@ def test_pretrain_schedule_splits_the_step_budget_and_leaves_the_real_arm_alone(
         compare("warmup")
 
 
+def test_the_evaluator_records_the_pretrain_schedule_in_its_arms_notes_and_table(tmp_path, digits):
+    from synthloom.evaluators.evaluate import evaluate_version
+
+    version_dir = write_image_dataset(tmp_path, *unseen_train_digits(*digits))
+    params = {**FAST, "seeds": 2, "ratios": [1], "min_steps": 100, "schedule": "pretrain"}
+    result = evaluate_version(version_dir, "sklearn:digits", {"augment": params})
+    details = result["details"]["augment"]
+    assert details["schedule"] == "pretrain" and list(details["arms"]) == ["real", "synthetic then real 1:1", "synthetic"]
+    arm = details["arms"]["synthetic then real 1:1"]
+    assert (arm["synthetic_steps"], arm["real_steps"], arm["steps"]) == (50, 50, 100)  # 20 synthetic, 20 real
+    assert any("schedule pretrain" in note for note in result["notes"])
+    rows = {r["arm"]: r for r in result["tables"]["augment-arms"]}
+    assert rows["synthetic then real 1:1"]["steps"] == "50 + 50" and rows["synthetic then real 1:1"]["gain"] is not None
+
+
 def test_a_bad_schedule_and_ten_seeds_in_a_recipe():
     with pytest.raises(RecipeError) as error:
         parse_recipe(augment_recipe({}, {"schedule": "warmup"}))
