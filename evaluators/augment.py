@@ -13,6 +13,13 @@ tested on the held-out real test part. Accuracies get a 95 % t-interval over see
 over `real` is paired by seed (the same seed gives both arms the same initialisation), with a t-interval
 on the per-seed differences and a paired t-test (scipy.stats.ttest_rel).
 
+Schedule (`schedule`): `mix` (the default) trains each mixture arm on the real and synthetic samples
+shuffled together. `pretrain` replaces each mixture arm by `synthetic then real r:1`: the classifier trains
+on that arm's synthetic draw first, then the same network is fine-tuned on the real part alone (a fresh
+optimiser and learning-rate schedule), within the same gradient-step budget as the other arms, split in
+proportion to the sample counts (r:1 gives r / (r + 1) of the steps to the synthetic phase: each sample
+is visited as often as in the r:1 mixture). The real and synthetic-alone arms do not depend on it.
+
 Equal budget: by default every arm trains the same number of gradient steps (`epochs` epochs of the
 largest training set, at least `min_steps`), so a mixture does not win merely by training longer on more
 samples. Measured on 44 real digits (tests/test_augment.py's setting): 10 epochs each (unequal steps)
@@ -22,13 +29,14 @@ left the real arm at 0.145 accuracy, untrained; the same budget in steps gave it
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .jsonable import json_float
 
-__all__ = ["t_interval", "paired_gain", "ratio_label", "synthetic_draw", "augmentation_comparison",
+__all__ = ["t_interval", "paired_gain", "ratio_label", "mixture_arm", "synthetic_draw", "augmentation_comparison",
            "summary_of", "table_of", "plot_augmentation"]
 
 REAL, SYNTHETIC = "real", "synthetic"
@@ -39,8 +47,12 @@ def ratio_label(ratio: float) -> str:
     return f"{ratio:g}:1"
 
 
-def mixture_arm(ratio: float) -> str:
-    return f"real+synthetic {ratio_label(ratio)}"
+SCHEDULES = ("mix", "pretrain")
+
+
+def mixture_arm(ratio: float, schedule: str = "mix") -> str:
+    """The arm of ratio `ratio`: `real+synthetic 4:1` (mixed) or `synthetic then real 4:1` (pretrain)."""
+    return f"{'synthetic then real' if schedule == 'pretrain' else 'real+synthetic'} {ratio_label(ratio)}"
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float | None]:
@@ -94,44 +106,78 @@ def synthetic_draw(real_labels: np.ndarray, synth_labels: np.ndarray, ratio: flo
 
 
 def augmentation_comparison(
-    fit_predict: Callable[[Any, np.ndarray, int, int], np.ndarray],
+    fit_predict: Callable[..., tuple[np.ndarray, Any]],
     concat: Callable[[Any, Any], Any],
     real_x, real_y: np.ndarray, synth_x, synth_y: np.ndarray, test_x, test_y: np.ndarray,
     classes: list[str], ratios: Sequence[float], seeds: int, epochs: int, batch_size: int,
     equal_steps: bool = True, min_steps: int = 0, budget_steps: int | None = None, confidence: float = 0.95,
-    alpha: float = 0.05,
+    alpha: float = 0.05, schedule: str = "mix",
 ) -> dict[str, Any]:
-    """The comparison of the module doc. `fit_predict(x, y, seed, epochs)` trains the classifier and
-    returns its predictions on `test_x`; `concat(a, b)` joins two sample sets (tensors or arrays);
-    `*_y` are class indices into `classes`. `budget_steps` fixes the equal-steps budget (comparisons of
-    several synthetic sets against one real arm)."""
+    """The comparison of the module doc. `fit_predict(x, y, seed, epochs, steps=None, init=None)` trains the
+    classifier (`steps`: exactly that many gradient steps instead of `epochs`; `init`: a model it returned
+    before, to train further) and returns (its predictions on `test_x`, the model); `concat(a, b)` joins two
+    sample sets (tensors or arrays); `*_y` are class indices into `classes`. `budget_steps` fixes the
+    equal-steps budget (comparisons of several synthetic sets against one real arm)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"augment schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    started = time.perf_counter()
     real_y, synth_y, test_y = (np.asarray(v, dtype=np.int64) for v in (real_y, synth_y, test_y))
     ratios = sorted(set(float(r) for r in ratios))
     draws = {seed: {r: synthetic_draw(real_y, synth_y, r, seed) for r in ratios} for seed in range(seeds)}
     largest = max(ratios)
-    sizes = {REAL: len(real_y), **{mixture_arm(r): len(real_y) + len(draws[0][r]) for r in ratios},
+    # The step budget is the mixtures' (real + synthetic) whatever the schedule: the same number either way.
+    mixed_sizes = {r: len(real_y) + len(draws[0][r]) for r in ratios}
+    sizes = {REAL: len(real_y), **{mixture_arm(r, schedule): mixed_sizes[r] for r in ratios},
              SYNTHETIC: len(draws[0][largest])}
     steps = lambda n: max(1, math.ceil(n / batch_size))  # noqa: E731
     budget = budget_steps or max(epochs * steps(max(sizes.values())), min_steps)
     arm_epochs = {arm: (max(1, round(budget / steps(n))) if equal_steps else max(epochs, math.ceil(min_steps / steps(n))))
                   for arm, n in sizes.items()}
+    arm_steps = {arm: arm_epochs[arm] * steps(n) for arm, n in sizes.items()}
+    phases: dict[str, tuple[int, int]] = {}  # pretrain arm -> (synthetic steps, real steps)
+    if schedule == "pretrain":
+        for r in ratios:
+            arm = mixture_arm(r, schedule)
+            total = budget if equal_steps else arm_steps[arm]  # what the r:1 mixture would train
+            first = int(round(total * len(draws[0][r]) / mixed_sizes[r]))
+            phases[arm] = (first, total - first)
+            arm_steps[arm] = total
 
-    mixture_ratio = {mixture_arm(r): r for r in ratios}
+    calls = [0]
+
+    def fit_predict_counted(*args, **kw):
+        calls[0] += 1
+        return fit_predict(*args, **kw)
+
+    mixture_ratio = {mixture_arm(r, schedule): r for r in ratios}
     runs: dict[str, list[np.ndarray]] = {arm: [] for arm in sizes}  # arm -> predictions per seed
+    seconds = {arm: 0.0 for arm in sizes}
     for seed in range(seeds):
         for arm in sizes:
+            t = time.perf_counter()
             if arm == REAL:
                 x, y = real_x, real_y
             elif arm == SYNTHETIC:
                 pick = draws[seed][largest]
                 x, y = synth_x[pick], synth_y[pick]
+            elif schedule == "pretrain":
+                pick = draws[seed][mixture_ratio[arm]]
+                first, second = phases[arm]
+                model = None
+                if len(pick) and first:
+                    _, model = fit_predict_counted(synth_x[pick], synth_y[pick], seed, arm_epochs[arm], steps=first)
+                pred, _ = fit_predict_counted(real_x, real_y, seed, arm_epochs[arm], steps=second, init=model)
+                runs[arm].append(np.asarray(pred))
+                seconds[arm] += time.perf_counter() - t
+                continue
             else:
                 pick = draws[seed][mixture_ratio[arm]]
                 x, y = concat(real_x, synth_x[pick]), np.concatenate([real_y, synth_y[pick]])
             if len(y) == 0:
                 runs[arm].append(np.full(len(test_y), -1))  # nothing to train on: every prediction wrong
                 continue
-            runs[arm].append(np.asarray(fit_predict(x, y, seed, arm_epochs[arm])))
+            runs[arm].append(np.asarray(fit_predict_counted(x, y, seed, arm_epochs[arm])[0]))
+            seconds[arm] += time.perf_counter() - t
 
     def accuracy(pred, mask=None):
         m = np.ones(len(test_y), bool) if mask is None else mask
@@ -140,28 +186,34 @@ def augmentation_comparison(
     arms, per_class_acc = {}, {}
     for arm, preds in runs.items():
         acc = [accuracy(p) for p in preds]
-        arms[arm] = {"train_size": sizes[arm], "epochs": arm_epochs[arm], **t_interval(acc, confidence),
-                     "accuracy": acc}
+        arms[arm] = {"train_size": sizes[arm], "epochs": arm_epochs[arm], "steps": arm_steps[arm],
+                     **t_interval(acc, confidence), "accuracy": acc, "seconds": round(seconds[arm], 2)}
         per_class_acc[arm] = {name: [accuracy(p, test_y == c) for p in preds] for c, name in enumerate(classes)}
     for r in ratios:
-        arms[mixture_arm(r)]["synthetic"] = len(draws[0][r])
-        arms[mixture_arm(r)]["ratio"] = r
+        arm = mixture_arm(r, schedule)
+        arms[arm]["synthetic"] = len(draws[0][r])
+        arms[arm]["ratio"] = r
+        if arm in phases:  # epochs mean nothing here: the two phases are counted in steps
+            arms[arm].update(epochs=None, synthetic_steps=phases[arm][0], real_steps=phases[arm][1])
     gains = {}
     for r in ratios:
-        arm = mixture_arm(r)
+        arm = mixture_arm(r, schedule)
         gain = paired_gain(arms[arm]["accuracy"], arms[REAL]["accuracy"], confidence, alpha)
         gains[ratio_label(r)] = {"ratio": r, "achieved_ratio": len(draws[0][r]) / max(1, len(real_y)), **gain}
     best = max(ratios, key=lambda r: gains[ratio_label(r)]["mean"])
-    gain_per_class = {name: {ratio_label(r): json_float(np.nanmean(np.subtract(per_class_acc[mixture_arm(r)][name],
+    gain_per_class = {name: {ratio_label(r): json_float(np.nanmean(np.subtract(per_class_acc[mixture_arm(r, schedule)][name],
                                                                                  per_class_acc[REAL][name])))
                              for r in ratios}
                       for name in classes if (test_y == classes.index(name)).any()}
     missing = sorted(set(classes[c] for c in np.unique(real_y)) - set(classes[c] for c in np.unique(synth_y)))
     return {"arms": arms, "gains": gains, "best_ratio": best, "gain_per_class": gain_per_class,
-            "classes": list(classes), "seeds": seeds, "ratios": ratios, "confidence": confidence, "alpha": alpha,
+            "classes": list(classes), "seeds": seeds, "ratios": ratios, "schedule": schedule,
+            "confidence": confidence, "alpha": alpha,
             "equal_steps": equal_steps, "gradient_steps_per_arm": budget if equal_steps else None, "min_steps": min_steps,
             "batch_size": batch_size, "num_real_train": len(real_y), "num_real_test": len(test_y),
-            "num_synthetic_pool": len(synth_y), "classes_missing_in_synthetic": missing}
+            "num_synthetic_pool": len(synth_y), "classes_missing_in_synthetic": missing,
+            "classifier_trainings": calls[0],
+            "seconds": round(time.perf_counter() - started, 2)}
 
 
 def summary_of(result: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +243,10 @@ def table_of(result: dict[str, Any]) -> list[dict[str, Any]]:
                      "accuracy": round(a["mean"], 4), f"accuracy_{pct}ci": interval(a["ci_low"], a["ci_high"]),
                      "gain": None if gain is None else round(gain["mean"], 4),
                      f"gain_{pct}ci": "" if gain is None else interval(gain["ci_low"], gain["ci_high"]),
-                     "paired_p": None if gain is None or gain["p_value"] is None else float(f"{gain['p_value']:.4g}")})
+                     "paired_p": None if gain is None or gain["p_value"] is None else float(f"{gain['p_value']:.4g}"),
+                     # gradient steps; a pretrain arm's as synthetic + real (results before `steps` existed: "")
+                     "steps": (f"{a['synthetic_steps']} + {a['real_steps']}" if "synthetic_steps" in a
+                               else str(a.get("steps", "")))})
     return rows
 
 
@@ -201,7 +256,8 @@ def plot_augmentation(result: dict[str, Any], path) -> str:
     from .plots import new_figure, save_figure
 
     ratios = [0.0] + list(result["ratios"])
-    arms = [result["arms"][REAL]] + [result["arms"][mixture_arm(r)] for r in result["ratios"]]
+    schedule = result.get("schedule", "mix")
+    arms = [result["arms"][REAL]] + [result["arms"][mixture_arm(r, schedule)] for r in result["ratios"]]
     fig = new_figure(4.6, 3.0)
     ax = fig.add_subplot(1, 1, 1)
     positions = np.arange(len(ratios))  # evenly spaced: ratios 0.25 ... 4 would crowd a linear axis
@@ -212,7 +268,7 @@ def plot_augmentation(result: dict[str, Any], path) -> str:
         return [lows, highs]
 
     ax.errorbar(positions, [a["mean"] for a in arms], yerr=errors(arms), marker="o", capsize=4,
-                label="real + synthetic")
+                label="synthetic, then real" if schedule == "pretrain" else "real + synthetic")
     synth = result["arms"][SYNTHETIC]
     ax.errorbar([len(ratios)], [synth["mean"]], yerr=errors([synth]), marker="s", capsize=4, color="tab:red",
                 linestyle="none", label="synthetic alone")
@@ -302,12 +358,17 @@ def compare_on(data, params) -> tuple[dict[str, Any], list[str]]:
         fit_predict, concat, name, synth, train = _cnn(synth, train, test, len(classes), params)
     result = augmentation_comparison(fit_predict, concat, train, y_tr, synth, y_syn, test, y_te, classes,
                                      params.ratios, params.seeds, params.epochs, params.batch_size,
-                                     equal_steps=params.equal_steps, min_steps=params.min_steps, alpha=params.alpha)
+                                     equal_steps=params.equal_steps, min_steps=params.min_steps, alpha=params.alpha,
+                                     schedule=params.schedule)
     result.update(classifier=name, real_fraction=params.real_fraction,
                   real_fraction_seed=params.real_fraction_seed if params.real_fraction is not None else None)
     if result["classes_missing_in_synthetic"]:
         notes.append(f"augment: the synthetic data has no samples of {result['classes_missing_in_synthetic']}; "
                      "the mixtures add none for them")
+    if params.schedule == "pretrain":
+        notes.append("augment: schedule pretrain: each 'synthetic then real' arm trains on its synthetic draw, then "
+                     "fine-tunes on the real part alone, its steps split in proportion to the sample counts")
+    notes.append(f"augment: {result['classifier_trainings']} classifier trainings in {result['seconds']:.0f} s")
     short = [g for g, v in result["gains"].items() if v["achieved_ratio"] < 0.99 * v["ratio"]]
     if short:
         notes.append(f"augment: too few synthetic samples for ratio(s) {short}: achieved "
@@ -326,10 +387,12 @@ def _cnn(synth, train, test, num_classes: int, params):
     channels, size = x_te.shape[1], tuple(x_te.shape[-2:])
     synth, train = _prep(synth, channels, size), _prep(train, channels, size)
 
-    def fit_predict(x, y, seed, epochs):
-        net = train_cnn_classifier(x, y, num_classes, epochs, seed=seed, batch_size=params.batch_size)
+    def fit_predict(x, y, seed, epochs, steps=None, init=None):
+        net = train_cnn_classifier(x, y, num_classes, epochs, seed=seed, batch_size=params.batch_size, steps=steps,
+                                   init=init)
         with torch.inference_mode():
-            return torch.cat([net.features_and_logits(chunk)[1].argmax(1) for chunk in x_te.split(1024)]).numpy()
+            pred = torch.cat([net.features_and_logits(chunk)[1].argmax(1) for chunk in x_te.split(1024)]).numpy()
+        return pred, net
 
     return fit_predict, lambda a, b: torch.cat([a, b]), f"small-cnn(batch {params.batch_size})", synth, train
 
@@ -338,9 +401,9 @@ def _pointnet(test, num_classes: int, params):
     """CAS's PointNet (evaluators/pointcloud_metrics.py)."""
     from .pointcloud_metrics import _predict, train_pointnet
 
-    def fit_predict(x, y, seed, epochs):
+    def fit_predict(x, y, seed, epochs, steps=None, init=None):
         model = train_pointnet(x, y, num_classes, epochs=epochs, batch_size=params.batch_size, lr=params.lr,
-                               seed=seed, augment=True)
-        return _predict(model, test, "unit_sphere").numpy()
+                               seed=seed, augment=True, steps=steps, init=init)
+        return _predict(model, test, "unit_sphere").numpy(), model
 
     return fit_predict, lambda a, b: np.concatenate([a, b]), f"pointnet(batch {params.batch_size})"

@@ -359,6 +359,10 @@ class AugmentParams(EvaluatorParams):
     batch_size: int = Field(default=32, gt=0, description="classifier batch size")
     lr: float = Field(default=1e-3, gt=0, description="points: PointNet learning rate")
     alpha: float = Field(default=0.05, gt=0, lt=1, description="significance level of the paired t-test")
+    schedule: Literal["mix", "pretrain"] = Field(
+        default="mix", description="mix: each mixture arm trains on real and synthetic samples shuffled together; "
+        "pretrain: on its synthetic draw first, then the same network fine-tunes on the real part alone, in the "
+        "same gradient-step budget (split in proportion to the sample counts)")
 
     @field_validator("ratios")
     @classmethod
@@ -370,16 +374,19 @@ class AugmentParams(EvaluatorParams):
 
 class Augment(Evaluator):
     """Does adding synthetic data help? The downstream classifier of CAS trained on the real train part
-    alone, on real + synthetic at each ratio and on synthetic alone, `seeds` runs each, tested on real test
-    data: accuracy per arm with a 95 % CI, the gain over real alone with its CI and a paired t-test, per
-    class. Not run by default: it trains (2 + len(ratios)) x seeds classifiers."""
+    alone, on real + synthetic at each ratio (mixed, or with `schedule: pretrain` synthetic first and then
+    real) and on synthetic alone, `seeds` runs each, tested on real test data: accuracy per arm with a 95 %
+    CI, the gain over real alone with its CI and a paired t-test, per class. Not run by default: it trains
+    (2 + len(ratios)) x seeds classifiers (a pretrain arm trains one network in two phases, at the cost of
+    one); the result records their number and the seconds they took (`classifier_trainings`, `seconds`)."""
 
     name = "augment"
     Params = AugmentParams
     params: AugmentParams
     default = False
     gates = {"augment_gain_min": Gate("augment_gain", ">="), "augment_gain_ci_low_min": Gate("augment_gain_ci_low", ">=")}
-    metrics = {"augment_gain": "accuracy gain of real + synthetic over real alone at the best ratio (mean over seeds)",
+    metrics = {"augment_gain": "accuracy gain of real + synthetic (mixed, or synthetic then real with schedule: "
+                               "pretrain) over real alone at the best ratio (mean over seeds)",
                "augment_gain_ci_low": "lower end of the gain's 95 % CI (paired by seed); > 0: a real gain",
                "augment_gain_p": "paired t-test p-value of the best ratio's gain",
                "augment_significant": "the best ratio's gain is positive with p x (number of ratios) < alpha "

@@ -44,13 +44,19 @@ def _labels(y) -> np.ndarray:
 
 
 def train_cnn_classifier(x_train: torch.Tensor, y_train: np.ndarray, num_classes: int, epochs: int,
-                         seed: int = 0, batch_size: int = 32) -> DomainClassifierFeatures:
+                         seed: int = 0, batch_size: int = 32, steps: Optional[int] = None,
+                         init: Optional[DomainClassifierFeatures] = None) -> DomainClassifierFeatures:
     """CAS's CNN classifier, trained on NCHW float images (also used alone, e.g. as the real-trained
-    classifier that checks which class generated images look like)."""
-    h, w = x_train.shape[-2:]
-    size = (max(16, -(-h // 4) * 4), max(16, -(-w // 4) * 4))
-    net = DomainClassifierFeatures(num_classes, in_channels=x_train.shape[1], input_size=size, dataset="cas")
-    return net.fit(x_train, torch.from_numpy(_labels(y_train)), epochs=epochs, batch_size=batch_size, seed=seed)
+    classifier that checks which class generated images look like). `steps`: exactly that many gradient
+    steps instead of `epochs`; `init`: a trained classifier to fine-tune (trained further in place)."""
+    if init is None:
+        h, w = x_train.shape[-2:]
+        size = (max(16, -(-h // 4) * 4), max(16, -(-w // 4) * 4))
+        net = DomainClassifierFeatures(num_classes, in_channels=x_train.shape[1], input_size=size, dataset="cas")
+    else:
+        net = init
+    return net.fit(x_train, torch.from_numpy(_labels(y_train)), epochs=epochs, batch_size=batch_size, seed=seed,
+                   steps=steps, reset=init is None)
 
 
 def _fit_predict(kind: str, x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor, num_classes: int,

@@ -393,8 +393,14 @@ class DomainClassifierFeatures(FeatureExtractor):
         weight_decay: float = 1e-4,
         seed: int = 0,
         verbose: bool = False,
+        steps: Optional[int] = None,
+        reset: bool = True,
     ) -> "DomainClassifierFeatures":
-        """Train on (images, labels) with Adam; deterministic given ``seed`` (CPU, same thread count)."""
+        """Train on (images, labels) with Adam; deterministic given ``seed`` (CPU, same thread count).
+        ``steps``: exactly this many gradient steps (epochs restart the data order; the last one stops
+        part-way) instead of ``epochs`` x batches per epoch. ``reset=False`` continues from the current
+        weights (fine-tuning; a fresh optimiser and learning-rate schedule) instead of re-initialising.
+        ``steps_trained`` counts the steps since the last reset."""
         x = self.preprocess(images).cpu()
         y = torch.as_tensor(labels).long().cpu()
         if len(x) != len(y):
@@ -402,17 +408,25 @@ class DomainClassifierFeatures(FeatureExtractor):
         if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
             raise EvaluatorError(f"labels must be in [0, {self.num_classes}), got [{int(y.min())}, {int(y.max())}]")
         g = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.model.apply(lambda m: m.reset_parameters() if hasattr(m, "reset_parameters") else None)
+        if reset or not hasattr(self, "steps_trained"):
+            self.steps_trained = 0
+        if reset:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.model.apply(lambda m: m.reset_parameters() if hasattr(m, "reset_parameters") else None)
         device = self._device()
+        per_epoch = (len(x) + batch_size - 1) // batch_size
+        total_steps = epochs * per_epoch if steps is None else int(steps)
         opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * ((len(x) + batch_size - 1) // batch_size))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
         self.model.train()
-        for epoch in range(epochs):
+        done, epoch = 0, 0
+        while done < total_steps:
             perm = torch.randperm(len(x), generator=g)
             total = 0.0
             for i in range(0, len(x), batch_size):
+                if done == total_steps:
+                    break
                 idx = perm[i : i + batch_size]
                 xb = x[idx]
                 # light augmentation: random 1-pixel shifts, keeps features robust to small offsets
@@ -425,8 +439,11 @@ class DomainClassifierFeatures(FeatureExtractor):
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
+                done += 1
+            epoch += 1
             if verbose:
-                print(f"epoch {epoch + 1}/{epochs} loss {total / len(x):.4f}")
+                print(f"epoch {epoch} ({done}/{total_steps} steps) loss {total / len(x):.4f}")
+        self.steps_trained += done
         self.model.eval()
         self.trained = True
         return self

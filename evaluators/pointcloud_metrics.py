@@ -369,10 +369,15 @@ def train_pointnet(
     rotate_z: bool = False,
     normalize: str = "unit_sphere",
     device: str | torch.device = "cpu",
+    steps: int | None = None,
+    init: PointNetClassifier | None = None,
     **model_kwargs: Any,
 ) -> PointNetClassifier:
     """Train a :class:`PointNetClassifier` with Adam + cosine LR; deterministic
-    given ``seed`` (the global torch RNG is left untouched).
+    given ``seed`` (the global torch RNG is left untouched). ``steps``: exactly
+    that many gradient steps instead of ``epochs`` (the data order restarts each
+    epoch); ``init``: a trained model to fine-tune (trained further in place, a
+    fresh optimiser and schedule). ``steps_trained`` on the model counts its steps.
 
     ``labels`` are integer class indices in [0, num_classes). Augmentation
     (PointNet's): random anisotropic scale in [0.8, 1.25], Gaussian jitter
@@ -387,15 +392,24 @@ def train_pointnet(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        model = PointNetClassifier(num_classes, in_dim=p.shape[2], **model_kwargs).to(device)
+        if init is None:
+            model = PointNetClassifier(num_classes, in_dim=p.shape[2], **model_kwargs).to(device)
+            model.steps_trained = 0
+        else:
+            model = init
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
         steps_per_epoch = max(1, math.ceil(p.shape[0] / batch_size))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+        total = epochs * steps_per_epoch if steps is None else int(steps)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total))
         loss_fn = nn.CrossEntropyLoss()
         model.train()
-        for _ in range(epochs):
+        done, epoch = 0, 0
+        # by epochs: `epochs` passes (a 1-sample batch skipped); by steps: until `steps` were taken
+        while (epoch < epochs) if steps is None else (done < total and p.shape[0] >= 2):
             perm = torch.randperm(p.shape[0], generator=g)
             for s in range(0, p.shape[0], batch_size):
+                if steps is not None and done == total:
+                    break
                 idx = perm[s : s + batch_size]
                 if idx.numel() < 2:  # BatchNorm needs >1 sample
                     continue
@@ -407,6 +421,9 @@ def train_pointnet(
                 loss.backward()
                 opt.step()
                 sched.step()
+                done += 1
+            epoch += 1
+        model.steps_trained = getattr(model, "steps_trained", 0) + done
     model.eval()
     return model
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from synthloom import dataset as ds
@@ -180,6 +181,9 @@ def test_unseen_real_digits_as_synthetic_data_give_a_significant_gain(tmp_path, 
                                                             - details["arms"]["real"]["mean"])
     assert set(details["gain_per_class"]) == {str(i) for i in range(10)}
     assert any("real_fraction 0.02" in note and "20 of 899" in note for note in result["notes"])
+    # the cost: 3 seeds x 4 arms, timed
+    assert details["classifier_trainings"] == 12 and details["seconds"] > 0 and details["schedule"] == "mix"
+    assert any("12 classifier trainings in" in note for note in result["notes"])
 
 
 def test_wrong_labels_hurt_and_the_gate_rejects_with_every_output_holding_the_results(tmp_path, digits):
@@ -242,6 +246,82 @@ def test_the_fashion_recipes_name_one_subsample_for_generator_and_evaluator():
         assert recipe.generator.params["real_fraction"] == augment.params["real_fraction"] == fraction
         assert recipe.generator.params["real_fraction_seed"] == augment.params["real_fraction_seed"]
         assert "augment_gain_min" in recipe.gates
+
+
+# -- schedule: pretrain on synthetic, then fine-tune on real --------------------------------------------
+def test_pretrain_schedule_splits_the_step_budget_and_leaves_the_real_arm_alone(digits):
+    from types import SimpleNamespace
+
+    from synthloom.evaluators.augment import _cnn, augmentation_comparison, table_of
+
+    images, labels = digits
+    train_x, train_y, test_x, test_y = images[0::2], labels[0::2], images[1::2][:300], labels[1::2][:300]
+    real = np.concatenate([np.flatnonzero(train_y == c)[:2] for c in range(10)])  # 2 of each digit
+    synth = np.setdiff1d(np.arange(len(train_y)), real)[:400]  # at least 8 of each digit
+    fit_predict, concat, _, synth_x, real_x = _cnn(train_x[synth], train_x[real], test_x, 10,
+                                                   SimpleNamespace(batch_size=16))
+    calls = []
+
+    def recorded(x, y, seed, epochs, steps=None, init=None):  # the real CNN; what each training did
+        pred, net = fit_predict(x, y, seed, epochs, steps=steps, init=init)
+        calls.append({"n": len(y), "steps": steps, "init": init, "net": net, "trained": net.steps_trained})
+        return pred, net
+
+    def compare(schedule):
+        calls.clear()
+        return augmentation_comparison(recorded, concat, real_x, train_y[real], synth_x, train_y[synth], test_x,
+                                       test_y, [str(i) for i in range(10)], [1, 4], 2, 2, 16, min_steps=60,
+                                       schedule=schedule)
+
+    mix = compare("mix")
+    pre = compare("pretrain")
+    budget = pre["gradient_steps_per_arm"]
+    assert budget == mix["gradient_steps_per_arm"] == 60 and pre["schedule"] == "pretrain"
+    assert list(pre["arms"]) == ["real", "synthetic then real 1:1", "synthetic then real 4:1", "synthetic"]
+    # the real (and synthetic-alone) arm does not depend on the schedule: the same classifiers, bit for bit
+    assert pre["arms"]["real"]["accuracy"] == mix["arms"]["real"]["accuracy"]
+    assert pre["arms"]["synthetic"]["accuracy"] == mix["arms"]["synthetic"]["accuracy"]
+    for ratio, synthetic in ((1, 20), (4, 80)):
+        arm = pre["arms"][f"synthetic then real {ratio}:1"]
+        first = round(60 * synthetic / (20 + synthetic))  # steps in proportion to the sample counts
+        assert (arm["steps"], arm["synthetic_steps"], arm["real_steps"]) == (60, first, 60 - first)
+        # the CNN trained that many steps on the synthetic draw, then the same network on the 20 real digits
+        phase1 = [c for c in calls if c["init"] is None and c["n"] == synthetic and c["steps"] == first]
+        phase2 = [c for c in calls if c["init"] is not None and c["steps"] == 60 - first]
+        assert len(phase1) == len(phase2) == 2  # 2 seeds
+        assert all(b["n"] == 20 and b["init"] is a["net"] and b["trained"] == budget for a, b in zip(phase1, phase2))
+    assert pre["classifier_trainings"] == 2 * (2 + 2 * 2)  # a pretrain arm: two phases
+    # fine-tuning started from the pretrained weights: not what the real digits alone give in those steps
+    alone = fit_predict(real_x, train_y[real], 0, 1, steps=60 - first)[1]
+    assert any(not torch.equal(a, b) for a, b in zip(alone.state_dict().values(),
+                                                     phase2[0]["net"].state_dict().values()))
+    rows = {r["arm"]: r for r in table_of(pre)}
+    assert rows["synthetic then real 4:1"]["steps"] == f"{first} + {60 - first}" and rows["real"]["steps"] == "60"
+    with pytest.raises(ValueError, match=r"^augment schedule must be one of mix, pretrain, got 'warmup'$"):
+        compare("warmup")
+
+
+def test_the_evaluator_records_the_pretrain_schedule_in_its_arms_notes_and_table(tmp_path, digits):
+    from synthloom.evaluators.evaluate import evaluate_version
+
+    version_dir = write_image_dataset(tmp_path, *unseen_train_digits(*digits))
+    params = {**FAST, "seeds": 2, "ratios": [1], "min_steps": 100, "schedule": "pretrain"}
+    result = evaluate_version(version_dir, "sklearn:digits", {"augment": params})
+    details = result["details"]["augment"]
+    assert details["schedule"] == "pretrain" and list(details["arms"]) == ["real", "synthetic then real 1:1", "synthetic"]
+    arm = details["arms"]["synthetic then real 1:1"]
+    assert (arm["synthetic_steps"], arm["real_steps"], arm["steps"]) == (50, 50, 100)  # 20 synthetic, 20 real
+    assert any("schedule pretrain" in note for note in result["notes"])
+    rows = {r["arm"]: r for r in result["tables"]["augment-arms"]}
+    assert rows["synthetic then real 1:1"]["steps"] == "50 + 50" and rows["synthetic then real 1:1"]["gain"] is not None
+
+
+def test_a_bad_schedule_and_ten_seeds_in_a_recipe():
+    with pytest.raises(RecipeError) as error:
+        parse_recipe(augment_recipe({}, {"schedule": "warmup"}))
+    assert "\n" not in str(error.value) and "evaluator augment param 'schedule'" in str(error.value)
+    recipe = parse_recipe(augment_recipe({}, {"schedule": "pretrain", "seeds": 10}))
+    assert recipe.evaluators[0].params["schedule"] == "pretrain" and recipe.evaluators[0].params["seeds"] == 10
 
 
 @pytest.mark.slow

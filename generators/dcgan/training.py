@@ -7,7 +7,8 @@ non-finite loss while keeping the last good checkpoint) is exactly what generic 
 
 Techniques (each a `TrainConfig` field, measured in benchmarks/RESULTS.md): `loss` bce (the DCGAN
 paper) or hinge (SN-GAN, BigGAN); `spectral_norm` in D; one-sided `label_smoothing` (bce); an EMA copy
-of G (`ema`, used for generation); class-`balanced` batches; TTUR (`lr_d` != `lr_g`).
+of G (`ema`, used for generation); class-`balanced` batches; TTUR (`lr_d` != `lr_g`); `diffaugment`
+(DiffAugment, diffaugment.py: the same random augmentation of real and fake images before D).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from synthloom.errors import GeneratorError, ModelRejectedError
 from synthloom.faults import crash_point, injected
 
+from .diffaugment import diff_augment, parse_policy
 from .nets import DCGANDiscriminator, DCGANGenerator
 from .params import DCGANParams
 
@@ -64,9 +66,15 @@ class TrainConfig(BaseModel):
     label_smoothing: float = _param("label_smoothing")  # real target 1 - s (bce only; one-sided, Salimans et al. 2016)
     ema: float = _param("ema")  # decay of the EMA generator; 0 = off
     balanced: bool = _param("balanced")  # draw batches class-balanced
+    diffaugment: str = _param("diffaugment")  # DiffAugment policy before every D pass; "" = off
     seed: int = _param("train_seed")
     collapse_ratio: float = _param("collapse_ratio")  # a class whose spread / real spread falls below this is collapsed
     monitor_per_class: int = Field(default=32, ge=1)
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        return ",".join(parse_policy(value))
 
     @classmethod
     def from_params(cls, params: DCGANParams, channels: int, num_classes: int) -> "TrainConfig":
@@ -114,18 +122,23 @@ def batch_order(labels: torch.Tensor, balanced: bool, generator: torch.Generator
     return torch.multinomial((1.0 / counts)[labels], n, replacement=True, generator=generator)
 
 
-def train_step(g, d, opt_g, opt_d, real, labels, cfg: TrainConfig, noise_gen: torch.Generator):
-    """One D step and one G step; returns (loss_d, loss_g) as tensors (no host sync)."""
+def train_step(g, d, opt_g, opt_d, real, labels, cfg: TrainConfig, noise_gen: torch.Generator,
+               aug_gen: torch.Generator | None = None):
+    """One D step and one G step; returns (loss_d, loss_g) as tensors (no host sync). With
+    `cfg.diffaugment`, every image D sees (real and fake, in both steps) is augmented first, each pass its
+    own draw from `aug_gen` (as the reference does)."""
     conditional = cfg.num_classes > 0
     y = labels if conditional else None
+    policy = parse_policy(cfg.diffaugment)
+    aug = (lambda x: diff_augment(x, policy, aug_gen)) if policy else (lambda x: x)  # noqa: E731
     z = torch.randn(len(real), cfg.nz, generator=noise_gen).to(real.device)
     fake = g(z, y)
     opt_d.zero_grad(set_to_none=True)
-    loss_d = d_loss(cfg.loss, d(real, y), d(fake.detach(), y), cfg.label_smoothing)
+    loss_d = d_loss(cfg.loss, d(aug(real), y), d(aug(fake.detach()), y), cfg.label_smoothing)
     loss_d.backward()
     opt_d.step()
     opt_g.zero_grad(set_to_none=True)
-    loss_g = g_loss(cfg.loss, d(fake, y))
+    loss_g = g_loss(cfg.loss, d(aug(fake), y))
     loss_g.backward()
     opt_g.step()
     return loss_d.detach(), loss_g.detach()
@@ -201,6 +214,7 @@ class Trainer:
         opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         data_gen = torch.Generator().manual_seed(cfg.seed + 2)
         noise_gen = torch.Generator().manual_seed(cfg.seed + 3)
+        aug_gen = torch.Generator().manual_seed(cfg.seed + 5)  # DiffAugment's draws (unused when off)
         history: list[dict[str, Any]] = []
         start_epoch, resumed_from = 0, None
         checkpoint = work / CHECKPOINT
@@ -214,6 +228,8 @@ class Trainer:
                 ema_g.load_state_dict(state["ema_g"])
             data_gen.set_state(state["data_gen"])
             noise_gen.set_state(state["noise_gen"])
+            if state.get("aug_gen") is not None:  # checkpoints from before DiffAugment have none
+                aug_gen.set_state(state["aug_gen"])
             history, start_epoch = state["history"], state["epoch"]
             resumed_from = start_epoch
         images, labels = self.data.images.to(self.device), self.data.labels.to(self.device)
@@ -230,7 +246,7 @@ class Trainer:
             g.train(), d.train()
             for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):  # drop the last partial batch
                 idx = order[i:i + cfg.batch_size]
-                loss_d, loss_g = train_step(g, d, opt_g, opt_d, images[idx], labels[idx], cfg, noise_gen)
+                loss_d, loss_g = train_step(g, d, opt_g, opt_d, images[idx], labels[idx], cfg, noise_gen, aug_gen)
                 if ema_g is not None:
                     ema_update(ema_g, g, cfg.ema)
                 sums += torch.stack([loss_d, loss_g])
@@ -257,7 +273,7 @@ class Trainer:
             save_grid(fake, mon_y, cfg.num_classes, grid)
             plot_losses(history, work / "loss.png")
             (work / HISTORY).write_text(json.dumps({"resumed_from_epoch": resumed_from, "epochs": history}, indent=1))
-            self._save_checkpoint(g, d, ema_g, opt_g, opt_d, data_gen, noise_gen, history, epoch + 1)
+            self._save_checkpoint(g, d, ema_g, opt_g, opt_d, data_gen, noise_gen, aug_gen, history, epoch + 1)
             if self.on_epoch is not None:
                 self.on_epoch(record, grid)
             if progress is not None:
@@ -267,12 +283,12 @@ class Trainer:
         return {"generator": final_g, "discriminator": d, "history": history, "resumed_from_epoch": resumed_from,
                 "monitor_real": (real_mon, real_mon_y)}
 
-    def _save_checkpoint(self, g, d, ema_g, opt_g, opt_d, data_gen, noise_gen, history, epoch: int) -> None:
+    def _save_checkpoint(self, g, d, ema_g, opt_g, opt_d, data_gen, noise_gen, aug_gen, history, epoch: int) -> None:
         path = self.work / CHECKPOINT
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {"g": g.state_dict(), "d": d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                  "ema_g": ema_g.state_dict() if ema_g is not None else None, "data_gen": data_gen.get_state(),
-                 "noise_gen": noise_gen.get_state(), "history": history, "epoch": epoch, "config": self.cfg.model_dump()}
+                 "noise_gen": noise_gen.get_state(), "aug_gen": aug_gen.get_state(), "history": history, "epoch": epoch, "config": self.cfg.model_dump()}
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)  # a kill mid-save leaves the previous epoch's checkpoint intact
