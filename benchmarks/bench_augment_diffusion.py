@@ -74,6 +74,26 @@ def generate(recipe, model: str, per_class: int, work: Path) -> tuple[np.ndarray
     return x, y, {"sha256": base, "seconds": seconds, "cached": False}
 
 
+def _prep_test(images) -> torch.Tensor:
+    from synthloom.evaluators.features import to_float_images
+
+    return to_float_images(images)
+
+
+def copy_check(synth: torch.Tensor, real: torch.Tensor, test: torch.Tensor) -> None:
+    """Does the model copy its 600 training images? Each generated image's pixel distance to its nearest
+    training image, against the same for real test images (never trained on): the baseline of a non-copy."""
+    def nearest(x):
+        return torch.cdist(x.flatten(1), real.flatten(1)).min(dim=1).values
+
+    generated, unseen = nearest(synth), nearest(test[:2000])
+    floor = torch.quantile(unseen, 0.01)
+    print(f"  copy check (pixels, nearest of the {len(real)} training images): median distance generated "
+          f"{generated.median():.2f} vs real test images {unseen.median():.2f}; generated closer than the 1st "
+          f"percentile of the test images ({floor:.2f}): {(generated < floor).float().mean():.3f} (test: 0.010)",
+          flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(REPO / "models" / "fashion-sd-1pct"), help="the 1 %% pipeline folder")
@@ -113,6 +133,7 @@ def main(argv=None) -> None:
     # NCHW, as the evaluator decodes a dataset's images; _cnn averages RGB to the reference's one channel.
     nchw = np.ascontiguousarray(x_syn.transpose(0, 3, 1, 2))
     fit_predict, concat, name, synth, real_x = _cnn(nchw, sub.train_images, ref.test_images, 10, params)
+    copy_check(synth, real_x, _prep_test(ref.test_images))
     t = time.perf_counter()
     result = augmentation_comparison(fit_predict, concat, real_x, y_real, synth, y_syn, ref.test_images, y_test,
                                      classes, ratios, args.seeds, args.epochs, 32, min_steps=args.min_steps)
