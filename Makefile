@@ -110,8 +110,8 @@ base-model: install fashion-mnist
 
 # The same trainer on 1 % of each class (issue 27): 600 images, `per_class_subsample` seed 0 as the augment
 # evaluator's real_fraction 0.01 (so configs/diffusion-fashion-1pct.yaml compares without leaking), all 10 classes
-# (augment adds samples of every class), 200 VAE + 800 UNet steps (~85 epochs of the 600; benchmarks/RESULTS.md
-# has the measured time). Linked at models/fashion-sd-1pct; a run stops after 20 min and the next resumes it.
+# (augment adds samples of every class), 200 VAE + 800 UNet steps (~85 epochs of the 600): 4.8 min measured on 2
+# cores (benchmarks/RESULTS.md). Linked at models/fashion-sd-1pct; a run stops after 20 min and the next resumes it.
 base-model-1pct: install fashion-mnist
 	flock $(HEAVY_LOCK) $(BIN)/python scripts/train_fashion_diffusion.py --real-fraction 0.01 --real-fraction-seed 0 \
 		--held-out none --vae-steps 200 --unet-steps 800 --ema-decay 0.995 --max-minutes 20 \
