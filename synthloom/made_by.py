@@ -15,6 +15,7 @@ from pathlib import Path
 
 MADE_BY = {
     "models/fashion-sd": "make base-model",
+    "models/fashion-sd-1pct": "make base-model-1pct",
     "data/fashion-ankle-boots": "make ankle-boots",
     "data/cgal-meshes": "make meshes",
     "data/hdris": "make hdris",

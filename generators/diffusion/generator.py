@@ -32,6 +32,7 @@ from ..base import Asset, BuildContext, Generator, GeneratorParams, Prepared, Sh
 from .adapters import AdapterTrainer, DreamBoothParams, LoraParams, apply_adapters
 from .pipeline import DTYPES, SCHEDULERS, load_pipeline, model_sha256, resolve_model, speed_up
 from .prompts import DEFAULT_ATTRIBUTES, DEFAULT_TEMPLATES, PromptSampler
+from .training_record import read_training_record, training_subset_of
 
 
 class DiffusionParams(GeneratorParams):
@@ -88,9 +89,15 @@ class DiffusionGenerator(Generator):
         p = self.params
         return PromptSampler(p.classes, p.templates, p.attributes)
 
+    def training_subset(self) -> dict[str, Any] | None:
+        """The model folder's `synthloom_training.json` (training_record.py): which part of its reference it
+        was trained on. None for a hub id or a folder without the record: nothing to compare."""
+        return training_subset_of(self.params.model)
+
     def check_inputs(self, ctx: BuildContext) -> None:
         self._prompts()
-        resolve_model(self.params.model, ctx.recipe_dir, self.params.allow_download)
+        model_dir = resolve_model(self.params.model, ctx.recipe_dir, self.params.allow_download)
+        read_training_record(model_dir)  # a malformed record is refused here, not skipped by the augment check
         if DTYPES[self.params.dtype] != "float32" and ctx.device == "cpu":
             raise GeneratorError(f"diffusion: dtype '{self.params.dtype}' needs a GPU (device is cpu); "
                                  f"use dtype: float32")
@@ -121,7 +128,7 @@ class DiffusionGenerator(Generator):
         adapters, inputs = self._prepare_adapters(model_dir, base, ctx)
         info = {"model": self.params.model, "model_dir": str(model_dir),
                 "pipeline": json.loads((model_dir / "model_index.json").read_text()).get("_class_name"),
-                "adapters": adapters}
+                "training": read_training_record(model_dir), "adapters": adapters}
         outputs = [Asset(path=a["path"], sha256=a["sha256"],
                          role="dreambooth-model" if a["kind"] == "dreambooth-full" else "lora-adapter")
                    for a in adapters]
