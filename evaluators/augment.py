@@ -28,6 +28,7 @@ left the real arm at 0.145 accuracy, untrained; the same budget in steps gave it
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -35,6 +36,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .jsonable import json_float
+
+log = logging.getLogger(__name__)  # one line per classifier run: the Prefect UI shows how far it is
 
 __all__ = ["t_interval", "paired_gain", "ratio_label", "mixture_arm", "synthetic_draw", "augmentation_comparison",
            "summary_of", "table_of", "plot_augmentation"]
@@ -152,6 +155,11 @@ def augmentation_comparison(
     mixture_ratio = {mixture_arm(r, schedule): r for r in ratios}
     runs: dict[str, list[np.ndarray]] = {arm: [] for arm in sizes}  # arm -> predictions per seed
     seconds = {arm: 0.0 for arm in sizes}
+    def finished(arm: str, seed: int, since: float) -> None:
+        seconds[arm] += time.perf_counter() - since
+        log.info("augment: seed %d/%d, arm %s: accuracy %.4f (%.0f s)", seed + 1, seeds, arm,
+                 float((runs[arm][-1] == test_y).mean()), time.perf_counter() - since)
+
     for seed in range(seeds):
         for arm in sizes:
             t = time.perf_counter()
@@ -168,7 +176,7 @@ def augmentation_comparison(
                     _, model = fit_predict_counted(synth_x[pick], synth_y[pick], seed, arm_epochs[arm], steps=first)
                 pred, _ = fit_predict_counted(real_x, real_y, seed, arm_epochs[arm], steps=second, init=model)
                 runs[arm].append(np.asarray(pred))
-                seconds[arm] += time.perf_counter() - t
+                finished(arm, seed, t)
                 continue
             else:
                 pick = draws[seed][mixture_ratio[arm]]
@@ -177,7 +185,7 @@ def augmentation_comparison(
                 runs[arm].append(np.full(len(test_y), -1))  # nothing to train on: every prediction wrong
                 continue
             runs[arm].append(np.asarray(fit_predict_counted(x, y, seed, arm_epochs[arm])[0]))
-            seconds[arm] += time.perf_counter() - t
+            finished(arm, seed, t)
 
     def accuracy(pred, mask=None):
         m = np.ones(len(test_y), bool) if mask is None else mask

@@ -249,7 +249,7 @@ def test_the_fashion_recipes_name_one_subsample_for_generator_and_evaluator():
 
 
 # -- schedule: pretrain on synthetic, then fine-tune on real --------------------------------------------
-def test_pretrain_schedule_splits_the_step_budget_and_leaves_the_real_arm_alone(digits):
+def test_pretrain_schedule_splits_the_step_budget_and_leaves_the_real_arm_alone(digits, caplog):
     from types import SimpleNamespace
 
     from synthloom.evaluators.augment import _cnn, augmentation_comparison, table_of
@@ -274,7 +274,12 @@ def test_pretrain_schedule_splits_the_step_budget_and_leaves_the_real_arm_alone(
                                        schedule=schedule)
 
     mix = compare("mix")
-    pre = compare("pretrain")
+    with caplog.at_level("INFO", logger="synthloom.evaluators.augment"):
+        pre = compare("pretrain")
+    # one progress line per classifier run (what the Prefect UI shows), with that run's test accuracy
+    lines = [r.getMessage() for r in caplog.records if r.name == "synthloom.evaluators.augment"]
+    assert len(lines) == 2 * 4, lines
+    assert lines[0].startswith(f"augment: seed 1/2, arm real: accuracy {pre['arms']['real']['accuracy'][0]:.4f} ("), lines
     budget = pre["gradient_steps_per_arm"]
     assert budget == mix["gradient_steps_per_arm"] == 60 and pre["schedule"] == "pretrain"
     assert list(pre["arms"]) == ["real", "synthetic then real 1:1", "synthetic then real 4:1", "synthetic"]
