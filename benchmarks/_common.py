@@ -31,3 +31,14 @@ def best_of(repeats: int, fn) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+AUGMENT_TABLE_HEADER = ("| variant | arm | train images | accuracy mean | 95 % CI | gain vs real | gain 95 % CI | paired p |\n"
+                        "| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def augment_table_row(variant: str, arm: str, a: dict, gain: dict | None) -> str:
+    """One arm of an `augmentation_comparison` result as a RESULTS.md row (bench_augment*.py)."""
+    gtxt = (f"{gain['mean']:+.4f} | [{gain['ci_low']:+.4f}, {gain['ci_high']:+.4f}] | {gain['p_value']:.3g}"
+            if gain else " | | ")
+    return f"| {variant} | {arm} | {a['train_size']} | {a['mean']:.4f} | [{a['ci_low']:.4f}, {a['ci_high']:.4f}] | {gtxt} |"

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment  # noqa: E402
+from _common import AUGMENT_TABLE_HEADER, augment_table_row, environment  # noqa: E402
 
 from synthloom.evaluators.augment import REAL, SCHEDULES, _cnn, augmentation_comparison, ratio_label  # noqa: E402
 from synthloom.generators.dcgan.diffaugment import parse_policy  # noqa: E402
@@ -215,8 +215,7 @@ def main(argv=None) -> None:
     # One step budget for every variant (the plain one's: epochs of its largest set), so the real arm is the same.
     largest = len(y_real) + int(round(max(ratios) * len(y_real)))
     budget = max(args.epochs * -(-largest // 32), args.min_steps)
-    print("\n| variant | arm | train images | accuracy mean | 95 % CI | gain vs real | gain 95 % CI | paired p |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n" + AUGMENT_TABLE_HEADER)
     results, printed = {}, set()
     for variant, (x_syn, y_syn) in variants.items():
         for schedule in schedules:
@@ -231,10 +230,7 @@ def main(argv=None) -> None:
                     continue
                 printed.add((shown, arm))
                 gain = result["gains"].get(ratio_label(a["ratio"])) if "ratio" in a else None
-                gtxt = (f"{gain['mean']:+.4f} | [{gain['ci_low']:+.4f}, {gain['ci_high']:+.4f}] | {gain['p_value']:.3g}"
-                        if gain else " | | ")
-                print(f"| {shown} | {arm}{' (baseline)' if arm == REAL else ''} | {a['train_size']} | {a['mean']:.4f} | "
-                      f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}] | {gtxt} |", flush=True)
+                print(augment_table_row(shown, f"{arm}{' (baseline)' if arm == REAL else ''}", a, gain), flush=True)
             best = result["gains"][ratio_label(result["best_ratio"])]
             steps = {k: (f"{v['synthetic_steps']}+{v['real_steps']}" if "synthetic_steps" in v else v["steps"])
                      for k, v in result["arms"].items()}

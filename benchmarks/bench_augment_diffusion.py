@@ -29,7 +29,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment  # noqa: E402
+from _common import AUGMENT_TABLE_HEADER, augment_table_row, environment  # noqa: E402
 
 from synthloom.evaluators.augment import _cnn, augmentation_comparison, ratio_label, subset_mismatch  # noqa: E402
 from synthloom.generators.base import BuildContext  # noqa: E402
@@ -137,14 +137,10 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     result = augmentation_comparison(fit_predict, concat, real_x, y_real, synth, y_syn, ref.test_images, y_test,
                                      classes, ratios, args.seeds, args.epochs, 32, min_steps=args.min_steps)
-    print("\n| variant | arm | train images | accuracy mean | 95 % CI | gain vs real | gain 95 % CI | paired p |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n" + AUGMENT_TABLE_HEADER)
     for arm, a in result["arms"].items():
         gain = result["gains"].get(ratio_label(a["ratio"])) if "ratio" in a else None
-        gtxt = (f"{gain['mean']:+.4f} | [{gain['ci_low']:+.4f}, {gain['ci_high']:+.4f}] | {gain['p_value']:.3g}"
-                if gain else " | | ")
-        print(f"| diffusion | {arm} | {a['train_size']} | {a['mean']:.4f} | [{a['ci_low']:.4f}, {a['ci_high']:.4f}] "
-              f"| {gtxt} |", flush=True)
+        print(augment_table_row("diffusion", arm, a, gain), flush=True)
     best = result["gains"][ratio_label(result["best_ratio"])]
     print(f"  (comparison {time.perf_counter() - t:.0f}s; best ratio {ratio_label(result['best_ratio'])}: gain "
           f"{best['mean']:+.4f}, per seed {[round(v, 4) for v in best['per_seed']]} (median "
