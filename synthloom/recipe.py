@@ -78,7 +78,7 @@ class Recipe(StrictModel):
     description: str = ""
     license: str = "cc-by-4.0"
     seed: int = Field(default=0, ge=0, lt=2**63, description="Root seed; every sample's seed derives from it.")
-    output: str = Field(default="datasets", description="Local folder the dataset is written under.")
+    output: str = Field(default="datasets", description="Folder the dataset is written under (`file://` URLs too), or an object-store URL (`s3://bucket/prefix`).")
     generator: GeneratorSpec
     count: dict[str, int] = Field(description="Number of samples per split, e.g. {train: 800, test: 200}.")
     custom_splits: list[str] = Field(
@@ -98,6 +98,15 @@ class Recipe(StrictModel):
     gates: dict[str, float] = Field(
         default_factory=dict, description="Quality thresholds, e.g. {cas_ratio_min: 0.8, near_copy_max: 0.01}."
     )
+
+    @field_validator("output")
+    @classmethod
+    def _file_url_is_a_folder(cls, value: str) -> str:
+        from .storage import local_path
+
+        # `file:///data/out` names the folder /data/out (storage.is_url treats it as local); without this it
+        # became a relative folder called "file:".
+        return str(local_path(value)) if value.startswith("file://") else value
 
     @field_validator("gates")
     @classmethod

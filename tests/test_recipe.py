@@ -77,3 +77,10 @@ def test_unknown_generator_and_params():
         make_generator("pointcloud", {"sampler": "grid"})
     with pytest.raises(GeneratorError, match="unknown shape"):
         make_generator("pointcloud", {"shapes": ["cube"]})
+
+
+def test_a_file_url_output_is_that_folder_not_a_relative_one(recipe_factory, tmp_path):
+    recipe = load_recipe(recipe_factory(output=f"file://{tmp_path}/out"))
+    assert recipe.output == f"{tmp_path}/out"  # was "file:/..." below the working directory
+    assert recipe.version_dir() == tmp_path / "out" / "tiny" / "1.0.0"
+    assert load_recipe(recipe_factory(output="s3://bucket/prefix")).output == "s3://bucket/prefix"
