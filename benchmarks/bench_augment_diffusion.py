@@ -111,11 +111,10 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     ratios = [float(v) for v in args.ratios.split(",")]
     recipe = parse_recipe(yaml.safe_load(RECIPE.read_text()), str(RECIPE))
-    problem = subset_mismatch(args.fraction, args.subsample_seed, "diffusion",
-                              {**recipe.generator.params, "model": args.model}, FASHION)
+    record = make_generator("diffusion", {**recipe.generator.params, "model": args.model}).training_subset()
+    problem = subset_mismatch(args.fraction, args.subsample_seed, record, "diffusion", FASHION)
     if problem:
         sys.exit(f"bench_augment_diffusion: {problem}")
-    record = make_generator("diffusion", {**recipe.generator.params, "model": args.model}).training_subset()
     ref = read_reference_images(FASHION)
     sub = ref.subsample(args.fraction, args.subsample_seed)
     classes = ref.classes

@@ -294,6 +294,7 @@ def ablation(args) -> None:
     print("| config | seed | CAS | TRTR | CAS/TRTR | FID | min class spread / real | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     only = [v for v in args.only.split(",") if v] if args.only else None
+    scores: dict[str, dict[int, tuple[float, float]]] = {}  # config -> seed -> (CAS/TRTR, FID)
     for i, (name, change) in enumerate(ABLATIONS.items()):
         if only is not None and str(i) not in only:
             continue
@@ -313,10 +314,44 @@ def ablation(args) -> None:
                                                 num_classes=10, classifier="cnn", cnn_epochs=args.cnn_epochs, seed=0)
             fid = FID(ext)
             fid.update_features(f_te, real=True), fid.update_features(ext(x), real=False)
+            fid_value = fid.compute()["fid"]
+            scores.setdefault(name, {})[seed] = (cas["cas_ratio"], fid_value)
             print(f"| {name} | {seed} | {cas['cas']:.3f} | {cas['trtr']:.3f} | {cas['cas_ratio']:.3f} | "
-                  f"{fid.compute()['fid']:.1f} | {result['history'][-1]['min_spread_ratio']:.2f} | {train_s:.0f} |",
+                  f"{fid_value:.1f} | {result['history'][-1]['min_spread_ratio']:.2f} | {train_s:.0f} |",
                   flush=True)
+    print_ablation_summary(scores)
     print(f"total {time.perf_counter() - t0:.0f}s")
+
+
+def print_ablation_summary(scores: dict[str, dict[int, tuple[float, float]]]) -> None:
+    """Mean ± 95 % t-interval per config over seeds, and the paired difference (same seeds) from the
+    first config, "full", with a paired t-test: one seed cannot tell the techniques apart (issue 27)."""
+    from synthloom.evaluators.augment import paired_gain, t_interval
+
+    if not scores or max(len(by_seed) for by_seed in scores.values()) < 2:
+        return
+    base_name = next(iter(scores))
+    base = scores[base_name]
+
+    def cell(values, digits):
+        ci = t_interval(values)
+        return f"{ci['mean']:.{digits}f} ± {ci['ci_high'] - ci['mean']:.{digits}f}"
+
+    print(f"\nover seeds: mean ± half-width of the 95 % t-interval; difference from '{base_name}' paired by seed")
+    print("| config | seeds | CAS/TRTR | FID | CAS/TRTR - full [95 % CI] (p) | FID - full [95 % CI] (p) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, by_seed in scores.items():
+        seeds = sorted(set(by_seed) & set(base))
+        ratio, fid = [by_seed[s][0] for s in seeds], [by_seed[s][1] for s in seeds]
+        cells = [cell(ratio, 3), cell(fid, 1)]
+        for k, digits in ((0, 3), (1, 1)):
+            if name == base_name:
+                cells.append("-")
+                continue
+            g = paired_gain([by_seed[s][k] for s in seeds], [base[s][k] for s in seeds])
+            cells.append(f"{g['mean']:+.{digits}f} [{g['ci_low']:+.{digits}f}, {g['ci_high']:+.{digits}f}] "
+                         f"({g['p_value']:.2f})")
+        print(f"| {name} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
 
 
 def main(argv=None) -> None:

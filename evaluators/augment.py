@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -294,18 +295,24 @@ def _describe_subset(fraction: float | None, seed: int | None) -> str:
     return "the whole train part" if fraction is None else f"real_fraction {fraction:g} (real_fraction_seed {seed})"
 
 
-def subset_mismatch(fraction: float | None, seed: int, generator_kind: str, generator_params: dict[str, Any],
-                    reference: str | None) -> str | None:
-    """Why a generator's training data does not match the real arm's (None when it does, or when the
-    generator does not train on the reference): a generator that saw real images the real arm did not
-    would make the synthetic arms leak them."""
+def generator_training_subset(generator_kind: str, generator_params: dict[str, Any],
+                              recipe_dir: Path | None = None) -> dict[str, Any] | None:
+    """`Generator.training_subset` of a recipe's generator (relative model paths found from `recipe_dir`, as
+    the build finds them); None for bad params: the build reports those itself, with their own message."""
     from synthloom.errors import SynthloomError
     from synthloom.registry import make_generator
 
     try:
-        subset = make_generator(generator_kind, generator_params).training_subset()
+        return make_generator(generator_kind, generator_params).training_subset(recipe_dir)
     except SynthloomError:
-        return None  # bad generator params: the build reports them itself, with their own message
+        return None
+
+
+def subset_mismatch(fraction: float | None, seed: int, subset: dict[str, Any] | None, generator_kind: str,
+                    reference: str | None) -> str | None:
+    """Why a generator's training data (`subset`, from `Generator.training_subset`) does not match the real
+    arm's (None when it does, or when the generator does not train on the reference): a generator that saw
+    real images the real arm did not would make the synthetic arms leak them."""
     if subset is None:
         return None
     theirs = subset.get("real_fraction")

@@ -30,6 +30,7 @@ evaluator params and gate names by loading these classes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -103,9 +104,10 @@ class Evaluator:
                     f"{'no Image or Points column' if data.modality is None else data.modality}")
         return None
 
-    def check_recipe(self, recipe: Recipe) -> str | None:
+    def check_recipe(self, recipe: Recipe, recipe_dir: Path) -> str | None:
         """A problem of the recipe this evaluator is part of (None: none), found when the recipe is
-        validated, before anything runs: e.g. a generator trained on other real data than it compares."""
+        validated, before anything runs: e.g. a generator trained on other real data than it compares.
+        `recipe_dir`: the recipe file's folder (relative input paths), the working directory without one."""
         return None
 
     def reset(self) -> None:

@@ -8,6 +8,7 @@ to validate params and gate names.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -395,20 +396,26 @@ class Augment(Evaluator):
                "augment_real_accuracy": "accuracy of the classifier trained on the real train part alone",
                "augment_synthetic_accuracy": "accuracy trained on synthetic alone (the largest mixture's share)"}
 
-    def check_recipe(self, recipe) -> str | None:
-        from .augment import subset_mismatch
+    def check_recipe(self, recipe, recipe_dir: Path) -> str | None:
+        from .augment import generator_training_subset, subset_mismatch
 
-        return subset_mismatch(self.params.real_fraction, self.params.real_fraction_seed, recipe.generator.kind,
-                               recipe.generator.params, recipe.reference)
+        subset = generator_training_subset(recipe.generator.kind, recipe.generator.params, recipe_dir)
+        return subset_mismatch(self.params.real_fraction, self.params.real_fraction_seed, subset,
+                               recipe.generator.kind, recipe.reference)
 
     def compute(self, data: EvaluationData) -> EvaluatorResult:
-        from .augment import compare_on, plot_augmentation, subset_mismatch, summary_of, table_of
+        from .augment import compare_on, generator_training_subset, plot_augmentation, subset_mismatch, summary_of, \
+            table_of
 
         recipe = data.manifest.get("recipe", {})
         generator = data.manifest.get("generator") or {}
         if recipe.get("reference") and str(recipe["reference"]) == str(data.reference) and generator.get("kind"):
-            problem = subset_mismatch(self.params.real_fraction, self.params.real_fraction_seed, generator["kind"],
-                                      generator.get("params") or {}, data.reference)
+            # What the build recorded (its model paths resolved from the recipe's folder); a manifest written
+            # before the record existed: the generator's params, relative paths from the working directory.
+            subset = (generator["training_subset"] if "training_subset" in generator
+                      else generator_training_subset(generator["kind"], generator.get("params") or {}))
+            problem = subset_mismatch(self.params.real_fraction, self.params.real_fraction_seed, subset,
+                                      generator["kind"], data.reference)
             if problem:
                 raise EvaluatorError(f"{data.version_dir}: {problem}")
         result, notes = compare_on(data, self.params)

@@ -295,6 +295,10 @@ def _manifest(plan: BuildPlan, prepared: Prepared, records: list[dict[str, Any]]
             "assets": [a.model_dump() for a in prepared.assets],
             "outputs": [a.model_dump() for a in prepared.outputs],
             "info": prepared.info,
+            # Which real images it trained on (the augment evaluator's leak check reads it when it evaluates
+            # later, from wherever: the recipe's relative model path is resolved here, from its folder).
+            "training_subset": make_generator(recipe.generator.kind, recipe.generator.params).training_subset(
+                plan.context().recipe_dir),
             "models": [{"url": f"{m.store}/{m.key[:2]}/{m.key}", "sha256": m.sha256} for m in prepared.models],
             "stats": get_generator_class(recipe.generator.kind).merge_stats([r["stats"] for r in records
                                                                              if "stats" in r]),

@@ -16,6 +16,7 @@ The lifecycle, in the order the build flow calls it:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 from pydantic import Field, ValidationError
@@ -71,11 +72,12 @@ class Generator:
         self.prepared: Prepared | None = None
         self.device = "cpu"
 
-    def training_subset(self) -> dict[str, Any] | None:
+    def training_subset(self, recipe_dir: Path | None = None) -> dict[str, Any] | None:
         """Which part of the recipe's `reference` this generator trains on, for checks that compare it with
         an evaluator's (the `augment` evaluator's real_fraction): None when it does not train on the
         reference (the default); {"real_fraction": None, ...} for all of its train part;
-        {"real_fraction": f, "real_fraction_seed": s} for `synthloom.references.per_class_subsample`."""
+        {"real_fraction": f, "real_fraction_seed": s} for `synthloom.references.per_class_subsample`.
+        `recipe_dir` resolves relative input paths as `check_inputs` does (the recipe's folder)."""
         return None
 
     def check_inputs(self, ctx: BuildContext) -> None:

@@ -266,13 +266,15 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
 
 def _check_evaluators_against_recipe(recipe: Recipe, source: str) -> None:
     """Each evaluator's `check_recipe` (e.g. augment: the generator trains on the real images it compares
-    with); the first problem is one RecipeError line naming the evaluator."""
+    with); the first problem is one RecipeError line naming the evaluator. Relative input paths are found
+    from the recipe file's folder, as the build's preflight finds them (`source` is its path)."""
     from .registry import load
 
+    recipe_dir = Path(source).resolve().parent if Path(source).is_file() else Path.cwd()
     for index, spec in enumerate(recipe.evaluators):
         where = f"{source}: evaluators.{index} ({spec.kind})"
         check = getattr(load("evaluators", spec.kind)(spec.params, where=where), "check_recipe", None)
-        problem = check(recipe) if check else None
+        problem = check(recipe, recipe_dir) if check else None
         if problem:
             raise RecipeError(f"{where}: {problem}")
 

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, run_cli
 from diffusion_helpers import tiny_model  # noqa: F401  (a fixture)
 from synthloom.errors import GeneratorError, RecipeError
-from synthloom.evaluators.augment import subset_mismatch
+from synthloom.evaluators.augment import generator_training_subset, subset_mismatch
 from synthloom.generators.base import BuildContext
 from synthloom.generators.diffusion import DiffusionGenerator
 from synthloom.generators.diffusion.training_record import TRAINING_FILE, write_training_record
@@ -51,11 +51,12 @@ def test_the_generator_reports_its_models_record_and_augment_refuses_another_sub
     subset = generator.training_subset()
     assert (subset["real_fraction"], subset["real_fraction_seed"], subset["reference"]) == (0.01, 0, "ref")
     params = {"model": str(model), "classes": ["a", "b"]}
-    assert subset_mismatch(0.01, 0, "diffusion", params, "ref") is None
+    assert generator_training_subset("diffusion", params) == subset
+    assert subset_mismatch(0.01, 0, subset, "diffusion", "ref") is None
     for fraction, seed, ours in ((0.1, 0, "real_fraction 0.1 (real_fraction_seed 0)"),
                                  (0.01, 1, "real_fraction 0.01 (real_fraction_seed 1)"),
                                  (None, 0, "the whole train part")):
-        message = subset_mismatch(fraction, seed, "diffusion", params, "ref")
+        message = subset_mismatch(fraction, seed, subset, "diffusion", "ref")
         assert message.startswith(f"evaluator augment compares with {ours} of reference ref, but generator diffusion "
                                   "trains on real_fraction 0.01 (real_fraction_seed 0)"), message
     # Read with the recipe: one line naming the evaluator, before anything is built.
@@ -76,7 +77,7 @@ def test_a_model_without_a_record_or_a_hub_id_reports_nothing_as_before(tiny_mod
     assert not (tiny_model / TRAINING_FILE).exists()
     for model in (str(tiny_model), "someone/some-model", str(tmp_path / "missing")):
         assert DiffusionGenerator({"model": model, "classes": ["a"]}).training_subset() is None
-        assert subset_mismatch(0.01, 0, "diffusion", {"model": model, "classes": ["a"]}, "ref") is None
+        assert generator_training_subset("diffusion", {"model": model, "classes": ["a"]}) is None
     parse_recipe(recipe_with(tiny_model, {}), "d.yaml")  # nothing to compare: the recipe is accepted, as today
 
 
@@ -146,24 +147,33 @@ def test_the_trainer_takes_the_augment_subsample_of_all_classes_and_records_it(t
         script.held_out_classes("12", None)
 
 
-def test_the_1pct_recipe_builds_on_a_tiny_recorded_pipeline_and_augment_runs_on_its_images(tiny_model, tmp_path):
+def test_the_1pct_recipe_builds_on_a_tiny_recorded_pipeline_and_augment_runs_on_its_images(tiny_model, tmp_path,
+                                                                                          monkeypatch):
     from synthloom import dataset as ds
     from synthloom.errors import EvaluatorError
     from synthloom.evaluators.evaluate import evaluate_version
     from synthloom.flows.build import build_dataset
 
     model = recorded_copy(tiny_model, tmp_path / "sd-1pct", 0.01)
-    data = recipe_with(model, {"seeds": 2, "epochs": 2, "min_steps": 20, "ratios": [1, 4]})
+    # The model named relative to the recipe's folder, the command run from another one (as the build finds it).
+    data = recipe_with(Path("sd-1pct"), {"seeds": 2, "epochs": 2, "min_steps": 20, "ratios": [1, 4]})
     data["generator"]["params"].update(steps=2, batch_size=20)
     reference = str(idx_reference(tmp_path / "fashion", per_class_train=20, per_class_test=5))
     data.update(output=str(tmp_path / "out"), reference=reference, count={"train": 40}, shard_size=20,
                 gates={"min_per_class": 4})
     small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({**data, "evaluators": [{"kind": "augment", "params": {"real_fraction": 0.1}}]}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(RecipeError, match=r"compares with real_fraction 0.1 .* trains on real_fraction 0.01"):
+        load_recipe(small)  # found from the recipe's folder, as the build finds the model
     small.write_text(yaml.safe_dump(data))
     build_dataset(str(small))
     version = tmp_path / "out" / data["name"] / "1.0.0"
     manifest = ds.read_manifest(version)
     assert manifest["generator"]["info"]["training"]["real_fraction"] == 0.01
+    assert manifest["generator"]["training_subset"]["real_fraction"] == 0.01
     summary = manifest["metrics"]["summary"]
     assert {"augment_gain", "augment_real_accuracy", "augment_synthetic_accuracy"} <= set(summary)
     details = manifest["metrics"]["details"]["augment"]
@@ -174,4 +184,8 @@ def test_the_1pct_recipe_builds_on_a_tiny_recorded_pipeline_and_augment_runs_on_
     # Evaluated again with another subsample: refused before any classifier trains.
     with pytest.raises(EvaluatorError, match=r"compares with real_fraction 0.1 .* generator diffusion trains on "
                                              r"real_fraction 0.01"):
+        evaluate_version(version, reference, {"augment": {"real_fraction": 0.1, "seeds": 2, "epochs": 1}})
+    # ... from the record the build wrote, wherever the evaluation runs (the relative path means nothing here).
+    monkeypatch.chdir(tmp_path / "out")
+    with pytest.raises(EvaluatorError, match=r"compares with real_fraction 0.1 .* trains on real_fraction 0.01"):
         evaluate_version(version, reference, {"augment": {"real_fraction": 0.1, "seeds": 2, "epochs": 1}})

@@ -92,7 +92,7 @@ class DCGAN(Generator):
                                  f"{self.params.batch_size}")
         return ref
 
-    def training_subset(self) -> dict[str, Any]:
+    def training_subset(self, recipe_dir: Path | None = None) -> dict[str, Any]:
         return {"real_fraction": self.params.real_fraction, "real_fraction_seed": self.params.real_fraction_seed}
 
     def check_inputs(self, ctx: BuildContext) -> None:

@@ -129,7 +129,7 @@ def train_step(g, d, opt_g, opt_d, real, labels, cfg: TrainConfig, noise_gen: to
     own draw from `aug_gen` (as the reference does)."""
     conditional = cfg.num_classes > 0
     y = labels if conditional else None
-    policy = parse_policy(cfg.diffaugment)
+    policy = cfg.diffaugment.split(",") if cfg.diffaugment else []  # validated and normalised by TrainConfig
     aug = (lambda x: diff_augment(x, policy, aug_gen)) if policy else (lambda x: x)  # noqa: E731
     z = torch.randn(len(real), cfg.nz, generator=noise_gen).to(real.device)
     fake = g(z, y)

@@ -89,10 +89,10 @@ class DiffusionGenerator(Generator):
         p = self.params
         return PromptSampler(p.classes, p.templates, p.attributes)
 
-    def training_subset(self) -> dict[str, Any] | None:
+    def training_subset(self, recipe_dir: Path | None = None) -> dict[str, Any] | None:
         """The model folder's `synthloom_training.json` (training_record.py): which part of its reference it
         was trained on. None for a hub id or a folder without the record: nothing to compare."""
-        return training_subset_of(self.params.model)
+        return training_subset_of(self.params.model, recipe_dir)
 
     def check_inputs(self, ctx: BuildContext) -> None:
         self._prompts()

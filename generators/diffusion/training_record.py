@@ -52,8 +52,11 @@ def read_training_record(model_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def training_subset_of(model: str) -> dict[str, Any] | None:
-    """The record of the recipe's `model` when it is a local folder (relative paths from the working directory,
-    where builds run); None for a hub id, a missing folder (the preflight reports it) or no record."""
+def training_subset_of(model: str, recipe_dir: Path | None = None) -> dict[str, Any] | None:
+    """The record of the recipe's `model` when it is a local folder, a relative path found as the build finds it
+    (`pipeline.resolve_model`: the working directory, else the recipe's folder); None for a hub id, a missing
+    folder (the preflight reports it) or no record."""
     path = Path(model).expanduser()
+    if not path.is_absolute() and recipe_dir is not None and not path.exists() and (recipe_dir / path).exists():
+        path = recipe_dir / path
     return read_training_record(path) if path.is_dir() else None
