@@ -294,3 +294,24 @@ def test_report_escapes_strings_and_names_per_class_rows(tmp_path):
     assert "<script" not in path.read_text()
     assert ["q05", "q100"] == [c for r in cells for c in r if c in ("q05", "q100")]  # numeric order
     assert next(r for r in page.rows if r["cells"][0] == "cas_min")["class"] == "fail"
+
+
+def test_the_domain_cnn_is_trained_once_per_reference_whatever_the_dataset(tmp_path, digits, monkeypatch, caplog):
+    """Two datasets in different output folders, one reference: the second reuses the first's CNN from the
+    model store (it used to retrain it per output folder: ~35 min on Fashion-MNIST)."""
+    import logging
+
+    from synthloom.evaluators.data import EvaluationData
+
+    monkeypatch.setenv("SYNTHLOOM_MODEL_STORE", str(tmp_path / "store"))
+    images, labels = digits
+    first = write_image_dataset(tmp_path / "a", images[1::2][:100], labels[1::2][:100])
+    second = write_image_dataset(tmp_path / "b", images[1::2][100:200], labels[1::2][100:200])
+    with caplog.at_level(logging.INFO, logger="synthloom.evaluators.data"):
+        names = [EvaluationData(v, "sklearn:digits").domain_extractor.name for v in (first, second)]
+    trained = [r for r in caplog.records if "training the domain CNN" in r.getMessage()]
+    assert len(trained) == 1 and names[0] == names[1] and names[0].startswith("domain-cnn:reference-")
+    assert len([p for p in (tmp_path / "store").glob("*/*") if p.is_dir()]) == 1
+    # Another seed is another model (the CNN's training is seeded): a second entry.
+    assert EvaluationData(first, "sklearn:digits", seed=1).domain_extractor.name != names[0]
+    assert len([p for p in (tmp_path / "store").glob("*/*") if p.is_dir()]) == 2
