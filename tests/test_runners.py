@@ -179,8 +179,26 @@ def test_cluster_workers_stage_shards_straight_on_the_object_store(tmp_path, s3_
     verifies and is byte-identical, shard for shard, to the single-process local build."""
     from distributed import LocalCluster
 
-    import synthloom
-    from synthloom import storage
+    recipe, local, workers_dir = store_build_setup(tmp_path)
+    monkeypatch.chdir(workers_dir)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                      local_directory=str(workers_dir)) as cluster:
+        monkeypatch.chdir(tmp_path)
+        check_store_build(tmp_path, s3_url, monkeypatch, recipe, local, runner="dask",
+                          address=cluster.scheduler_address)
+
+
+@pytest.mark.slow  # a local Ray instance takes 30-60 s to start on this loaded 2-core machine
+def test_ray_workers_stage_shards_straight_on_the_object_store(tmp_path, s3_url, toy_env, monkeypatch):
+    """The same on Ray: the runner starts a local instance (2 CPUs) from the workers' folder, its worker
+    processes read the store's URL and credentials from the environment they inherit, as on a cluster."""
+    recipe, local, workers_dir = store_build_setup(tmp_path)
+    monkeypatch.chdir(workers_dir)
+    check_store_build(tmp_path, s3_url, monkeypatch, recipe, local, runner="ray")
+
+
+def store_build_setup(tmp_path: Path) -> tuple[Path, dict, Path]:
+    """The toy recipe, its single-process local build (the reference) and an empty folder for the workers."""
     from synthloom.flows.build import build_dataset
 
     recipe = toy_recipe(tmp_path)
@@ -190,12 +208,17 @@ def test_cluster_workers_stage_shards_straight_on_the_object_store(tmp_path, s3_
     (tmp_path / "events.jsonl").unlink()
     workers_dir = tmp_path / "workers"
     workers_dir.mkdir()
-    monkeypatch.chdir(workers_dir)
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                      local_directory=str(workers_dir)) as cluster:
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("SYNTHLOOM_CACHE_DIR", str(tmp_path / "flow-cache"))  # the flow's; not the workers'
-        result = build_dataset(str(recipe), output=s3_url, runner="dask", address=cluster.scheduler_address)
+    return recipe, local, workers_dir
+
+
+def check_store_build(tmp_path: Path, s3_url: str, monkeypatch, recipe: Path, local: dict, **runner) -> None:
+    """Build `recipe` onto the store on `runner`; check where shards were made and what was committed."""
+    import synthloom
+    from synthloom import storage
+    from synthloom.flows.build import build_dataset
+
+    monkeypatch.setenv("SYNTHLOOM_CACHE_DIR", str(tmp_path / "flow-cache"))  # the flow's; not the workers'
+    result = build_dataset(str(recipe), output=s3_url, **runner)
     url = f"{s3_url}/toy/1.0.0"
     assert result["path"] == url and result["status"] == "built" and result["uploaded"] == 8
 
