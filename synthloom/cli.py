@@ -151,6 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (default: the recipe\'s `schedule`)')
     deploy_when.add_argument("--interval", type=float, help="run every N seconds instead of a cron schedule")
 
+    gc = sub.add_parser("gc", help="list (or --delete) objects on an object store that no commit references",
+                        description="On an object store, a build killed and never rerun leaves its staged shards "
+                                    "and lock object under a version prefix without manifest.json, and a model-store "
+                                    "upload killed before its marker leaves files no entry names: no reader sees "
+                                    "them, they cost storage. gc lists what is older than --grace-hours and, with "
+                                    "--delete, deletes it: an uncommitted version only under its own lock (a live "
+                                    "build's version is skipped), committed versions and entries never.")
+    gc.add_argument("url", nargs="?", help="an output URL (s3://bucket/datasets: the `output:` of recipes); with "
+                                           "--models, a model store URL (default: $SYNTHLOOM_MODEL_STORE)")
+    gc.add_argument("--models", action="store_true", help="the model store's layout instead of datasets'")
+    gc.add_argument("--grace-hours", type=float, default=24.0,
+                    help="leave anything whose newest object is younger than this (default 24: builds and uploads "
+                         "in progress are never touched)")
+    gc.add_argument("--delete", action="store_true", help="delete what is listed (default: only list it)")
+
     server = sub.add_parser("server", help="start, stop or show a local Prefect server that later commands reuse",
                             description="A one-off build, evaluate or label command without PREFECT_API_URL "
                                         "starts Prefect's ephemeral server, ~6 s per command. `synthloom server "
@@ -308,6 +323,29 @@ def cmd_inspect(args) -> int:
         console.print(metrics)
     for line in summary["gates"]:
         console.print(f"gate {line}")
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from . import gc
+    from .errors import StorageError
+
+    url = args.url or (os.environ.get("SYNTHLOOM_MODEL_STORE") if args.models else None)
+    if not url:
+        raise StorageError("gc: give an output URL (or --models with a URL or SYNTHLOOM_MODEL_STORE set)")
+    if args.grace_hours < 0:
+        raise StorageError(f"gc: --grace-hours {args.grace_hours:g} is negative")
+    if args.delete:
+        collect = gc.collect_models if args.models else gc.collect_datasets
+        found = collect(url, args.grace_hours)
+    else:
+        found = (gc.model_garbage if args.models else gc.dataset_garbage)(url, args.grace_hours)
+    for garbage in found:
+        print(("deleted " if args.delete else "would delete ") + garbage.describe())
+    total = sum(g.bytes for g in found)
+    verb = "deleted" if args.delete else "to delete (rerun with --delete)"
+    print(f"{url}: {len(found)} unreferenced item{'s' if len(found) != 1 else ''}, {total:,} bytes {verb}"
+          if found else f"{url}: nothing unreferenced older than {args.grace_hours:g} h")
     return 0
 
 
@@ -537,6 +575,7 @@ def cmd_server(args) -> int:
 
 COMMANDS = {
     "build": cmd_build,
+    "gc": cmd_gc,
     "deploy": cmd_deploy,
     "inspect": cmd_inspect,
     "verify": cmd_verify,
