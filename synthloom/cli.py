@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "upload killed before its marker leaves files no entry names: no reader sees "
                                     "them, they cost storage. gc lists what is older than --grace-hours and, with "
                                     "--delete, deletes it: an uncommitted version only under its own lock (a live "
-                                    "build's version is skipped), committed versions and entries never.")
+                                    "build's version is skipped); a committed version loses only resume state "
+                                    "that a killed clean-up left in it, a committed model entry nothing.")
     gc.add_argument("url", nargs="?", help="an output URL (s3://bucket/datasets: the `output:` of recipes); with "
                                            "--models, a model store URL (default: $SYNTHLOOM_MODEL_STORE)")
     gc.add_argument("--models", action="store_true", help="the model store's layout instead of datasets'")
