@@ -29,6 +29,7 @@ EPILOG = """examples:
       --param 'ontology={"a photo of a sneaker": sneaker}' --labeler blip --param model=models/blip
   synthloom serve configs/demo-pointclouds.yaml --cron "0 3 * * *"
   synthloom server start     # once: later build/evaluate/label commands skip Prefect's ~6 s server start
+  synthloom gc s3://bucket/datasets          # list what killed builds left on the store; --delete removes it
 """
 
 
