@@ -46,6 +46,7 @@ def test_gc_deletes_a_killed_builds_version_and_resume_state_and_nothing_committ
     assert set(found) == {f"{s3_url}/onstore/1.0.0/", f"{committed}/"}
     assert found[f"{s3_url}/onstore/1.0.0/"].why == "uncommitted version: no manifest.json, its lock stale"
     assert found[f"{s3_url}/onstore/1.0.0/"].objects >= 3 and found[f"{s3_url}/onstore/1.0.0/"].bytes > 0
+    assert 0 < found[f"{s3_url}/onstore/1.0.0/"].age_hours < 1  # the store's LastModified, read (not unknown)
     assert found[f"{committed}/"].why == "resume state left in a committed version: .records"
     assert gc.dataset_garbage(s3_url, grace_hours=24) == []  # younger than the grace period
     assert _objects(s3_url) == before
