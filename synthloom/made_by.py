@@ -16,6 +16,7 @@ from pathlib import Path
 MADE_BY = {
     "models/fashion-sd": "make base-model",
     "models/fashion-sd-1pct": "make base-model-1pct",
+    "models/fashion-sd-10pct": "make base-model-10pct",
     "data/fashion-ankle-boots": "make ankle-boots",
     "data/cgal-meshes": "make meshes",
     "data/hdris": "make hdris",
