@@ -12,6 +12,9 @@ on the 10,000 test images, --seeds runs per arm; the baseline is the real arm, t
 with the same seeds and step budget.
 
     OMP_NUM_THREADS=2 flock /tmp/synthloom-heavy.lock python benchmarks/bench_augment_diffusion.py
+    # at 10 %: the model of `make base-model-10pct`, 2,400 images a class (4:1 of 600 real), 2 classifier epochs
+    OMP_NUM_THREADS=2 flock /tmp/synthloom-heavy.lock python benchmarks/bench_augment_diffusion.py \
+        --model models/fashion-sd-10pct --fraction 0.1 --per-class 2400 --epochs 2
     # a smoke run: few images, 2 seeds, short classifier training
     python benchmarks/bench_augment_diffusion.py --per-class 8 --seeds 2 --ratios 0.25,1 --epochs 1 --min-steps 20
 """
