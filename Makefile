@@ -145,7 +145,7 @@ bench-dcgan-fashion: install fashion-mnist
 
 # Each DCGAN technique turned off (or on) alone on sklearn:digits: CAS/TRTR and FID per row.
 bench-dcgan-ablation: install
-	OMP_NUM_THREADS=2 flock $(HEAVY_LOCK) $(BIN)/python benchmarks/bench_dcgan.py ablation --threads 2 --epochs 60 --seeds 0 --cnn-epochs 20
+	OMP_NUM_THREADS=2 flock $(HEAVY_LOCK) $(BIN)/python benchmarks/bench_dcgan.py ablation --threads 2 --epochs 60 --seeds 0,1,2 --cnn-epochs 20
 
 # One prepared GPU check (issue 28; README "GPU"): diffusion SD 1.5 at 512 px, FID features of 50,000 Parquet
 # images, OWLv2/BLIP, Blender Cycles; <= 8 min, one table, written to benchmarks/gpu-check-<date>.md
