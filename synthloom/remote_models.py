@@ -52,6 +52,7 @@ class RemoteEntries:
 
     def __init__(self, url: str, cache: Path):
         self.url = url.rstrip("/")
+        storage.check_writable_url(self.url, "a model store")
         self.fs, self.root = storage.filesystem(self.url)
         self.root = self.root.rstrip("/")
         self.cache = cache

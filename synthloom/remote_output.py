@@ -84,6 +84,7 @@ class RemoteOutput:
     def __init__(self, output_url: str, name: str, version: str, force_unlock: bool = False):
         self.output_url = output_url.rstrip("/")
         self.name, self.version = name, version
+        storage.check_writable_url(self.output_url)
         self.fs, root = storage.filesystem(self.output_url)
         self.dataset_root = storage.join(root, name)
         self.version_path = storage.join(self.dataset_root, version)

@@ -57,6 +57,19 @@ def storage_options(protocol: str) -> dict[str, Any]:
     return options
 
 
+WRITABLE_PROTOCOLS = ("s3", "s3a")  # writers need S3's conditional PUT (docs/DESIGN.md, "Stores other than S3")
+
+
+def check_writable_url(url: str, what: str = "output") -> None:
+    """Writers (build/label/evaluate outputs, the model store) speak S3's API only: another protocol is one
+    line here, not an error deep in a commit (readers go through any fsspec filesystem)."""
+    protocol = url.split("://", 1)[0]
+    if protocol not in WRITABLE_PROTOCOLS:
+        raise StorageError(f"{url}: {what} on '{protocol}://' is not supported; synthloom writes to S3-compatible "
+                           "stores (s3://…, any endpoint via AWS_ENDPOINT_URL) or local folders, because its "
+                           "version lock needs S3's conditional PUT (docs/DESIGN.md, \"Stores other than S3\")")
+
+
 def filesystem(url: str):
     """(fsspec filesystem, path inside it) for a URL, with synthloom's timeouts."""
     import fsspec

@@ -433,3 +433,16 @@ def test_evaluate_writes_its_results_back_to_the_store(uploaded, local_dataset, 
     with RemoteOutput(s3_url, "objects", "1.0.0").lock():
         held = run_cli("evaluate", url, "--reference", str(local_dataset), "--only", "fidelity")
     assert held.returncode == 1 and "being built by process" in held.stderr, held.stderr
+
+
+def test_an_output_or_model_store_on_another_protocol_is_one_line_and_writes_nothing(tmp_path):
+    """Writers speak S3's API only (the lock is S3's conditional PUT): gs:// and az:// are refused up front,
+    naming the URL, whether or not an fsspec filesystem for them is installed."""
+    recipe = _recipe(tmp_path)
+    for url in ("gs://bucket/datasets", "az://container/datasets"):
+        out = run_cli("build", str(recipe), "--output", url, cwd=tmp_path)
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+        assert out.stderr.startswith(f"synthloom: error: {url}: output on '{url[:2]}://' is not supported")
+    store = run_cli("build", str(recipe), cwd=tmp_path, env={"SYNTHLOOM_MODEL_STORE": "gs://bucket/models"})
+    assert store.returncode == 1 and "gs://bucket/models: a model store on 'gs://' is not supported" in store.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onstore.yaml"]
