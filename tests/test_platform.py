@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, build_runs, run_cli, write_recipe
+from conftest import REPO, SYNTHLOOM, build_runs, run_cli, write_recipe
 from synthloom import dataset as ds
 from synthloom.errors import ModelError, RecipeError
 from synthloom.flows.build import build_dataset
@@ -225,6 +225,31 @@ def test_one_off_builds_send_no_heartbeats_unless_the_user_asks(tmp_path):
 
 
 # -- recipes as users write them ---------------------------------------------------------------
+def test_a_killed_build_leaves_no_ephemeral_prefect_server_behind(tmp_path):
+    """Without a Prefect server, a build starts Prefect's temporary one; SIGKILLed mid-build it used to leave
+    that server running (a port, ~200 MB, and the command's stdout/stderr held open, so this very
+    `subprocess.run` waited forever). Now its watchdog stops it (synthloom/ephemeral_guard.py)."""
+    import os
+    import re
+    import socket
+
+    recipe = write_recipe(tmp_path, count={"train": 4}, shard_size=4)
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_LOGGING_LEVEL="INFO",
+               SYNTHLOOM_CRASH_AT="build:shards-done")
+    killed = subprocess.run([SYNTHLOOM, "-v", "build", str(recipe)], capture_output=True, text=True, timeout=240,
+                            env=env)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    port = int(re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", killed.stderr)[1])
+    deadline = time.monotonic() + 15
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break  # nothing answers there any more
+        assert time.monotonic() < deadline, f"the killed build's Prefect server on port {port} still answers"
+        time.sleep(0.2)
+
+
 def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
     path = tmp_path / "twice.yaml"
     path.write_text("name: x\noutput: a\ngenerator: {kind: pointcloud}\ncount: {train: 4}\noutput: b\n")
