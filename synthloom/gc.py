@@ -59,8 +59,9 @@ class Garbage:
     age_hours: float
 
     def describe(self) -> str:
+        age = f"{self.age_hours:.1f} h" if self.age_hours >= 1 else f"{self.age_hours * 60:.0f} min"
         return (f"{self.url} ({self.why}; {self.objects} object{'s' if self.objects != 1 else ''}, "
-                f"{self.bytes:,} bytes, newest {self.age_hours:.1f} h old)")
+                f"{self.bytes:,} bytes, newest {age} old)")
 
 
 def _age_hours(info: dict[str, Any], now: datetime) -> float:
