@@ -22,12 +22,12 @@ from synthloom.features import Image, decode_image, feature_of
 
 from synthloom.references import class_names_of, clouds_of, float_points_column, read_reference_clouds
 
-# Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
-# MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
 log = logging.getLogger(__name__)
 
-MAX_IMAGES_IN_MEMORY = 10_000
 DOMAIN_CNN_CODE_VERSION = "1"  # bump when DomainClassifierFeatures' architecture or training changes
+# Streamed: fidelity metrics and features see every image a batch at a time. In memory: at most
+# MAX_IMAGES_IN_MEMORY synthetic images, for CAS, the attribute audit and the worst-pair picture.
+MAX_IMAGES_IN_MEMORY = 10_000
 BATCH = 256
 
 
