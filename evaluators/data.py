@@ -42,7 +42,6 @@ class EvaluationData:
         self.split = split
         self.seed = seed
         self.out_dir = Path(out_dir) if out_dir else self.version_dir / "eval"
-        self.cache = self.version_dir.parent / ".cache"
         self.table = ds.read_table(self.version_dir, self.manifest, split)
         self.features = ds.read_features(self.table, self.manifest)
         self.notes: list[str] = []  # shared notes (a bounded sample was used), added once to the result
