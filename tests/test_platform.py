@@ -234,9 +234,11 @@ def test_a_killed_build_leaves_no_ephemeral_prefect_server_behind(tmp_path):
     import socket
 
     recipe = write_recipe(tmp_path, count={"train": 4}, shard_size=4)
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_LOGGING_LEVEL="INFO",
-               SYNTHLOOM_CRASH_AT="build:shards-done")
+    # No server to reuse; Prefect's own INFO lines on the console (other tests' in-process runs may have left
+    # PREFECT_LOGGING_* settings in this environment, which the subprocess would inherit).
+    env = {key: value for key, value in os.environ.items()
+           if key != "PREFECT_API_URL" and not key.startswith("PREFECT_LOGGING_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), SYNTHLOOM_CRASH_AT="build:shards-done")
     killed = subprocess.run([SYNTHLOOM, "-v", "build", str(recipe)], capture_output=True, text=True, timeout=240,
                             env=env)
     assert killed.returncode == -9, killed.stderr[-2000:]
