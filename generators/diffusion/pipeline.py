@@ -39,11 +39,18 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16":
           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
-def resolve_model(model: str, base_dir: Path | None = None, allow_download: bool = False) -> Path:
-    """A local pipeline directory for `model`, or GeneratorError naming it (fast: no network by default)."""
+def local_model_path(model: str, base_dir: Path | None = None) -> Path:
+    """Where a local `model` would be: as given (from the working directory), else relative to `base_dir`
+    (the recipe's folder) when it exists only there. The path may not exist (a hub id, a missing folder)."""
     path = Path(model).expanduser()
     if not path.is_absolute() and base_dir is not None and not path.exists() and (base_dir / path).exists():
         path = base_dir / path
+    return path
+
+
+def resolve_model(model: str, base_dir: Path | None = None, allow_download: bool = False) -> Path:
+    """A local pipeline directory for `model`, or GeneratorError naming it (fast: no network by default)."""
+    path = local_model_path(model, base_dir)
     if path.exists():
         return check_pipeline_dir(path)
     if made_by(model) or path.is_symlink():  # a folder this repository makes (`make base-model`): not a hub id

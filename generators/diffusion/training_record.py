@@ -17,6 +17,8 @@ from typing import Any
 
 from synthloom.errors import GeneratorError
 
+from .pipeline import local_model_path
+
 TRAINING_FILE = "synthloom_training.json"
 
 
@@ -54,9 +56,7 @@ def read_training_record(model_dir: Path) -> dict[str, Any] | None:
 
 def training_subset_of(model: str, recipe_dir: Path | None = None) -> dict[str, Any] | None:
     """The record of the recipe's `model` when it is a local folder, a relative path found as the build finds it
-    (`pipeline.resolve_model`: the working directory, else the recipe's folder); None for a hub id, a missing
+    (`pipeline.local_model_path`: the working directory, else the recipe's folder); None for a hub id, a missing
     folder (the preflight reports it) or no record."""
-    path = Path(model).expanduser()
-    if not path.is_absolute() and recipe_dir is not None and not path.exists() and (recipe_dir / path).exists():
-        path = recipe_dir / path
+    path = local_model_path(model, recipe_dir)
     return read_training_record(path) if path.is_dir() else None
