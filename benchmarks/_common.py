@@ -33,6 +33,33 @@ def best_of(repeats: int, fn) -> float:
     return min(times)
 
 
+FASHION = "idx:/usr/share/datasets/fashion-mnist"
+
+
+def augment_data(fraction: float, seed: int):
+    """Fashion-MNIST as the `augment` evaluator sees it at `real_fraction`: (reference, its per-class subsample,
+    class names, the subsample's and the test part's class indices) (bench_augment*.py)."""
+    import numpy as np
+
+    from synthloom.references import read_reference_images
+
+    ref = read_reference_images(FASHION)
+    sub = ref.subsample(fraction, seed)
+    classes = ref.classes
+    return (ref, sub, classes, np.array([classes.index(c) for c in sub.train_labels]),
+            np.array([classes.index(c) for c in ref.test_labels]))
+
+
+def augment_setting(args, ref, sub, ratios) -> tuple[str, str]:
+    """The two parts of a bench_augment*.py header that describe the same comparison: the real data, and
+    the arms and the classifier's step budget."""
+    data = (f"{FASHION}, real_fraction {args.fraction:g} (seed {args.subsample_seed}): {len(sub.train_labels)} real "
+            f"train images, {len(ref.test_labels)} test images")
+    arms = (f"ratios {ratios}, {args.seeds} seeds, small CNN with equal gradient steps ({args.epochs} epochs of the "
+            f"largest set, >= {args.min_steps} steps)")
+    return data, arms
+
+
 AUGMENT_TABLE_HEADER = ("| variant | arm | train images | accuracy mean | 95 % CI | gain vs real | gain 95 % CI | paired p |\n"
                         "| --- | --- | --- | --- | --- | --- | --- | --- |")
 

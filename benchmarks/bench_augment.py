@@ -53,16 +53,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import AUGMENT_TABLE_HEADER, augment_table_row, environment  # noqa: E402
+from _common import AUGMENT_TABLE_HEADER, augment_data, augment_setting, augment_table_row, environment  # noqa: E402
 
 from synthloom.evaluators.augment import REAL, SCHEDULES, _cnn, augmentation_comparison, ratio_label  # noqa: E402
 from synthloom.generators.dcgan.diffaugment import parse_policy  # noqa: E402
 from synthloom.generators.dcgan.calibration import calibrate, discriminator_logits  # noqa: E402
 from synthloom.generators.dcgan.generator import _calibration_split, _prepare_images  # noqa: E402
 from synthloom.generators.dcgan.training import CHECKPOINT, TrainConfig, TrainData, Trainer, collapse_check, render  # noqa: E402
-from synthloom.references import read_reference_images  # noqa: E402
 
-FASHION = "idx:/usr/share/datasets/fashion-mnist"
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -152,17 +150,11 @@ def main(argv=None) -> None:
         policies = [",".join(parse_policy("" if v == "off" else v)) for v in (args.diffaugment or ["off"])]
     except ValueError as error:
         ap.error(f"--diffaugment: {error}")
-    ref = read_reference_images(FASHION)
-    sub = ref.subsample(args.fraction, args.subsample_seed)
-    classes = ref.classes
-    print(f"{environment()}\naugment bench: {FASHION}, real_fraction {args.fraction:g} (seed {args.subsample_seed}): "
-          f"{len(sub.train_labels)} real train images, {len(ref.test_labels)} test images; ratios {ratios}, "
-          f"{args.seeds} seeds, small CNN with equal gradient steps ({args.epochs} epochs of the largest set, "
-          f">= {args.min_steps} steps), schedules {schedules}, DCGAN diffaugment {[p or 'off' for p in policies]}, "
-          f"{args.threads} threads", flush=True)
+    ref, sub, classes, y_real, y_test = augment_data(args.fraction, args.subsample_seed)
+    data, arms = augment_setting(args, ref, sub, ratios)
+    print(f"{environment()}\naugment bench: {data}; {arms}, schedules {schedules}, DCGAN diffaugment "
+          f"{[p or 'off' for p in policies]}, {args.threads} threads", flush=True)
 
-    y_real = np.array([classes.index(c) for c in sub.train_labels])
-    y_test = np.array([classes.index(c) for c in ref.test_labels])
     need = int(round(max(ratios) * np.bincount(y_real).max()))  # per class, for the largest ratio
     tops = [float(v) for v in args.top.split(",") if v]
     variants: dict[str, tuple[torch.Tensor, np.ndarray]] = {}  # name -> (synthetic images, labels)

@@ -32,18 +32,17 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import AUGMENT_TABLE_HEADER, augment_table_row, environment  # noqa: E402
+from _common import (AUGMENT_TABLE_HEADER, FASHION, augment_data, augment_setting,  # noqa: E402
+                     augment_table_row, environment)
 
 from synthloom.evaluators.augment import _cnn, augmentation_comparison, ratio_label, subset_mismatch  # noqa: E402
 from synthloom.generators.base import BuildContext  # noqa: E402
 from synthloom.planning import plan_shards  # noqa: E402
 from synthloom.recipe import parse_recipe  # noqa: E402
-from synthloom.references import read_reference_images  # noqa: E402
 from synthloom.registry import make_generator  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "configs" / "diffusion-fashion-1pct.yaml"
-FASHION = "idx:/usr/share/datasets/fashion-mnist"
 NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -118,19 +117,13 @@ def main(argv=None) -> None:
     problem = subset_mismatch(args.fraction, args.subsample_seed, record, "diffusion", FASHION)
     if problem:
         sys.exit(f"bench_augment_diffusion: {problem}")
-    ref = read_reference_images(FASHION)
-    sub = ref.subsample(args.fraction, args.subsample_seed)
-    classes = ref.classes
-    print(f"{environment()}\naugment bench (diffusion): {FASHION}, real_fraction {args.fraction:g} (seed "
-          f"{args.subsample_seed}): {len(sub.train_labels)} real train images, {len(ref.test_labels)} test images; "
-          f"model {args.model} (training record: {record}); ratios {ratios}, {args.seeds} seeds, small CNN with "
-          f"equal gradient steps ({args.epochs} epochs of the largest set, >= {args.min_steps} steps), "
-          f"{args.threads} threads", flush=True)
+    ref, sub, classes, y_real, y_test = augment_data(args.fraction, args.subsample_seed)
+    data, arms = augment_setting(args, ref, sub, ratios)
+    print(f"{environment()}\naugment bench (diffusion): {data}; model {args.model} (training record: {record}); "
+          f"{arms}, {args.threads} threads", flush=True)
     x_syn, y_syn, info = generate(recipe, args.model, args.per_class, Path(args.work))
     print(f"  model sha256 {info['sha256'][:12]}; per class {np.bincount(y_syn, minlength=10).tolist()}", flush=True)
 
-    y_real = np.array([classes.index(c) for c in sub.train_labels])
-    y_test = np.array([classes.index(c) for c in ref.test_labels])
     params = SimpleNamespace(batch_size=32)
     # NCHW, as the evaluator decodes a dataset's images; _cnn averages RGB to the reference's one channel.
     nchw = np.ascontiguousarray(x_syn.transpose(0, 3, 1, 2))
